@@ -1,0 +1,1 @@
+//! Shared frame builders for the benchmarks.

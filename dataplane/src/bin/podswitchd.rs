@@ -1,0 +1,117 @@
+//! podswitchd: the podswitch dataplane daemon and its offline tools.
+
+use clap::{Parser, Subcommand};
+use podswitch::config::NodeConfig;
+use podswitch::tables::{Snapshot, build::build};
+use podswitch::tools::{self, pcap, replay};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "podswitchd", version, about = "podswitch: userspace virtual switch for Kubernetes nodes")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a node configuration and print its tables.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a capture through the pipeline over in-memory ports; write DIR/<port>.pcap.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Port for frames whose capture names no interface (classic pcap).
+        #[arg(long)]
+        in_port: Option<String>,
+    },
+    /// Show the stage-by-stage path of one frame.
+    Trace {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        in_port: String,
+        /// The frame as hex (from the Ethernet header on).
+        #[arg(long)]
+        frame: String,
+    },
+}
+
+fn load(path: &Path) -> Result<Snapshot, String> {
+    let cfg = NodeConfig::load(path)?;
+    build(&cfg, 1).map_err(|e| format!("{}: invalid configuration:\n{e}", path.display()))
+}
+
+fn port_id(snap: &Snapshot, name: &str) -> Result<u16, String> {
+    snap.port_by_name(name).ok_or_else(|| {
+        let known: Vec<&str> = snap.ports.iter().map(|p| p.name.as_str()).collect();
+        format!("unknown port {name:?} (ports: {})", known.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Check { config } => load(&config).map(|s| {
+            println!(
+                "configuration OK: node {} ({}), {} ports, {} routes, {} peers",
+                s.node.name,
+                s.node.overlay.as_str(),
+                s.ports.len(),
+                s.routes.len(),
+                s.peers.len()
+            );
+        }),
+        Cmd::Replay { config, input, out_dir, in_port } => cmd_replay(&config, &input, &out_dir, in_port.as_deref()),
+        Cmd::Trace { config, in_port, frame } => (|| {
+            let snap = load(&config)?;
+            let port = port_id(&snap, &in_port)?;
+            let bytes = tools::parse_hex(&frame)?;
+            let r = tools::trace::run(&snap, port, &bytes);
+            print!("{}", tools::trace::render(&r));
+            Ok(())
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podswitchd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cmd_replay(config: &Path, input: &Path, out_dir: &Path, in_port: Option<&str>) -> Result<(), String> {
+    let snap = load(config)?;
+    let frames = pcap::read(input)?;
+    let default_port = in_port.map(|n| port_id(&snap, n)).transpose()?;
+    let mut inputs = Vec::with_capacity(frames.len());
+    for (i, f) in frames.into_iter().enumerate() {
+        let port = match (default_port, f.if_name.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some(n)) => port_id(&snap, n).map_err(|e| format!("frame {i}: {e}"))?,
+            (None, None) => return Err(format!("frame {i} names no interface: give --in-port")),
+        };
+        inputs.push(replay::Input { ts: f.ts, port, data: f.data });
+    }
+    let out = replay::run(&snap, &inputs);
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    for (p, times) in &out.ports {
+        if p.tx.is_empty() {
+            continue;
+        }
+        let frames: Vec<_> = times.iter().copied().zip(p.tx.iter().cloned()).collect();
+        pcap::write(&out_dir.join(format!("{}.pcap", podswitch::port::Port::name(p))), &frames)?;
+    }
+    let s = replay::summary(&snap, &out, inputs.len());
+    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! A batch of frames in fixed-size slots with headroom, plus per-packet metadata.
+//!
+//! Frames are copied into slots on receive; every stage rewrites them in place. Headroom
+//! lets encapsulation and ICMP errors grow a frame at the front without moving it. Spare
+//! slots past the receive batch hold frames the pipeline creates (IPv4 fragments).
+
+use super::stage::Stage;
+use super::drop::DropReason;
+use crate::tables::PortId;
+
+pub const BATCH_SIZE: usize = 64;
+pub const SPARE_SLOTS: usize = 64;
+pub const SLOTS: usize = BATCH_SIZE + SPARE_SLOTS;
+pub const SLOT_SIZE: usize = 4096;
+pub const HEADROOM: usize = 256;
+/// Largest frame a port may receive.
+pub const MAX_FRAME: usize = SLOT_SIZE - HEADROOM;
+
+/// Per-packet flags.
+pub mod flags {
+    /// The frame came out of a tunnel on this node (never decapsulate again).
+    pub const DECAPPED: u8 = 1;
+    /// Generated here (echo reply, ICMP error): no TTL decrement, no source checks.
+    pub const LOCAL_ORIGIN: u8 = 2;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub start: u16,
+    pub end: u16,
+    pub in_port: PortId,
+    pub out_port: PortId,
+    pub next: Stage,
+    /// Stage to continue with after fragmentation.
+    pub after_frag: Stage,
+    pub drop: Option<DropReason>,
+    pub flags: u8,
+    /// Index of the FIB entry chosen by ip4-lookup.
+    pub route: u32,
+    /// Peer the frame was decapsulated from.
+    pub peer: u16,
+    /// MTU of the tunnel the frame arrived through (0 if none): MSS clamping on ingress.
+    pub in_tunnel_mtu: u16,
+    /// Pending ICMP error: type, code, next-hop MTU; and the reason to count if suppressed.
+    pub icmp: (u8, u8, u16),
+    pub icmp_cause: Option<DropReason>,
+    /// The receive slot this frame came from (fragments keep their original's).
+    pub parent: u8,
+}
+
+impl Meta {
+    const EMPTY: Meta = Meta {
+        start: 0,
+        end: 0,
+        in_port: 0,
+        out_port: 0,
+        next: Stage::Done,
+        after_frag: Stage::Done,
+        drop: None,
+        flags: 0,
+        route: 0,
+        peer: 0,
+        in_tunnel_mtu: 0,
+        icmp: (0, 0, 0),
+        icmp_cause: None,
+        parent: 0,
+    };
+}
+
+pub struct Batch {
+    data: Box<[u8]>,
+    pub meta: [Meta; SLOTS],
+    len: usize,
+    /// One bit per slot for each stage: the packets waiting for that stage.
+    pub(crate) pending: [u128; Stage::COUNT],
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch {
+            data: vec![0u8; SLOTS * SLOT_SIZE].into_boxed_slice(),
+            meta: [Meta::EMPTY; SLOTS],
+            len: 0,
+            pending: [0; Stage::COUNT],
+        }
+    }
+
+    /// Empties the batch for reuse (no deallocation).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.pending = [0; Stage::COUNT];
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Receive slots still free in this batch.
+    pub fn rx_room(&self) -> usize {
+        BATCH_SIZE.saturating_sub(self.len)
+    }
+
+    /// Copies a received frame into the next slot; returns false (frame not taken) when the
+    /// receive part of the batch is full. Frames longer than `MAX_FRAME` are taken truncated
+    /// to nothing but marked so ethernet-input drops them as `frame_too_long`.
+    pub fn push_rx(&mut self, port: PortId, frame: &[u8]) -> bool {
+        if self.len >= BATCH_SIZE {
+            return false;
+        }
+        let i = self.len;
+        self.len += 1;
+        let base = i * SLOT_SIZE + HEADROOM;
+        let n = frame.len().min(MAX_FRAME);
+        self.data[base..base + n].copy_from_slice(&frame[..n]);
+        self.meta[i] = Meta {
+            start: HEADROOM as u16,
+            end: (HEADROOM + n) as u16,
+            in_port: port,
+            parent: i as u8,
+            ..Meta::EMPTY
+        };
+        if frame.len() > MAX_FRAME {
+            // Keep an impossible length so ethernet-input can name the drop.
+            self.meta[i].end = self.meta[i].start;
+            self.meta[i].drop = Some(DropReason::FrameTooLong);
+        }
+        self.set_next(i, Stage::EthInput);
+        true
+    }
+
+    /// Takes a spare slot for a frame the pipeline creates; `None` when all are used.
+    pub fn alloc(&mut self) -> Option<usize> {
+        if self.len >= SLOTS {
+            return None;
+        }
+        let i = self.len;
+        self.len += 1;
+        self.meta[i] = Meta { start: HEADROOM as u16, end: HEADROOM as u16, ..Meta::EMPTY };
+        Some(i)
+    }
+
+    #[inline]
+    pub fn set_next(&mut self, i: usize, s: Stage) {
+        let bit = 1u128 << i;
+        self.pending[self.meta[i].next as usize] &= !bit;
+        self.meta[i].next = s;
+        self.pending[s as usize] |= bit;
+    }
+
+    #[inline]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let m = &self.meta[i];
+        let base = i * SLOT_SIZE;
+        &self.data[base + usize::from(m.start)..base + usize::from(m.end)]
+    }
+
+    #[inline]
+    pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
+        let m = &self.meta[i];
+        let base = i * SLOT_SIZE;
+        &mut self.data[base + usize::from(m.start)..base + usize::from(m.end)]
+    }
+
+    /// Grows the frame by `n` bytes at the front (into headroom); false if there is no room.
+    #[inline]
+    pub fn push_front(&mut self, i: usize, n: usize) -> bool {
+        let m = &mut self.meta[i];
+        if usize::from(m.start) < n {
+            return false;
+        }
+        m.start -= n as u16;
+        true
+    }
+
+    /// Removes `n` bytes from the front (caller checked the length).
+    #[inline]
+    pub fn pull_front(&mut self, i: usize, n: usize) {
+        let m = &mut self.meta[i];
+        m.start += n as u16;
+    }
+
+    /// Sets the frame length (shrinks, or grows up to the slot end); false if impossible.
+    #[inline]
+    pub fn set_len(&mut self, i: usize, len: usize) -> bool {
+        let m = &mut self.meta[i];
+        if usize::from(m.start) + len > SLOT_SIZE {
+            return false;
+        }
+        m.end = m.start + len as u16;
+        true
+    }
+
+    /// The whole slot and the frame's start offset in it (for in-place moves).
+    #[inline]
+    pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
+        let start = usize::from(self.meta[i].start);
+        (&mut self.data[i * SLOT_SIZE..(i + 1) * SLOT_SIZE], start)
+    }
+
+    /// Copies `range` of slot `from`'s frame to offset `to_off` of slot `to`'s frame.
+    pub fn copy_range(&mut self, from: usize, range: std::ops::Range<usize>, to: usize, to_off: usize) {
+        let src = from * SLOT_SIZE + usize::from(self.meta[from].start);
+        let dst = to * SLOT_SIZE + usize::from(self.meta[to].start) + to_off;
+        self.data.copy_within(src + range.start..src + range.end, dst);
+    }
+
+    /// Frames to send, grouped per output port (port order, then slot order).
+    pub fn outputs(&self) -> impl Iterator<Item = (PortId, &[u8])> + '_ {
+        let mut order: Vec<(PortId, usize)> = (0..self.len)
+            .filter(|&i| self.meta[i].next == Stage::Out)
+            .map(|i| (self.meta[i].out_port, i))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(move |(p, i)| (p, self.frame(i)))
+    }
+
+    /// Calls `f(port, frame)` for every output frame, grouped per port, without allocating.
+    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[u8])) {
+        let mut mask = self.pending[Stage::Out as usize];
+        while mask != 0 {
+            let first = mask.trailing_zeros() as usize;
+            let port = self.meta[first].out_port;
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if self.meta[i].out_port == port {
+                    f(port, self.frame(i));
+                    mask &= !(1u128 << i);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Every reason a packet can be dropped (or consumed), each owned by one stage.
+
+use super::stage::Stage;
+
+macro_rules! reasons {
+    ($( $variant:ident => $stage:ident, $name:literal, $doc:literal; )*) => {
+        /// Why a packet did not leave the pipeline.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum DropReason { $( #[doc = $doc] $variant, )* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// Stable snake_case name, used in counters and dumps.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+            pub fn stage(self) -> Stage {
+                match self { $(DropReason::$variant => Stage::$stage,)* }
+            }
+            pub fn description(self) -> &'static str {
+                match self { $(DropReason::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    EthTruncated => EthInput, "eth_truncated", "frame shorter than an Ethernet header";
+    FrameTooLong => EthInput, "frame_too_long", "frame longer than the port accepts";
+    UnknownPort => EthInput, "unknown_port", "frame from a port the tables do not know";
+    VlanTruncated => EthInput, "vlan_truncated", "802.1Q tag cut short";
+    VlanNotAllowed => EthInput, "vlan_not_allowed", "VLAN-tagged frame on a port not configured for that VLAN";
+    QinqUnsupported => EthInput, "qinq_unsupported", "802.1ad (QinQ) frame";
+    SrcMacMulticast => EthInput, "src_mac_multicast", "source MAC is multicast or broadcast";
+    MacSpoofed => EthInput, "mac_spoofed", "source MAC is not the pod's MAC";
+    UnknownDstMac => EthInput, "unknown_dst_mac", "unicast to a MAC this switch does not know";
+    MulticastDst => EthInput, "multicast_dst", "multicast frame (not forwarded)";
+    UnhandledBroadcast => EthInput, "unhandled_broadcast", "broadcast that is not ARP";
+    Ipv6Unsupported => EthInput, "ipv6_unsupported", "IPv6 frame (IPv4-only dataplane)";
+    UnsupportedEthertype => EthInput, "unsupported_ethertype", "ethertype neither IPv4 nor ARP";
+    ArpMalformed => Arp, "arp_malformed", "ARP not Ethernet/IPv4 or truncated";
+    ArpSpoofed => Arp, "arp_spoofed", "ARP sender address not owned by the sending port";
+    ArpOnUplink => Arp, "arp_on_uplink", "ARP on the uplink belongs to the kernel";
+    ArpTargetUnknown => Arp, "arp_target_unknown", "ARP request for an address not served here";
+    ArpGratuitous => Arp, "arp_gratuitous", "gratuitous ARP consumed (tables are programmed, not learned)";
+    ArpReplyConsumed => Arp, "arp_reply_consumed", "ARP reply addressed to the switch, consumed";
+    ArpUnknownOp => Arp, "arp_unknown_op", "ARP operation other than request or reply";
+    L2Hairpin => L2Fwd, "l2_hairpin", "destination MAC is behind the input port";
+    L2IpSpoofed => L2Fwd, "ip_spoofed_l2", "bridged IPv4 with a source address not owned by the pod";
+    Ip4Truncated => Ip4Input, "ip4_truncated", "shorter than an IPv4 header";
+    Ip4BadVersion => Ip4Input, "ip4_bad_version", "IPv4 ethertype with version not 4";
+    Ip4BadIhl => Ip4Input, "ip4_bad_ihl", "IHL below 5 or header longer than the packet";
+    Ip4TotalLenExceedsFrame => Ip4Input, "ip4_total_len_exceeds_frame", "IPv4 total length longer than the frame";
+    Ip4BadChecksum => Ip4Input, "ip4_bad_checksum", "IPv4 header checksum invalid";
+    Ip4MartianSrc => Ip4Input, "ip4_martian_src", "source is 0.0.0.0, loopback, multicast or broadcast";
+    Ip4SpoofedSrc => Ip4Input, "ip4_spoofed_src", "source address not owned by the sending pod";
+    Ip4MartianDst => Ip4Lookup, "ip4_martian_dst", "destination is multicast, broadcast, loopback or 0.0.0.0";
+    NoRoute => Ip4Lookup, "no_route", "no FIB entry for the destination";
+    NeighbourUnresolved => Ip4Lookup, "neighbour_unresolved", "next hop has no MAC";
+    UplinkTransit => Ip4Lookup, "uplink_transit", "packet from the uplink not addressed to this node's pods";
+    DecapDstNotLocal => Ip4Lookup, "decap_dst_not_local", "decapsulated packet not addressed to this node's pods";
+    NoSuchPod => Ip4Lookup, "no_such_pod", "address in the local pod subnet with no pod (ICMP host unreachable sent)";
+    LocalProtoUnhandled => Ip4Local, "local_proto_unhandled", "to the gateway or node address but not ICMP echo or a tunnel";
+    NestedTunnel => Ip4Local, "nested_tunnel", "tunnel packet inside a tunnel: never decapsulated twice";
+    TunnelFragment => Ip4Local, "tunnel_fragment", "fragmented tunnel packet (no reassembly)";
+    IcmpTruncated => Ip4Local, "icmp_truncated", "ICMP shorter than its header";
+    UdpBadLength => VxlanDecap, "udp_bad_length", "UDP length field disagrees with the packet";
+    VxlanTruncated => VxlanDecap, "vxlan_truncated", "VXLAN header or inner frame cut short";
+    VxlanBadFlags => VxlanDecap, "vxlan_bad_flags", "VXLAN I flag not set";
+    VxlanUnknownVni => VxlanDecap, "vxlan_unknown_vni", "VXLAN VNI is not the configured one";
+    VxlanUnknownPeer => VxlanDecap, "vxlan_unknown_peer", "VXLAN from an address that is not a known node";
+    VxlanInnerDstMac => VxlanDecap, "vxlan_inner_dst_mac", "inner destination MAC is not this node's VTEP MAC";
+    VxlanInnerNotIpv4 => VxlanDecap, "vxlan_inner_not_ipv4", "inner frame is not IPv4";
+    VxlanInnerSrcMismatch => VxlanDecap, "vxlan_inner_src_mismatch", "inner source outside the sending node's pod subnet";
+    IpipUnknownPeer => IpipDecap, "ipip_unknown_peer", "IP-in-IP from an address that is not a known node";
+    IpipTruncated => IpipDecap, "ipip_truncated", "IP-in-IP inner header cut short";
+    IpipInnerSrcMismatch => IpipDecap, "ipip_inner_src_mismatch", "inner source outside the sending node's pod subnet";
+    TtlExpired => IcmpError, "ttl_expired", "TTL expired in transit (ICMP time exceeded sent unless suppressed)";
+    MtuExceeded => IcmpError, "mtu_exceeded", "too big with DF set (ICMP fragmentation needed sent unless suppressed)";
+    IcmpRateLimited => IcmpError, "icmp_rate_limited", "ICMP error not sent: rate limit reached";
+    IcmpNoHeadroom => IcmpError, "icmp_no_headroom", "no headroom to build the ICMP error";
+    FragNoBuffer => Ip4Frag, "frag_no_buffer", "no free slot for another fragment";
+    FragMtuTooSmall => Ip4Frag, "frag_mtu_too_small", "path MTU too small to fragment into";
+    EncapNoHeadroom => VxlanEncap, "encap_no_headroom", "no headroom for the outer headers";
+    IpipEncapNoHeadroom => IpipEncap, "ipip_encap_no_headroom", "no headroom for the outer IPv4 header";
+    TxTooBig => Output, "tx_too_big", "frame larger than the output port's MTU";
+    LoopLimit => Output, "loop_limit", "packet still in flight after the maximum number of passes";
+}
+
+/// Things stages do that are worth counting but are not drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Event {
+    ArpReplied,
+    EchoReplied,
+    IcmpErrorSent,
+    MssClamped,
+    Fragmented,
+    FragmentsMade,
+    Encapsulated,
+    Decapsulated,
+    VlanStripped,
+    PaddingTrimmed,
+}
+
+impl Event {
+    pub const ALL: [Event; 10] = [
+        Event::ArpReplied,
+        Event::EchoReplied,
+        Event::IcmpErrorSent,
+        Event::MssClamped,
+        Event::Fragmented,
+        Event::FragmentsMade,
+        Event::Encapsulated,
+        Event::Decapsulated,
+        Event::VlanStripped,
+        Event::PaddingTrimmed,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::ArpReplied => "arp_replied",
+            Event::EchoReplied => "echo_replied",
+            Event::IcmpErrorSent => "icmp_error_sent",
+            Event::MssClamped => "mss_clamped",
+            Event::Fragmented => "fragmented",
+            Event::FragmentsMade => "fragments_made",
+            Event::Encapsulated => "encapsulated",
+            Event::Decapsulated => "decapsulated",
+            Event::VlanStripped => "vlan_stripped",
+            Event::PaddingTrimmed => "padding_trimmed",
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! ip4-rewrite: TTL check and decrement, path-MTU check, TCP MSS clamping, and the L2
+//! rewrite from the route's adjacency; then on to encapsulation or output.
+
+use super::super::batch::{Batch, flags};
+use super::super::drop::{DropReason as R, Event};
+use super::super::stage::Stage;
+use super::super::Cx;
+use super::L3;
+use crate::config::Overlay;
+use crate::tables::RouteTarget;
+use crate::wire::icmpv4;
+use crate::wire::ipv4::{self, Packet};
+use crate::wire::tcp::{self, Segment};
+use crate::wire::ethernet;
+
+/// IPv4 + TCP headers without options: MSS = MTU - 40.
+const TCP_IP_HEADERS: u16 = 40;
+
+pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
+    let snap = cx.snap;
+    let m = b.meta[i];
+    let Some(route) = snap.routes.get(m.route as usize) else {
+        return cx.drop(b, i, R::NoRoute);
+    };
+    let local = m.flags & flags::LOCAL_ORIGIN != 0;
+    let f = b.frame_mut(i);
+    let Ok(ip) = Packet::new_checked(&mut f[L3..]) else {
+        return cx.drop(b, i, R::Ip4Truncated);
+    };
+    if !local && ip.ttl() <= 1 {
+        let mm = &mut b.meta[i];
+        mm.icmp = (icmpv4::TYPE_TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED, 0);
+        mm.icmp_cause = Some(R::TtlExpired);
+        return b.set_next(i, Stage::IcmpError);
+    }
+    let total = ip.total_len();
+    let too_big = total > route.mtu;
+    if too_big && ip.dont_frag() {
+        let mm = &mut b.meta[i];
+        mm.icmp = (icmpv4::TYPE_DEST_UNREACH, icmpv4::CODE_FRAG_NEEDED, route.mtu);
+        mm.icmp_cause = Some(R::MtuExceeded);
+        return b.set_next(i, Stage::IcmpError);
+    }
+    // Clamp the MSS of SYN and SYN-ACK to the smaller of the egress and ingress paths.
+    let mut clamped = None;
+    if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() {
+        let hl = ip.header_len();
+        let path = if m.in_tunnel_mtu > 0 { route.mtu.min(m.in_tunnel_mtu) } else { route.mtu };
+        if let Ok(mut seg) = Segment::new_checked(&mut f[L3 + hl..]) {
+            if seg.flags() & tcp::FLAG_SYN != 0 {
+                clamped = seg.clamp_mss(path.saturating_sub(TCP_IP_HEADERS)).map(|old| (old, path - TCP_IP_HEADERS));
+            }
+        }
+    }
+    let mut ip = match Packet::new_checked(&mut f[L3..]) {
+        Ok(ip) => ip,
+        Err(_) => return cx.drop(b, i, R::Ip4Truncated),
+    };
+    if !local {
+        ip.decrement_ttl();
+    }
+    ethernet::emit(&mut f[..ethernet::HEADER_LEN], route.dst_mac, route.src_mac, ethernet::ETHERTYPE_IPV4);
+    if clamped.is_some() {
+        cx.event(Event::MssClamped);
+    }
+    let post = match route.target {
+        RouteTarget::Peer { peer } => match snap.peers[usize::from(peer)].overlay {
+            Overlay::Vxlan => Stage::VxlanEncap,
+            Overlay::Ipip => Stage::IpipEncap,
+            Overlay::HostGw => Stage::Output,
+        },
+        _ => Stage::Output,
+    };
+    cx.trace(Stage::Ip4Rewrite, || {
+        let mut s = format!(
+            "{}l2 {} -> {} out {} mtu {}",
+            if local { "" } else { "ttl-1, " },
+            route.src_mac,
+            route.dst_mac,
+            snap.port(route.out_port.unwrap_or(0)).map_or("?", |p| p.name.as_str()),
+            route.mtu
+        );
+        if let Some((old, new)) = clamped {
+            s.push_str(&format!(", mss {old} -> {new}"));
+        }
+        if too_big {
+            s.push_str(", too big without DF: fragment");
+        }
+        s
+    });
+    if too_big {
+        b.meta[i].after_frag = post;
+        b.set_next(i, Stage::Ip4Frag);
+    } else {
+        b.set_next(i, post);
+    }
+}

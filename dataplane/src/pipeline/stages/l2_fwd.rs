@@ -1,0 +1,37 @@
+//! l2-fwd: same-node pod to pod bridging from the MAC table (the cni0 job).
+
+use super::super::batch::Batch;
+use super::super::drop::DropReason as R;
+use super::super::stage::Stage;
+use super::super::Cx;
+use super::L3;
+use crate::wire::{ethernet, ip4};
+
+pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
+    let snap = cx.snap;
+    let f = b.frame(i);
+    let dst = crate::wire::Mac(f[0..6].try_into().unwrap_or([0; 6]));
+    let Some(&out) = snap.macs.get(&dst) else {
+        return cx.drop(b, i, R::UnknownDstMac);
+    };
+    let in_port = b.meta[i].in_port;
+    if out == in_port {
+        return cx.drop(b, i, R::L2Hairpin);
+    }
+    // Bridged IPv4 still has to come from the pod's own address.
+    if crate::wire::be16(f, 12) == ethernet::ETHERTYPE_IPV4 {
+        if f.len() < L3 + 20 {
+            return cx.drop(b, i, R::Ip4Truncated);
+        }
+        let src = ip4(f, L3 + 12);
+        let owner = snap.port(in_port).and_then(|p| p.ip);
+        if owner.is_some_and(|ip| ip != src) {
+            return cx.drop(b, i, R::L2IpSpoofed);
+        }
+    }
+    cx.trace(Stage::L2Fwd, || {
+        format!("mac {dst} -> port {}", snap.port(out).map_or("?", |p| p.name.as_str()))
+    });
+    b.meta[i].out_port = out;
+    b.set_next(i, Stage::Output);
+}

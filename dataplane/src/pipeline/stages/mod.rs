@@ -1,0 +1,59 @@
+//! Stage implementations. Each file holds one stage: `run(cx, batch, mask)` handles every
+//! packet whose bit is set in `mask` and moves it on with `Batch::set_next` or `Cx::drop`.
+
+mod arp;
+mod eth_input;
+mod icmp_error;
+mod ip4_frag;
+mod ip4_input;
+mod ip4_local;
+mod ip4_lookup;
+mod ip4_rewrite;
+mod ipip;
+mod l2_fwd;
+mod output;
+mod vxlan;
+
+use super::Cx;
+use super::batch::Batch;
+use super::stage::Stage;
+
+pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
+    let f: fn(&mut Cx<'_>, &mut Batch, usize) = match stage {
+        Stage::EthInput => eth_input::packet,
+        Stage::Arp => arp::packet,
+        Stage::L2Fwd => l2_fwd::packet,
+        Stage::Ip4Input => ip4_input::packet,
+        Stage::Ip4Lookup => ip4_lookup::packet,
+        Stage::Ip4Local => ip4_local::packet,
+        Stage::VxlanDecap => vxlan::decap,
+        Stage::IpipDecap => ipip::decap,
+        Stage::IcmpError => icmp_error::packet,
+        Stage::Ip4Rewrite => ip4_rewrite::packet,
+        Stage::Ip4Frag => ip4_frag::packet,
+        Stage::VxlanEncap => vxlan::encap,
+        Stage::IpipEncap => ipip::encap,
+        Stage::Output => output::packet,
+        Stage::Out | Stage::Dropped | Stage::Done => return,
+    };
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        f(cx, b, i);
+    }
+}
+
+/// Offset of the IPv4 header in a frame (VLAN tags are stripped at input).
+pub(super) const L3: usize = crate::wire::ethernet::HEADER_LEN;
+
+/// Fast 32-bit flow hash over addresses, protocol and (if present) ports.
+#[inline]
+pub(super) fn flow_hash(src: [u8; 4], dst: [u8; 4], proto: u8, ports: u32) -> u32 {
+    let mut h = u64::from(u32::from_be_bytes(src)) << 32 | u64::from(u32::from_be_bytes(dst));
+    h ^= (u64::from(proto) << 32) | u64::from(ports);
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h ^ (h >> 32)) as u32
+}

@@ -1,0 +1,34 @@
+//! Ports: where frames come from and go to. The pipeline never sees them; workers move
+//! frames between ports and batches.
+
+pub mod mem;
+
+use serde::Serialize;
+use std::os::fd::RawFd;
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_ring_full: u64,
+    pub rx_fill_empty: u64,
+}
+
+/// A switch port. AF_XDP sockets, in-memory queues (replay, tests) and anything else that
+/// moves frames implement this, so the I/O binding can change without touching the rest.
+pub trait Port: Send {
+    fn name(&self) -> &str;
+    /// Receives up to `max` frames, calling `f` once per frame (bytes valid during the call).
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Queues one frame for transmit (copied); false when the tx ring is full.
+    fn send(&mut self, frame: &[u8]) -> bool;
+    /// Reclaims completed buffers, refills receive buffers and kicks transmission.
+    fn flush(&mut self);
+    /// File descriptor to wait on when idle (`None`: never readable, e.g. in-memory).
+    fn raw_fd(&self) -> Option<RawFd>;
+    fn stats(&self) -> PortStats;
+    /// How the port is attached, e.g. "xdp=generic copy queue=0".
+    fn mode(&self) -> String;
+}

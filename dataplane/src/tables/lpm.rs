@@ -1,0 +1,213 @@
+//! IPv4 longest-prefix match as a 16-8-8 stride trie (the shape of VPP's ip4 mtrie).
+//!
+//! A lookup is at most three dependent loads, whatever the number of prefixes. The trie is
+//! built once by the control side from a prefix list and is read-only afterwards.
+
+const PLY_BIT: u32 = 1 << 31;
+
+/// An IPv4 prefix, normalised (host bits cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub addr: u32,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn new(addr: [u8; 4], len: u8) -> Result<Self, String> {
+        if len > 32 {
+            return Err(format!("prefix length {len} is more than 32"));
+        }
+        let a = u32::from_be_bytes(addr);
+        Ok(Prefix { addr: a & mask(len), len })
+    }
+    pub fn contains(&self, a: u32) -> bool {
+        a & mask(self.len) == self.addr
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", std::net::Ipv4Addr::from(self.addr), self.len)
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: std::net::Ipv4Addr = a.parse().map_err(|_| format!("{s:?}: bad IPv4 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("{s:?}: bad prefix length"))?;
+        Prefix::new(addr.octets(), len)
+    }
+}
+
+impl serde::Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+}
+
+/// The built trie. Values are `u32` below 2^31; `lookup` returns `None` for no match.
+pub struct Lpm {
+    root: Box<[u32]>,
+    plies: Vec<[u32; 256]>,
+    len: usize,
+}
+
+impl Lpm {
+    /// Builds from `(prefix, value)` pairs. Later duplicates of the same prefix win.
+    pub fn build(entries: &[(Prefix, u32)]) -> Lpm {
+        let mut sorted: Vec<(Prefix, u32)> = entries.to_vec();
+        // Shorter prefixes first, so longer ones paint over them.
+        sorted.sort_by_key(|(p, _)| p.len);
+        let mut t = Lpm { root: vec![0u32; 1 << 16].into_boxed_slice(), plies: Vec::new(), len: 0 };
+        for (p, v) in sorted {
+            assert!(v < PLY_BIT - 1, "LPM values must be below 2^31 - 1");
+            t.insert(p, v + 1);
+        }
+        t.len = entries.len();
+        t
+    }
+
+    fn new_ply(&mut self, fill: u32) -> u32 {
+        self.plies.push([fill; 256]);
+        (self.plies.len() - 1) as u32 | PLY_BIT
+    }
+
+    /// Returns the ply index under `slot`, creating it (filled with the slot's leaf) if needed.
+    fn descend(&mut self, slot: u32) -> (usize, u32) {
+        if slot & PLY_BIT != 0 {
+            ((slot & !PLY_BIT) as usize, slot)
+        } else {
+            let p = self.new_ply(slot);
+            ((p & !PLY_BIT) as usize, p)
+        }
+    }
+
+    fn insert(&mut self, p: Prefix, leaf: u32) {
+        let a = p.addr;
+        let len = u32::from(p.len);
+        if len <= 16 {
+            let start = (a >> 16) as usize;
+            let n = 1usize << (16 - len);
+            self.root[start..start + n].fill(leaf);
+            return;
+        }
+        let r = (a >> 16) as usize;
+        let (p1, slot) = self.descend(self.root[r]);
+        self.root[r] = slot;
+        let i1 = ((a >> 8) & 0xff) as usize;
+        if len <= 24 {
+            let n = 1usize << (24 - len);
+            self.plies[p1][i1..i1 + n].fill(leaf);
+            return;
+        }
+        let (p2, slot) = self.descend(self.plies[p1][i1]);
+        self.plies[p1][i1] = slot;
+        let i2 = (a & 0xff) as usize;
+        let n = 1usize << (32 - len);
+        self.plies[p2][i2..i2 + n].fill(leaf);
+    }
+
+    #[inline]
+    pub fn lookup(&self, addr: [u8; 4]) -> Option<u32> {
+        let a = u32::from_be_bytes(addr);
+        let mut e = self.root[(a >> 16) as usize];
+        if e & PLY_BIT != 0 {
+            e = self.plies[(e & !PLY_BIT) as usize][((a >> 8) & 0xff) as usize];
+            if e & PLY_BIT != 0 {
+                e = self.plies[(e & !PLY_BIT) as usize][(a & 0xff) as usize];
+            }
+        }
+        e.checked_sub(1)
+    }
+
+    /// Number of prefixes it was built from.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes used by the trie arrays.
+    pub fn memory_bytes(&self) -> usize {
+        self.root.len() * 4 + self.plies.len() * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn longest_match_wins_at_every_stride() {
+        let t = Lpm::build(&[
+            (p("0.0.0.0/0"), 0),
+            (p("10.244.0.0/16"), 1),
+            (p("10.244.1.0/24"), 2),
+            (p("10.244.1.10/32"), 3),
+            (p("10.244.1.128/25"), 4),
+            (p("10.0.0.0/8"), 5),
+        ]);
+        assert_eq!(t.lookup([8, 8, 8, 8]), Some(0));
+        assert_eq!(t.lookup([10, 1, 2, 3]), Some(5));
+        assert_eq!(t.lookup([10, 244, 2, 20]), Some(1));
+        assert_eq!(t.lookup([10, 244, 1, 11]), Some(2));
+        assert_eq!(t.lookup([10, 244, 1, 10]), Some(3));
+        assert_eq!(t.lookup([10, 244, 1, 200]), Some(4));
+    }
+
+    #[test]
+    fn no_default_means_miss() {
+        let t = Lpm::build(&[(p("10.244.1.0/24"), 7)]);
+        assert_eq!(t.lookup([10, 244, 2, 1]), None);
+        assert_eq!(t.lookup([10, 244, 1, 1]), Some(7));
+    }
+
+    #[test]
+    fn prefix_text() {
+        assert_eq!(p("10.244.1.77/24").to_string(), "10.244.1.0/24");
+        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("10.0.0/8".parse::<Prefix>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn matches_linear_scan(
+            prefixes in proptest::collection::vec((any::<u32>(), 0u8..=32), 0..60),
+            probes in proptest::collection::vec(any::<u32>(), 1..50),
+        ) {
+            let entries: Vec<(Prefix, u32)> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, (a, l))| (Prefix::new(a.to_be_bytes(), *l).unwrap(), i as u32))
+                .collect();
+            let t = Lpm::build(&entries);
+            for a in probes {
+                // Reference: longest prefix; among equal prefixes the last one given.
+                let mut best: Option<(u8, u32)> = None;
+                for (pfx, v) in &entries {
+                    if pfx.contains(a) && best.is_none_or(|(l, _)| pfx.len >= l) {
+                        best = Some((pfx.len, *v));
+                    }
+                }
+                prop_assert_eq!(t.lookup(a.to_be_bytes()), best.map(|(_, v)| v));
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Forwarding tables and the immutable snapshot the pipeline reads.
+//!
+//! The control side turns a [`NodeConfig`](crate::config::NodeConfig) into a [`Snapshot`]
+//! (`build`), then publishes it through [`SnapshotCell`]; workers load one snapshot per batch.
+
+pub mod build;
+pub mod fasthash;
+pub mod lpm;
+pub mod snapshot;
+
+pub use snapshot::{
+    PeerEntry, PortEntry, PortId, PortKind, RouteEntry, RouteTarget, Snapshot, SnapshotCell,
+};

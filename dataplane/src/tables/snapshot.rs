@@ -1,0 +1,155 @@
+//! The immutable table snapshot and its publication cell.
+
+use super::fasthash::FastMap;
+use super::lpm::{Lpm, Prefix};
+use crate::config::{IcmpSettings, NodeConfig, Overlay, VxlanSettings};
+use crate::wire::Mac;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::sync::Arc;
+
+pub type PortId = u16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortKind {
+    Uplink,
+    Host,
+    Pod,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortEntry {
+    pub id: PortId,
+    /// Interface name (the switch side).
+    pub name: String,
+    pub kind: PortKind,
+    /// MAC of the device on the far side (pod MAC, kernel side of the host port); for the
+    /// uplink, the NIC's own MAC.
+    pub mac: Mac,
+    /// The pod's address (pod ports only): the anti-spoofing source check.
+    pub ip: Option<[u8; 4]>,
+    pub mtu: u16,
+    pub vlan: Option<u16>,
+    /// Pod name for pod ports.
+    pub label: String,
+}
+
+/// What a FIB entry does with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum RouteTarget {
+    /// The pod gateway address: answered by the switch (ICMP echo).
+    Gateway,
+    /// The node's underlay address: tunnels from the uplink are decapsulated, the rest goes to
+    /// the host port.
+    NodeAddress,
+    /// A local pod (/32).
+    Pod { port: PortId },
+    /// The local pod subnet without a matching pod.
+    NoSuchPod,
+    /// A remote node's pod subnet.
+    Peer { peer: u16 },
+    /// The node's own stack through the host port.
+    Host,
+    /// Out of the uplink to a next hop.
+    Via { neighbour: [u8; 4] },
+}
+
+/// One FIB entry with its adjacency resolved at build time.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteEntry {
+    pub prefix: Prefix,
+    pub target: RouteTarget,
+    /// Output port; `None` when unresolved (drop with a reason).
+    pub out_port: Option<PortId>,
+    pub dst_mac: Mac,
+    pub src_mac: Mac,
+    /// Largest IPv4 packet (total length) this path carries without fragmentation.
+    pub mtu: u16,
+    /// Where the entry came from (pod, peer, config route, ...), for dumps.
+    pub origin: String,
+}
+
+/// A remote node, with its encapsulation prebuilt.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerEntry {
+    pub name: String,
+    pub address: [u8; 4],
+    pub pod_cidr: Prefix,
+    pub overlay: Overlay,
+    pub vtep_mac: Option<Mac>,
+    /// MAC of the underlay next hop (the peer itself or the uplink gateway); `None` = unresolved.
+    pub underlay_mac: Option<Mac>,
+    /// Outer Ethernet + IPv4 + UDP + VXLAN (50 bytes) with zero lengths and the IPv4
+    /// checksum computed for total length 0: the encap stage patches lengths incrementally.
+    #[serde(skip)]
+    pub vxlan_template: [u8; 50],
+    /// Outer Ethernet + IPv4 (34 bytes) for IP-in-IP, same conventions.
+    #[serde(skip)]
+    pub ipip_template: [u8; 34],
+    /// Inner MTU of the path to this peer.
+    pub mtu: u16,
+}
+
+/// Node-level facts the stages need.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub address: [u8; 4],
+    pub gateway: [u8; 4],
+    pub gateway_mac: Mac,
+    pub vtep_mac: Mac,
+    pub pod_cidr: Prefix,
+    pub overlay: Overlay,
+    pub proxy_arp: bool,
+    pub vxlan: VxlanSettings,
+    pub ipip_ttl: u8,
+    pub icmp: IcmpSettings,
+}
+
+/// Everything the pipeline reads, immutable once published.
+pub struct Snapshot {
+    pub generation: u64,
+    pub node: NodeInfo,
+    pub ports: Vec<PortEntry>,
+    pub uplink: PortId,
+    pub host: Option<PortId>,
+    /// Port by the MAC of the device behind it (pods and the host port).
+    pub macs: FastMap<Mac, PortId>,
+    pub fib: Lpm,
+    pub routes: Vec<RouteEntry>,
+    pub peers: Vec<PeerEntry>,
+    pub peer_by_addr: FastMap<[u8; 4], u16>,
+    /// Neighbours (underlay next hops) as configured.
+    pub neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
+    /// The configuration this snapshot was built from.
+    pub config: NodeConfig,
+}
+
+impl Snapshot {
+    pub fn port(&self, id: PortId) -> Option<&PortEntry> {
+        self.ports.get(usize::from(id))
+    }
+    pub fn port_by_name(&self, name: &str) -> Option<PortId> {
+        self.ports.iter().find(|p| p.name == name).map(|p| p.id)
+    }
+    pub fn route(&self, dst: [u8; 4]) -> Option<&RouteEntry> {
+        self.fib.lookup(dst).and_then(|i| self.routes.get(i as usize))
+    }
+}
+
+/// The publication point: the control side stores, workers load once per batch.
+pub struct SnapshotCell(ArcSwap<Snapshot>);
+
+impl SnapshotCell {
+    pub fn new(s: Snapshot) -> Self {
+        SnapshotCell(ArcSwap::from_pointee(s))
+    }
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+    pub fn publish(&self, s: Snapshot) {
+        self.0.store(Arc::new(s));
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for the packet tests (see tests/).
