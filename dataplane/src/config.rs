@@ -114,7 +114,11 @@ pub struct VxlanSettings {
 
 impl Default for VxlanSettings {
     fn default() -> Self {
-        VxlanSettings { port: default_vxlan_port(), vni: default_vni(), ttl: default_ttl() }
+        VxlanSettings {
+            port: default_vxlan_port(),
+            vni: default_vni(),
+            ttl: default_ttl(),
+        }
     }
 }
 
@@ -144,7 +148,10 @@ pub struct IcmpSettings {
 
 impl Default for IcmpSettings {
     fn default() -> Self {
-        IcmpSettings { errors_per_sec: default_icmp_rate(), burst: default_icmp_burst() }
+        IcmpSettings {
+            errors_per_sec: default_icmp_rate(),
+            burst: default_icmp_burst(),
+        }
     }
 }
 

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "podswitchd", version, about = "podswitch: userspace virtual switch for Kubernetes nodes")]
+#[command(
+    name = "podswitchd",
+    version,
+    about = "podswitch: userspace virtual switch for Kubernetes nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -70,8 +74,17 @@ fn main() -> ExitCode {
                 s.peers.len()
             );
         }),
-        Cmd::Replay { config, input, out_dir, in_port } => cmd_replay(&config, &input, &out_dir, in_port.as_deref()),
-        Cmd::Trace { config, in_port, frame } => (|| {
+        Cmd::Replay {
+            config,
+            input,
+            out_dir,
+            in_port,
+        } => cmd_replay(&config, &input, &out_dir, in_port.as_deref()),
+        Cmd::Trace {
+            config,
+            in_port,
+            frame,
+        } => (|| {
             let snap = load(&config)?;
             let port = port_id(&snap, &in_port)?;
             let bytes = tools::parse_hex(&frame)?;
@@ -89,7 +102,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_replay(config: &Path, input: &Path, out_dir: &Path, in_port: Option<&str>) -> Result<(), String> {
+fn cmd_replay(
+    config: &Path,
+    input: &Path,
+    out_dir: &Path,
+    in_port: Option<&str>,
+) -> Result<(), String> {
     let snap = load(config)?;
     let frames = pcap::read(input)?;
     let default_port = in_port.map(|n| port_id(&snap, n)).transpose()?;
@@ -100,16 +118,24 @@ fn cmd_replay(config: &Path, input: &Path, out_dir: &Path, in_port: Option<&str>
             (None, Some(n)) => port_id(&snap, n).map_err(|e| format!("frame {i}: {e}"))?,
             (None, None) => return Err(format!("frame {i} names no interface: give --in-port")),
         };
-        inputs.push(replay::Input { ts: f.ts, port, data: f.data });
+        inputs.push(replay::Input {
+            ts: f.ts,
+            port,
+            data: f.data,
+        });
     }
     let out = replay::run(&snap, &inputs);
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     for (p, times) in &out.ports {
         if p.tx.is_empty() {
             continue;
         }
         let frames: Vec<_> = times.iter().copied().zip(p.tx.iter().cloned()).collect();
-        pcap::write(&out_dir.join(format!("{}.pcap", podswitch::port::Port::name(p))), &frames)?;
+        pcap::write(
+            &out_dir.join(format!("{}.pcap", podswitch::port::Port::name(p))),
+            &frames,
+        )?;
     }
     let s = replay::summary(&snap, &out, inputs.len());
     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

@@ -4,8 +4,8 @@
 //! lets encapsulation and ICMP errors grow a frame at the front without moving it. Spare
 //! slots past the receive batch hold frames the pipeline creates (IPv4 fragments).
 
-use super::stage::Stage;
 use super::drop::DropReason;
+use super::stage::Stage;
 use crate::tables::PortId;
 
 pub const BATCH_SIZE: usize = 64;
@@ -143,7 +143,11 @@ impl Batch {
         }
         let i = self.len;
         self.len += 1;
-        self.meta[i] = Meta { start: HEADROOM as u16, end: HEADROOM as u16, ..Meta::EMPTY };
+        self.meta[i] = Meta {
+            start: HEADROOM as u16,
+            end: HEADROOM as u16,
+            ..Meta::EMPTY
+        };
         Some(i)
     }
 
@@ -206,10 +210,17 @@ impl Batch {
     }
 
     /// Copies `range` of slot `from`'s frame to offset `to_off` of slot `to`'s frame.
-    pub fn copy_range(&mut self, from: usize, range: std::ops::Range<usize>, to: usize, to_off: usize) {
+    pub fn copy_range(
+        &mut self,
+        from: usize,
+        range: std::ops::Range<usize>,
+        to: usize,
+        to_off: usize,
+    ) {
         let src = from * SLOT_SIZE + usize::from(self.meta[from].start);
         let dst = to * SLOT_SIZE + usize::from(self.meta[to].start) + to_off;
-        self.data.copy_within(src + range.start..src + range.end, dst);
+        self.data
+            .copy_within(src + range.start..src + range.end, dst);
     }
 
     /// Frames to send, grouped per output port (port order, then slot order).

@@ -68,7 +68,11 @@ impl Counters {
             if c.packets == 0 {
                 continue;
             }
-            let ns = if c.packets > 0 { c.nanos as f64 / c.packets as f64 } else { 0.0 };
+            let ns = if c.packets > 0 {
+                c.nanos as f64 / c.packets as f64
+            } else {
+                0.0
+            };
             stages.push(json!({
                 "stage": s.name(), "packets": c.packets, "batches": c.batches,
                 "packets_per_batch": c.packets as f64 / c.batches.max(1) as f64,

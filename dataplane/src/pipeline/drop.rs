@@ -73,10 +73,10 @@ reasons! {
     VxlanUnknownPeer => VxlanDecap, "vxlan_unknown_peer", "VXLAN from an address that is not a known node";
     VxlanInnerDstMac => VxlanDecap, "vxlan_inner_dst_mac", "inner destination MAC is not this node's VTEP MAC";
     VxlanInnerNotIpv4 => VxlanDecap, "vxlan_inner_not_ipv4", "inner frame is not IPv4";
-    VxlanInnerSrcMismatch => VxlanDecap, "vxlan_inner_src_mismatch", "inner source outside the sending node's pod subnet";
+    VxlanInnerSrcMismatch => VxlanDecap, "vxlan_inner_src_mismatch", "inner source is neither the sending node nor one of its pods";
     IpipUnknownPeer => IpipDecap, "ipip_unknown_peer", "IP-in-IP from an address that is not a known node";
     IpipTruncated => IpipDecap, "ipip_truncated", "IP-in-IP inner header cut short";
-    IpipInnerSrcMismatch => IpipDecap, "ipip_inner_src_mismatch", "inner source outside the sending node's pod subnet";
+    IpipInnerSrcMismatch => IpipDecap, "ipip_inner_src_mismatch", "inner source is neither the sending node nor one of its pods";
     TtlExpired => IcmpError, "ttl_expired", "TTL expired in transit (ICMP time exceeded sent unless suppressed)";
     MtuExceeded => IcmpError, "mtu_exceeded", "too big with DF set (ICMP fragmentation needed sent unless suppressed)";
     IcmpRateLimited => IcmpError, "icmp_rate_limited", "ICMP error not sent: rate limit reached";

@@ -61,7 +61,12 @@ impl Cx<'_> {
         b.meta[i].drop = Some(r);
         b.set_next(i, Stage::Dropped);
         if let Some(t) = self.trace.as_mut() {
-            t.push(format!("{}: drop {} ({})", r.stage().name(), r.name(), r.description()));
+            t.push(format!(
+                "{}: drop {} ({})",
+                r.stage().name(),
+                r.name(),
+                r.description()
+            ));
         }
     }
 
@@ -99,7 +104,10 @@ impl Pipeline {
         Pipeline {
             counters: Counters::default(),
             timing: false,
-            icmp_bucket: TokenBucket { tokens: f64::MAX, last_ns: 0 },
+            icmp_bucket: TokenBucket {
+                tokens: f64::MAX,
+                last_ns: 0,
+            },
             trace: None,
         }
     }
@@ -116,8 +124,19 @@ impl Pipeline {
 
     /// Runs every packet of `batch` to `Out` or `Dropped`.
     pub fn run(&mut self, snap: &Snapshot, batch: &mut Batch, now_ns: u64) {
-        let Pipeline { counters, timing, icmp_bucket, trace } = self;
-        let mut cx = Cx { snap, now_ns, counters, trace, icmp_bucket };
+        let Pipeline {
+            counters,
+            timing,
+            icmp_bucket,
+            trace,
+        } = self;
+        let mut cx = Cx {
+            snap,
+            now_ns,
+            counters,
+            trace,
+            icmp_bucket,
+        };
         for _ in 0..MAX_PASSES {
             let mut ran = false;
             for stage in Stage::RUN_ORDER {

@@ -14,7 +14,10 @@ pub struct MemPort {
 
 impl MemPort {
     pub fn new(name: &str) -> Self {
-        MemPort { name: name.to_string(), ..Default::default() }
+        MemPort {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 }
 

@@ -27,19 +27,31 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         n.overlay == Overlay::Vxlan || cfg.peers.iter().any(|p| p.overlay == Some(Overlay::Vxlan));
 
     if !n.pod_cidr.contains(u32::from(gateway)) {
-        errs.push(format!("node.gateway {gateway} is outside node.pod_cidr {}", n.pod_cidr));
+        errs.push(format!(
+            "node.gateway {gateway} is outside node.pod_cidr {}",
+            n.pod_cidr
+        ));
     }
     if n.pod_cidr.contains(u32::from(n.address)) {
-        errs.push(format!("node.address {} is inside the pod subnet {}", n.address, n.pod_cidr));
+        errs.push(format!(
+            "node.address {} is inside the pod subnet {}",
+            n.address, n.pod_cidr
+        ));
     }
     if uses_vxlan && n.vtep_mac.is_none() {
         errs.push("node.vtep_mac is required with the vxlan overlay".into());
     }
     if n.gateway_mac.is_multicast() || n.gateway_mac.is_zero() {
-        errs.push(format!("node.gateway_mac {} must be a unicast MAC", n.gateway_mac));
+        errs.push(format!(
+            "node.gateway_mac {} must be a unicast MAC",
+            n.gateway_mac
+        ));
     }
     if cfg.vxlan.vni >= 1 << 24 {
-        errs.push(format!("vxlan.vni {} does not fit in 24 bits", cfg.vxlan.vni));
+        errs.push(format!(
+            "vxlan.vni {} does not fit in 24 bits",
+            cfg.vxlan.vni
+        ));
     }
     if cfg.vxlan.port == 0 {
         errs.push("vxlan.port must not be 0".into());
@@ -58,14 +70,15 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     // Ports: uplink first (id 0), then the host port, then pods in file order.
     let mut ports: Vec<PortEntry> = Vec::new();
     let mut names: HashSet<String> = HashSet::new();
-    let mut add_port = |ports: &mut Vec<PortEntry>, errs: &mut Vec<String>, e: PortEntry| -> PortId {
-        if !names.insert(e.name.clone()) {
-            errs.push(format!("port name {:?} is used twice", e.name));
-        }
-        let id = ports.len() as PortId;
-        ports.push(PortEntry { id, ..e });
-        id
-    };
+    let mut add_port =
+        |ports: &mut Vec<PortEntry>, errs: &mut Vec<String>, e: PortEntry| -> PortId {
+            if !names.insert(e.name.clone()) {
+                errs.push(format!("port name {:?} is used twice", e.name));
+            }
+            let id = ports.len() as PortId;
+            ports.push(PortEntry { id, ..e });
+            id
+        };
     let uplink = add_port(
         &mut ports,
         &mut errs,
@@ -104,24 +117,36 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     let mut pod_ports: Vec<(Ipv4Addr, PortId, &str)> = Vec::new();
     for p in &cfg.pods {
         if !n.pod_cidr.contains(u32::from(p.ip)) {
-            errs.push(format!("pod {:?}: ip {} is outside node.pod_cidr {}", p.name, p.ip, n.pod_cidr));
+            errs.push(format!(
+                "pod {:?}: ip {} is outside node.pod_cidr {}",
+                p.name, p.ip, n.pod_cidr
+            ));
         }
         if p.ip == gateway {
-            errs.push(format!("pod {:?}: ip {} is the gateway address", p.name, p.ip));
+            errs.push(format!(
+                "pod {:?}: ip {} is the gateway address",
+                p.name, p.ip
+            ));
         }
         if !pod_ips.insert(p.ip) {
-            errs.push(format!("pod {:?}: ip {} is used by another pod", p.name, p.ip));
+            errs.push(format!(
+                "pod {:?}: ip {} is used by another pod",
+                p.name, p.ip
+            ));
         }
         if p.mac.is_multicast() || p.mac.is_zero() || p.mac == n.gateway_mac {
-            errs.push(format!("pod {:?}: mac {} must be unicast and not the gateway MAC", p.name, p.mac));
+            errs.push(format!(
+                "pod {:?}: mac {} must be unicast and not the gateway MAC",
+                p.name, p.mac
+            ));
         }
         if !(68..=crate::pipeline::batch::MAX_FRAME as u16 - 18).contains(&p.mtu) {
             errs.push(format!("pod {:?}: mtu {} is out of range", p.name, p.mtu));
         }
-        if let Some(v) = p.vlan {
-            if v == 0 || v >= 4095 {
-                errs.push(format!("pod {:?}: vlan {v} must be 1..4094", p.name));
-            }
+        if let Some(v) = p.vlan
+            && (v == 0 || v >= 4095)
+        {
+            errs.push(format!("pod {:?}: vlan {v} must be 1..4094", p.name));
         }
         let id = add_port(
             &mut ports,
@@ -138,7 +163,10 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
             },
         );
         if macs.insert(p.mac, id).is_some() {
-            errs.push(format!("pod {:?}: mac {} is used by another port", p.name, p.mac));
+            errs.push(format!(
+                "pod {:?}: mac {} is used by another port",
+                p.name, p.mac
+            ));
         }
         pod_ports.push((p.ip, id, &p.name));
     }
@@ -147,11 +175,17 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     let mut neigh: FastMap<[u8; 4], Mac> = FastMap::default();
     for nb in &cfg.neighbours {
         if nb.mac.is_multicast() || nb.mac.is_zero() {
-            errs.push(format!("neighbour {}: mac {} must be unicast", nb.ip, nb.mac));
+            errs.push(format!(
+                "neighbour {}: mac {} must be unicast",
+                nb.ip, nb.mac
+            ));
         }
         neigh.insert(nb.ip.octets(), nb.mac);
     }
-    let gw_mac = cfg.uplink.gateway.and_then(|g| neigh.get(&g.octets()).copied());
+    let gw_mac = cfg
+        .uplink
+        .gateway
+        .and_then(|g| neigh.get(&g.octets()).copied());
 
     // Peers.
     let mut peers: Vec<PeerEntry> = Vec::new();
@@ -160,21 +194,33 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     for p in &cfg.peers {
         let overlay = p.overlay.unwrap_or(n.overlay);
         if p.address == n.address {
-            errs.push(format!("peer {:?}: address {} is this node's address", p.name, p.address));
+            errs.push(format!(
+                "peer {:?}: address {} is this node's address",
+                p.name, p.address
+            ));
         }
         for (c, who) in &cidrs {
             if overlaps(*c, p.pod_cidr) {
-                errs.push(format!("peer {:?}: pod_cidr {} overlaps {who}'s {c}", p.name, p.pod_cidr));
+                errs.push(format!(
+                    "peer {:?}: pod_cidr {} overlaps {who}'s {c}",
+                    p.name, p.pod_cidr
+                ));
             }
         }
         cidrs.push((p.pod_cidr, format!("peer {}", p.name)));
         if overlay == Overlay::Vxlan && p.vtep_mac.is_none() {
-            errs.push(format!("peer {:?}: vtep_mac is required with the vxlan overlay", p.name));
+            errs.push(format!(
+                "peer {:?}: vtep_mac is required with the vxlan overlay",
+                p.name
+            ));
         }
         let underlay_mac = neigh.get(&p.address.octets()).copied().or(gw_mac);
         let idx = peers.len() as u16;
         if peer_by_addr.insert(p.address.octets(), idx).is_some() {
-            errs.push(format!("peer {:?}: address {} is used by another peer", p.name, p.address));
+            errs.push(format!(
+                "peer {:?}: address {} is used by another peer",
+                p.name, p.address
+            ));
         }
         let dmac = underlay_mac.unwrap_or(Mac::ZERO);
         peers.push(PeerEntry {
@@ -195,7 +241,9 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     let uplink_mtu = cfg.uplink.mtu;
     let via = |nh: Ipv4Addr, prefix: Prefix, origin: String| RouteEntry {
         prefix,
-        target: RouteTarget::Via { neighbour: nh.octets() },
+        target: RouteTarget::Via {
+            neighbour: nh.octets(),
+        },
         out_port: neigh.get(&nh.octets()).map(|_| uplink),
         dst_mac: neigh.get(&nh.octets()).copied().unwrap_or(Mac::ZERO),
         src_mac: cfg.uplink.mac,
@@ -209,28 +257,49 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         match (r.via, r.to_host) {
             (Some(nh), false) => routes.push(via(nh, r.prefix, format!("route {}", r.prefix))),
             (None, true) => match (host, cfg.host.as_ref()) {
-                (Some(h), Some(hc)) => routes.push(host_route(r.prefix, h, hc.mac, n.gateway_mac, hc.mtu, format!("route {}", r.prefix))),
+                (Some(h), Some(hc)) => routes.push(host_route(
+                    r.prefix,
+                    h,
+                    hc.mac,
+                    n.gateway_mac,
+                    hc.mtu,
+                    format!("route {}", r.prefix),
+                )),
                 _ => errs.push(format!("route {}: to_host needs a [host] port", r.prefix)),
             },
-            _ => errs.push(format!("route {}: give exactly one of `via` or `to_host = true`", r.prefix)),
+            _ => errs.push(format!(
+                "route {}: give exactly one of `via` or `to_host = true`",
+                r.prefix
+            )),
         }
     }
     for (i, p) in peers.iter().enumerate() {
         let (out_port, dst_mac, src_mac) = match p.overlay {
-            Overlay::Vxlan => (p.underlay_mac.map(|_| uplink), p.vtep_mac.unwrap_or(Mac::ZERO), vtep_mac),
-            Overlay::Ipip | Overlay::HostGw => {
-                (p.underlay_mac.map(|_| uplink), p.underlay_mac.unwrap_or(Mac::ZERO), cfg.uplink.mac)
-            }
+            Overlay::Vxlan => (
+                p.underlay_mac.map(|_| uplink),
+                p.vtep_mac.unwrap_or(Mac::ZERO),
+                vtep_mac,
+            ),
+            Overlay::Ipip | Overlay::HostGw => (
+                p.underlay_mac.map(|_| uplink),
+                p.underlay_mac.unwrap_or(Mac::ZERO),
+                cfg.uplink.mac,
+            ),
         };
-        routes.push(RouteEntry {
-            prefix: p.pod_cidr,
-            target: RouteTarget::Peer { peer: i as u16 },
-            out_port,
-            dst_mac,
-            src_mac,
-            mtu: p.mtu,
-            origin: format!("peer {} ({})", p.name, p.overlay.as_str()),
-        });
+        // The peer's pod subnet, and the peer node itself: node-to-remote-pod traffic and its
+        // replies cross the overlay both ways, so the tunnel source checks hold.
+        let node_prefix = Prefix::new(p.address, 32).unwrap_or(Prefix { addr: 0, len: 32 });
+        for (prefix, what) in [(p.pod_cidr, "pods"), (node_prefix, "node")] {
+            routes.push(RouteEntry {
+                prefix,
+                target: RouteTarget::Peer { peer: i as u16 },
+                out_port,
+                dst_mac,
+                src_mac,
+                mtu: p.mtu,
+                origin: format!("peer {} {what} ({})", p.name, p.overlay.as_str()),
+            });
+        }
     }
     routes.push(RouteEntry {
         prefix: n.pod_cidr,
@@ -277,8 +346,11 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     if !errs.is_empty() {
         return Err(errs.join("\n"));
     }
-    let fib_entries: Vec<(Prefix, u32)> =
-        routes.iter().enumerate().map(|(i, r)| (r.prefix, i as u32)).collect();
+    let fib_entries: Vec<(Prefix, u32)> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.prefix, i as u32))
+        .collect();
     let fib = Lpm::build(&fib_entries);
     Ok(Snapshot {
         generation,
@@ -308,8 +380,23 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
     })
 }
 
-fn host_route(prefix: Prefix, port: PortId, mac: Mac, src: Mac, mtu: u16, origin: String) -> RouteEntry {
-    RouteEntry { prefix, target: RouteTarget::Host, out_port: Some(port), dst_mac: mac, src_mac: src, mtu, origin }
+fn host_route(
+    prefix: Prefix,
+    port: PortId,
+    mac: Mac,
+    src: Mac,
+    mtu: u16,
+    origin: String,
+) -> RouteEntry {
+    RouteEntry {
+        prefix,
+        target: RouteTarget::Host,
+        out_port: Some(port),
+        dst_mac: mac,
+        src_mac: src,
+        mtu,
+        origin,
+    }
 }
 
 fn overlaps(a: Prefix, b: Prefix) -> bool {
@@ -320,7 +407,12 @@ fn overlaps(a: Prefix, b: Prefix) -> bool {
 
 fn vxlan_template(cfg: &NodeConfig, dmac: Mac, dst: [u8; 4]) -> [u8; 50] {
     let mut t = [0u8; 50];
-    ethernet::emit(&mut t[0..14], dmac, cfg.uplink.mac, ethernet::ETHERTYPE_IPV4);
+    ethernet::emit(
+        &mut t[0..14],
+        dmac,
+        cfg.uplink.mac,
+        ethernet::ETHERTYPE_IPV4,
+    );
     ipv4::emit(
         &mut t[14..34],
         0,
@@ -339,7 +431,12 @@ fn vxlan_template(cfg: &NodeConfig, dmac: Mac, dst: [u8; 4]) -> [u8; 50] {
 
 fn ipip_template(cfg: &NodeConfig, dmac: Mac, dst: [u8; 4]) -> [u8; 34] {
     let mut t = [0u8; 34];
-    ethernet::emit(&mut t[0..14], dmac, cfg.uplink.mac, ethernet::ETHERTYPE_IPV4);
+    ethernet::emit(
+        &mut t[0..14],
+        dmac,
+        cfg.uplink.mac,
+        ethernet::ETHERTYPE_IPV4,
+    );
     ipv4::emit(
         &mut t[14..34],
         0,

@@ -18,7 +18,10 @@ impl Prefix {
             return Err(format!("prefix length {len} is more than 32"));
         }
         let a = u32::from_be_bytes(addr);
-        Ok(Prefix { addr: a & mask(len), len })
+        Ok(Prefix {
+            addr: a & mask(len),
+            len,
+        })
     }
     pub fn contains(&self, a: u32) -> bool {
         a & mask(self.len) == self.addr
@@ -49,12 +52,18 @@ impl serde::Serialize for Prefix {
 
 impl<'de> serde::Deserialize<'de> for Prefix {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
 pub fn mask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
 }
 
 /// The built trie. Values are `u32` below 2^31; `lookup` returns `None` for no match.
@@ -70,7 +79,11 @@ impl Lpm {
         let mut sorted: Vec<(Prefix, u32)> = entries.to_vec();
         // Shorter prefixes first, so longer ones paint over them.
         sorted.sort_by_key(|(p, _)| p.len);
-        let mut t = Lpm { root: vec![0u32; 1 << 16].into_boxed_slice(), plies: Vec::new(), len: 0 };
+        let mut t = Lpm {
+            root: vec![0u32; 1 << 16].into_boxed_slice(),
+            plies: Vec::new(),
+            len: 0,
+        };
         for (p, v) in sorted {
             assert!(v < PLY_BIT - 1, "LPM values must be below 2^31 - 1");
             t.insert(p, v + 1);

@@ -134,8 +134,18 @@ impl Snapshot {
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
         self.ports.iter().find(|p| p.name == name).map(|p| p.id)
     }
+    /// True when a tunnel from `peer` may carry a packet from `src`: the peer's pods or the
+    /// peer node itself.
+    pub fn peer_may_send(&self, peer: u16, src: [u8; 4]) -> bool {
+        self.peers
+            .get(usize::from(peer))
+            .is_some_and(|p| p.address == src || p.pod_cidr.contains(u32::from_be_bytes(src)))
+    }
+
     pub fn route(&self, dst: [u8; 4]) -> Option<&RouteEntry> {
-        self.fib.lookup(dst).and_then(|i| self.routes.get(i as usize))
+        self.fib
+            .lookup(dst)
+            .and_then(|i| self.routes.get(i as usize))
     }
 }
 

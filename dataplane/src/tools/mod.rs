@@ -10,7 +10,7 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
         .bytes()
         .filter(|c| !c.is_ascii_whitespace() && *c != b':' && *c != b'-')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("hex frame has an odd number of digits".into());
     }
     digits

@@ -20,7 +20,8 @@ pub struct Captured {
 pub fn read(path: &Path) -> Result<Vec<Captured>, String> {
     let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.read_exact(&mut magic)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let r = BufReader::new(f);
     let err = |e: pcap_file::PcapError| format!("{}: {e}", path.display());
@@ -54,7 +55,11 @@ pub fn read(path: &Path) -> Result<Vec<Captured>, String> {
         let mut rd = PcapReader::new(r).map_err(err)?;
         while let Some(p) = rd.next_packet() {
             let p = p.map_err(err)?;
-            out.push(Captured { ts: p.timestamp, if_name: None, data: p.data.into_owned() });
+            out.push(Captured {
+                ts: p.timestamp,
+                if_name: None,
+                data: p.data.into_owned(),
+            });
         }
     }
     Ok(out)
@@ -66,7 +71,8 @@ pub fn write(path: &Path, frames: &[(Duration, Vec<u8>)]) -> Result<(), String> 
     let err = |e: pcap_file::PcapError| format!("{}: {e}", path.display());
     let mut w = PcapWriter::new(BufWriter::new(f)).map_err(err)?;
     for (ts, d) in frames {
-        w.write_packet(&PcapPacket::new(*ts, d.len() as u32, d)).map_err(err)?;
+        w.write_packet(&PcapPacket::new(*ts, d.len() as u32, d))
+            .map_err(err)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Replay: run captured frames through the pipeline over in-memory ports.
 
-use crate::pipeline::{Batch, BATCH_SIZE, Pipeline, Stage};
+use crate::pipeline::{BATCH_SIZE, Batch, Pipeline, Stage};
 use crate::port::Port;
 use crate::port::mem::MemPort;
 use crate::tables::{PortId, Snapshot};
@@ -35,8 +35,11 @@ pub struct ReplayOutput {
 /// Runs `inputs` in order, in batches of up to 64, through one pipeline.
 pub fn run(snap: &Snapshot, inputs: &[Input]) -> ReplayOutput {
     let mut pipeline = Pipeline::new();
-    let mut ports: Vec<(MemPort, Vec<Duration>)> =
-        snap.ports.iter().map(|p| (MemPort::new(&p.name), Vec::new())).collect();
+    let mut ports: Vec<(MemPort, Vec<Duration>)> = snap
+        .ports
+        .iter()
+        .map(|p| (MemPort::new(&p.name), Vec::new()))
+        .collect();
     let mut verdicts: Vec<Verdict> = inputs
         .iter()
         .enumerate()
@@ -59,8 +62,12 @@ pub fn run(snap: &Snapshot, inputs: &[Input]) -> ReplayOutput {
             let m = &batch.meta[slot];
             let v = &mut verdicts[chunk_no * BATCH_SIZE + usize::from(m.parent)];
             match m.next {
-                Stage::Dropped => v.drops.push(m.drop.map_or("?".into(), |r| r.name().to_string())),
-                Stage::Out => v.out.push(snap.port(m.out_port).map_or("?".into(), |p| p.name.clone())),
+                Stage::Dropped => v
+                    .drops
+                    .push(m.drop.map_or("?".into(), |r| r.name().to_string())),
+                Stage::Out => v
+                    .out
+                    .push(snap.port(m.out_port).map_or("?".into(), |p| p.name.clone())),
                 _ => {}
             }
         }
@@ -71,7 +78,11 @@ pub fn run(snap: &Snapshot, inputs: &[Input]) -> ReplayOutput {
             }
         });
     }
-    ReplayOutput { ports, verdicts, pipeline }
+    ReplayOutput {
+        ports,
+        verdicts,
+        pipeline,
+    }
 }
 
 /// The JSON summary printed by `podswitchd replay`.

@@ -20,7 +20,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     /// Hardware Ethernet, protocol IPv4, lengths 6 and 4.
     pub fn is_ethernet_ipv4(&self) -> bool {
-        be16(self.b(), 0) == 1 && be16(self.b(), 2) == 0x0800 && self.b()[4] == 6 && self.b()[5] == 4
+        be16(self.b(), 0) == 1
+            && be16(self.b(), 2) == 0x0800
+            && self.b()[4] == 6
+            && self.b()[5] == 4
     }
     pub fn op(&self) -> u16 {
         be16(self.b(), 6)
@@ -76,7 +79,9 @@ mod tests {
     fn reply_in_place() {
         let mut b = REQ;
         let gw: Mac = "0a:58:0a:f4:01:01".parse().unwrap();
-        Packet::new_checked(&mut b[..]).unwrap().make_reply(gw, [10, 244, 1, 1]);
+        Packet::new_checked(&mut b[..])
+            .unwrap()
+            .make_reply(gw, [10, 244, 1, 1]);
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!(p.op(), OP_REPLY);
         assert_eq!(p.sender_mac(), gw);

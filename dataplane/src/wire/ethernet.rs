@@ -75,7 +75,12 @@ mod tests {
     #[test]
     fn construct() {
         let mut b = [0u8; 16];
-        emit(&mut b, Mac(FIXTURE[0..6].try_into().unwrap()), Mac(FIXTURE[6..12].try_into().unwrap()), ETHERTYPE_IPV4);
+        emit(
+            &mut b,
+            Mac(FIXTURE[0..6].try_into().unwrap()),
+            Mac(FIXTURE[6..12].try_into().unwrap()),
+            ETHERTYPE_IPV4,
+        );
         b[14] = 0xaa;
         b[15] = 0xbb;
         assert_eq!(b, FIXTURE);

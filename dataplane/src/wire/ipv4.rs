@@ -149,7 +149,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 /// Writes a 20-byte IPv4 header (no options) with a valid checksum.
-#[allow(clippy::too_many_arguments, reason = "mirrors the header's fields one to one")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the header's fields one to one"
+)]
 pub fn emit(
     buf: &mut [u8],
     tos: u8,
@@ -182,7 +185,17 @@ mod tests {
     // 10.244.1.10 -> 10.244.2.20, UDP, ttl 64, DF, total 28, id 0x1234.
     fn fixture() -> [u8; 20] {
         let mut b = [0u8; 20];
-        emit(&mut b, 0, 28, 0x1234, FLAG_DF, 64, PROTO_UDP, [10, 244, 1, 10], [10, 244, 2, 20]);
+        emit(
+            &mut b,
+            0,
+            28,
+            0x1234,
+            FLAG_DF,
+            64,
+            PROTO_UDP,
+            [10, 244, 1, 10],
+            [10, 244, 2, 20],
+        );
         b
     }
 

@@ -54,7 +54,9 @@ impl FromStr for Mac {
                 .next()
                 .ok_or_else(|| format!("MAC address {s:?} has fewer than 6 octets"))?;
             if p.len() != 2 {
-                return Err(format!("MAC address {s:?}: octet {p:?} is not two hex digits"));
+                return Err(format!(
+                    "MAC address {s:?}: octet {p:?} is not two hex digits"
+                ));
             }
             *b = u8::from_str_radix(p, 16)
                 .map_err(|_| format!("MAC address {s:?}: octet {p:?} is not hex"))?;

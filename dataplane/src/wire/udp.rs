@@ -63,7 +63,10 @@ mod tests {
         emit(&mut b, 40000, 8472, 58);
         assert_eq!(b, [0x9c, 0x40, 0x21, 0x18, 0, 58, 0, 0]);
         let d = Datagram::new_checked(&b[..]).unwrap();
-        assert_eq!((d.src_port(), d.dst_port(), d.len(), d.checksum()), (40000, 8472, 58, 0));
+        assert_eq!(
+            (d.src_port(), d.dst_port(), d.len(), d.checksum()),
+            (40000, 8472, 58, 0)
+        );
         assert!(Datagram::new_checked(&b[..7]).is_err());
     }
 }

@@ -1,10 +1,10 @@
 //! arp-input: answers for the gateway (and, with proxy ARP, for same-node pods), forwards
 //! requests and replies between same-node pods, and drops ARP that lies about its sender.
 
+use super::super::Cx;
 use super::super::batch::Batch;
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::tables::{PortKind, RouteTarget};
 use crate::wire::arp::{self, OP_REPLY, OP_REQUEST};
@@ -30,7 +30,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     let (op, smac, sip, tip) = (a.op(), a.sender_mac(), a.sender_ip(), a.target_ip());
     // Anti-spoofing: a pod may only speak for its own MAC and address (0.0.0.0 = probe).
-    if port.kind == PortKind::Pod && (smac != port.mac || smac != eth_src || (sip != [0; 4] && Some(sip) != port.ip)) {
+    if port.kind == PortKind::Pod
+        && (smac != port.mac || smac != eth_src || (sip != [0; 4] && Some(sip) != port.ip))
+    {
         return cx.drop(b, i, R::ArpSpoofed);
     }
     if op != OP_REQUEST && op != OP_REPLY {
@@ -62,7 +64,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
                 } else {
                     // Bridge semantics without flooding: the switch knows the owner, so it
                     // delivers the broadcast request to that one port and the pod answers.
-                    cx.trace(Stage::Arp, || format!("request for {tip:?} delivered to its owner"));
+                    cx.trace(Stage::Arp, || {
+                        format!("request for {tip:?} delivered to its owner")
+                    });
                     b.meta[i].out_port = p;
                     b.set_next(i, Stage::Output);
                     return;
@@ -82,7 +86,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     // Ethernet padding past the 28-byte ARP body is kept as it was (zeroes on the wire).
     cx.event(Event::ArpReplied);
     cx.trace(Stage::Arp, || {
-        format!("request for {} answered with {mac}", std::net::Ipv4Addr::from(tip))
+        format!(
+            "request for {} answered with {mac}",
+            std::net::Ipv4Addr::from(tip)
+        )
     });
     b.meta[i].out_port = in_port;
     b.set_next(i, Stage::Output);

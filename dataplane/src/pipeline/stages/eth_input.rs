@@ -1,9 +1,9 @@
 //! ethernet-input: length, VLAN tags, source MAC checks, and the L2/L3 decision.
 
+use super::super::Cx;
 use super::super::batch::{Batch, MAX_FRAME, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use crate::tables::PortKind;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{Mac, be16};
@@ -20,7 +20,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if len < ethernet::HEADER_LEN {
         return cx.drop(b, i, R::EthTruncated);
     }
-    if len > MAX_FRAME || len > usize::from(port.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN {
+    if len > MAX_FRAME
+        || len > usize::from(port.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN
+    {
         return cx.drop(b, i, R::FrameTooLong);
     }
     let mut ethertype = be16(b.frame(i), 12);

@@ -4,10 +4,10 @@
 //! The error quotes as much of the original packet as fits in 576 bytes (RFC 1812 4.3.2.3)
 //! and is routed back through ip4-lookup like any packet the switch originates.
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::wire::icmpv4;
 use crate::wire::ipv4::{self, Packet};
@@ -27,9 +27,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let hl = ip.header_len();
     // RFC 1122 3.2.2: never about an ICMP error, a non-first fragment, a broadcast or
     // multicast source, or a packet of our own.
-    let about_icmp_error = ip.protocol() == ipv4::PROTO_ICMP
-        && f.len() > L3 + hl
-        && icmpv4::is_error(f[L3 + hl]);
+    let about_icmp_error =
+        ip.protocol() == ipv4::PROTO_ICMP && f.len() > L3 + hl && icmpv4::is_error(f[L3 + hl]);
     if m.flags & flags::LOCAL_ORIGIN != 0
         || ip.frag_offset() != 0
         || about_icmp_error
@@ -44,7 +43,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     // The original is dropped: count why, then reuse its buffer for the error.
     cx.counters.drops[cause as usize] += 1;
-    let quote = usize::from(ip.total_len()).min(MAX_ERROR_LEN - ipv4::MIN_HEADER_LEN - icmpv4::HEADER_LEN);
+    let quote =
+        usize::from(ip.total_len()).min(MAX_ERROR_LEN - ipv4::MIN_HEADER_LEN - icmpv4::HEADER_LEN);
     let grow = ipv4::MIN_HEADER_LEN + icmpv4::HEADER_LEN;
     if !b.push_front(i, grow) {
         return cx.drop(b, i, R::IcmpNoHeadroom);
@@ -74,7 +74,11 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         format!(
             "{} -> ICMP type {ty} code {code}{} to {}",
             cause.name(),
-            if mtu > 0 { format!(" mtu {mtu}") } else { String::new() },
+            if mtu > 0 {
+                format!(" mtu {mtu}")
+            } else {
+                String::new()
+            },
             std::net::Ipv4Addr::from(src)
         )
     });

@@ -2,10 +2,10 @@
 //! does before a tunnel device). Extra fragments go into the batch's spare slots; the
 //! header, options included, is repeated in every fragment.
 
+use super::super::Cx;
 use super::super::batch::Batch;
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::wire::ipv4::{self, Packet};
 
@@ -55,7 +55,13 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     for _ in 0..n {
         cx.event(Event::FragmentsMade);
     }
-    cx.trace(Stage::Ip4Frag, || format!("{total} bytes into {n} fragments of at most {} for mtu {}", hl + chunk, route.mtu));
+    cx.trace(Stage::Ip4Frag, || {
+        format!(
+            "{total} bytes into {n} fragments of at most {} for mtu {}",
+            hl + chunk,
+            route.mtu
+        )
+    });
     b.set_next(i, m.after_frag);
 }
 

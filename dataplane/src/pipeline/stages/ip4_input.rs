@@ -1,10 +1,10 @@
 //! ip4-input: header validation (version, IHL, lengths, checksum), padding trim, martian
 //! and anti-spoofing source checks.
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::tables::PortKind;
 use crate::wire::ipv4::{self, Packet};
@@ -38,10 +38,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         }
         if m.flags & flags::DECAPPED == 0 {
             let port = snap.port(m.in_port);
-            if let Some(p) = port.filter(|p| p.kind == PortKind::Pod) {
-                if p.ip != Some(src) {
-                    return cx.drop(b, i, R::Ip4SpoofedSrc);
-                }
+            if port.is_some_and(|p| p.kind == PortKind::Pod && p.ip != Some(src)) {
+                return cx.drop(b, i, R::Ip4SpoofedSrc);
             }
         }
     }

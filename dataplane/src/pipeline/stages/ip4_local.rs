@@ -1,10 +1,10 @@
 //! ip4-local: traffic for the switch itself: ICMP echo to the gateway, and tunnel packets to
 //! the node address (handed to the VXLAN / IP-in-IP decap stages).
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::tables::RouteTarget;
 use crate::wire::icmpv4::{self, Message};
@@ -33,9 +33,27 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             if ip.is_fragment() {
                 return cx.drop(b, i, R::TunnelFragment);
             }
-            let next = if is_vxlan { Stage::VxlanDecap } else { Stage::IpipDecap };
-            cx.trace(Stage::Ip4Local, || format!("tunnel packet -> {}", next.name()));
+            let next = if is_vxlan {
+                Stage::VxlanDecap
+            } else {
+                Stage::IpipDecap
+            };
+            cx.trace(Stage::Ip4Local, || {
+                format!("tunnel packet -> {}", next.name())
+            });
             return b.set_next(i, next);
+        }
+        if decapped {
+            // A peer's pod or the peer node talking to this node over the overlay: hand it
+            // to the node's own stack through the host port.
+            let Some(host) = snap.host else {
+                return cx.drop(b, i, R::LocalProtoUnhandled);
+            };
+            cx.trace(Stage::Ip4Local, || {
+                "decapsulated packet for the node -> host port".into()
+            });
+            b.meta[i].out_port = host;
+            return b.set_next(i, Stage::Ip4Rewrite);
         }
         return cx.drop(b, i, R::LocalProtoUnhandled);
     }
@@ -63,7 +81,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let c = checksum::update16(be16(h, 10), old, be16(h, 8));
     set_be16(h, 10, c);
     cx.event(Event::EchoReplied);
-    cx.trace(Stage::Ip4Local, || "echo request to the gateway answered".into());
+    cx.trace(Stage::Ip4Local, || {
+        "echo request to the gateway answered".into()
+    });
     b.meta[i].flags |= flags::LOCAL_ORIGIN;
     b.set_next(i, Stage::Ip4Lookup);
 }

@@ -1,9 +1,9 @@
 //! ip4-lookup: longest-prefix match, and what may be forwarded from where.
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::tables::{PortKind, RouteTarget};
 use crate::wire::icmpv4;
@@ -25,17 +25,25 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let m = b.meta[i];
     let local_origin = m.flags & flags::LOCAL_ORIGIN != 0;
     let decapped = m.flags & flags::DECAPPED != 0;
-    let from_uplink = snap.port(m.in_port).is_some_and(|p| p.kind == PortKind::Uplink);
+    let from_uplink = snap
+        .port(m.in_port)
+        .is_some_and(|p| p.kind == PortKind::Uplink);
     b.meta[i].route = ri;
     // Packets from the underlay may only reach this node's pods, gateway or tunnel endpoint.
     if !local_origin && (decapped || from_uplink) {
-        let allowed = match route.target {
-            RouteTarget::Pod { .. } | RouteTarget::Gateway | RouteTarget::NoSuchPod => true,
-            RouteTarget::NodeAddress => !decapped || from_uplink,
-            _ => false,
-        };
+        let allowed = matches!(
+            route.target,
+            RouteTarget::Pod { .. }
+                | RouteTarget::Gateway
+                | RouteTarget::NoSuchPod
+                | RouteTarget::NodeAddress
+        );
         if !allowed {
-            let r = if decapped { R::DecapDstNotLocal } else { R::UplinkTransit };
+            let r = if decapped {
+                R::DecapDstNotLocal
+            } else {
+                R::UplinkTransit
+            };
             return cx.drop(b, i, r);
         }
     }

@@ -1,17 +1,17 @@
 //! ip4-rewrite: TTL check and decrement, path-MTU check, TCP MSS clamping, and the L2
 //! rewrite from the route's adjacency; then on to encapsulation or output.
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::config::Overlay;
 use crate::tables::RouteTarget;
+use crate::wire::ethernet;
 use crate::wire::icmpv4;
 use crate::wire::ipv4::{self, Packet};
 use crate::wire::tcp::{self, Segment};
-use crate::wire::ethernet;
 
 /// IPv4 + TCP headers without options: MSS = MTU - 40.
 const TCP_IP_HEADERS: u16 = 40;
@@ -37,7 +37,11 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let too_big = total > route.mtu;
     if too_big && ip.dont_frag() {
         let mm = &mut b.meta[i];
-        mm.icmp = (icmpv4::TYPE_DEST_UNREACH, icmpv4::CODE_FRAG_NEEDED, route.mtu);
+        mm.icmp = (
+            icmpv4::TYPE_DEST_UNREACH,
+            icmpv4::CODE_FRAG_NEEDED,
+            route.mtu,
+        );
         mm.icmp_cause = Some(R::MtuExceeded);
         return b.set_next(i, Stage::IcmpError);
     }
@@ -45,11 +49,16 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let mut clamped = None;
     if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() {
         let hl = ip.header_len();
-        let path = if m.in_tunnel_mtu > 0 { route.mtu.min(m.in_tunnel_mtu) } else { route.mtu };
-        if let Ok(mut seg) = Segment::new_checked(&mut f[L3 + hl..]) {
-            if seg.flags() & tcp::FLAG_SYN != 0 {
-                clamped = seg.clamp_mss(path.saturating_sub(TCP_IP_HEADERS)).map(|old| (old, path - TCP_IP_HEADERS));
-            }
+        let path = if m.in_tunnel_mtu > 0 {
+            route.mtu.min(m.in_tunnel_mtu)
+        } else {
+            route.mtu
+        };
+        if let Ok(mut seg) = Segment::new_checked(&mut f[L3 + hl..])
+            && seg.flags() & tcp::FLAG_SYN != 0
+        {
+            let mss = path.saturating_sub(TCP_IP_HEADERS);
+            clamped = seg.clamp_mss(mss).map(|old| (old, mss));
         }
     }
     let mut ip = match Packet::new_checked(&mut f[L3..]) {
@@ -59,7 +68,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if !local {
         ip.decrement_ttl();
     }
-    ethernet::emit(&mut f[..ethernet::HEADER_LEN], route.dst_mac, route.src_mac, ethernet::ETHERTYPE_IPV4);
+    ethernet::emit(
+        &mut f[..ethernet::HEADER_LEN],
+        route.dst_mac,
+        route.src_mac,
+        ethernet::ETHERTYPE_IPV4,
+    );
     if clamped.is_some() {
         cx.event(Event::MssClamped);
     }
@@ -77,7 +91,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             if local { "" } else { "ttl-1, " },
             route.src_mac,
             route.dst_mac,
-            snap.port(route.out_port.unwrap_or(0)).map_or("?", |p| p.name.as_str()),
+            snap.port(route.out_port.unwrap_or(0))
+                .map_or("?", |p| p.name.as_str()),
             route.mtu
         );
         if let Some((old, new)) = clamped {

@@ -1,9 +1,9 @@
 //! ipip4-decap and ipip4-encap: Calico-style IP-in-IP (protocol 4).
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::tables::RouteTarget;
 use crate::wire::{be16, checksum, ethernet, ip4, ipv4, set_be16};
@@ -21,7 +21,7 @@ pub(super) fn decap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return cx.drop(b, i, R::IpipTruncated);
     }
     let p = &snap.peers[usize::from(peer)];
-    if !p.pod_cidr.contains(u32::from_be_bytes(ip4(f, inner + 12))) {
+    if !snap.peer_may_send(peer, ip4(f, inner + 12)) {
         return cx.drop(b, i, R::IpipInnerSrcMismatch);
     }
     // Keep an Ethernet header in front of the inner packet: move it over the outer IPv4 header.
@@ -56,7 +56,12 @@ pub(super) fn encap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     set_be16(f, L3 + 10, c);
     cx.event(Event::Encapsulated);
     cx.trace(Stage::IpipEncap, || {
-        format!("to peer {} {} ttl {}", p.name, std::net::Ipv4Addr::from(p.address), snap.node.ipip_ttl)
+        format!(
+            "to peer {} {} ttl {}",
+            p.name,
+            std::net::Ipv4Addr::from(p.address),
+            snap.node.ipip_ttl
+        )
     });
     b.set_next(i, Stage::Output);
 }

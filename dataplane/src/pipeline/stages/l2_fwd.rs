@@ -1,9 +1,9 @@
 //! l2-fwd: same-node pod to pod bridging from the MAC table (the cni0 job).
 
+use super::super::Cx;
 use super::super::batch::Batch;
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::L3;
 use crate::wire::{ethernet, ip4};
 
@@ -30,7 +30,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         }
     }
     cx.trace(Stage::L2Fwd, || {
-        format!("mac {dst} -> port {}", snap.port(out).map_or("?", |p| p.name.as_str()))
+        format!(
+            "mac {dst} -> port {}",
+            snap.port(out).map_or("?", |p| p.name.as_str())
+        )
     });
     b.meta[i].out_port = out;
     b.set_next(i, Stage::Output);

@@ -1,9 +1,9 @@
 //! interface-output: final MTU sanity check and VLAN tag push for tagged pod ports.
 
+use super::super::Cx;
 use super::super::batch::Batch;
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
-use super::super::Cx;
 use crate::wire::ethernet;
 
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
@@ -24,6 +24,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         slot[start + 12..start + 14].copy_from_slice(&ethernet::ETHERTYPE_VLAN.to_be_bytes());
         slot[start + 14..start + 16].copy_from_slice(&vid.to_be_bytes());
     }
-    cx.trace(Stage::Output, || format!("tx on {} ({} bytes)", port.name, b.frame(i).len()));
+    cx.trace(Stage::Output, || {
+        format!("tx on {} ({} bytes)", port.name, b.frame(i).len())
+    });
     b.set_next(i, Stage::Out);
 }

@@ -3,10 +3,10 @@
 //! Encap copies the peer's prebuilt 50-byte header template and patches the lengths, the
 //! IPv4 checksum (incrementally) and the UDP source port (inner flow hash, for ECMP entropy).
 
+use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
-use super::super::Cx;
 use super::{L3, flow_hash};
 use crate::tables::RouteTarget;
 use crate::wire::ipv4::{self, Packet};
@@ -58,7 +58,7 @@ pub(super) fn decap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     let p = &snap.peers[usize::from(peer)];
     let inner_src = ip4(f, inner + ethernet::HEADER_LEN + 12);
-    if !p.pod_cidr.contains(u32::from_be_bytes(inner_src)) {
+    if !snap.peer_may_send(peer, inner_src) {
         return cx.drop(b, i, R::VxlanInnerSrcMismatch);
     }
     b.set_len(i, inner_end);
@@ -68,7 +68,9 @@ pub(super) fn decap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     m.peer = peer;
     m.in_tunnel_mtu = p.mtu;
     cx.event(Event::Decapsulated);
-    cx.trace(Stage::VxlanDecap, || format!("from peer {} vni {}", p.name, snap.node.vxlan.vni));
+    cx.trace(Stage::VxlanDecap, || {
+        format!("from peer {} vni {}", p.name, snap.node.vxlan.vni)
+    });
     b.set_next(i, Stage::EthInput);
 }
 
@@ -86,7 +88,10 @@ pub(super) fn encap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         let proto = ip[9];
         let hl = usize::from(ip[0] & 0x0f) * 4;
         let is_frag = be16(ip, 6) & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0;
-        let ports = if !is_frag && (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && ip.len() >= hl + 4 {
+        let ports = if !is_frag
+            && (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP)
+            && ip.len() >= hl + 4
+        {
             u32::from_be_bytes([ip[hl], ip[hl + 1], ip[hl + 2], ip[hl + 3]])
         } else {
             0
