@@ -8,6 +8,8 @@
 //! - [`tools`]: offline replay and trace over the same pipeline.
 
 pub mod config;
+pub mod daemon;
+pub mod dump;
 pub mod pipeline;
 pub mod port;
 pub mod tables;

@@ -19,6 +19,10 @@ pub struct Counters {
     pub stages: [StageCounters; Stage::COUNT],
     pub drops: [u64; DropReason::COUNT],
     pub events: [u64; Event::COUNT],
+    /// Packets and bytes per FIB entry (index = route index of `generation`), for flow dumps.
+    pub routes: Vec<[u64; 2]>,
+    /// Snapshot generation the route counters belong to.
+    pub generation: u64,
 }
 
 impl Default for Counters {
@@ -27,6 +31,8 @@ impl Default for Counters {
             stages: [StageCounters::default(); Stage::COUNT],
             drops: [0; DropReason::COUNT],
             events: [0; Event::COUNT],
+            routes: Vec::new(),
+            generation: 0,
         }
     }
 }
@@ -44,6 +50,25 @@ impl Counters {
         }
         for (a, b) in self.events.iter_mut().zip(o.events.iter()) {
             *a += b;
+        }
+        if o.generation == self.generation || self.routes.is_empty() {
+            if self.routes.len() < o.routes.len() {
+                self.routes.resize(o.routes.len(), [0; 2]);
+            }
+            for (a, b) in self.routes.iter_mut().zip(o.routes.iter()) {
+                a[0] += b[0];
+                a[1] += b[1];
+            }
+            self.generation = o.generation;
+        }
+    }
+
+    /// Starts per-route counting for a new snapshot (allocates only when the FIB grew).
+    pub fn track_generation(&mut self, generation: u64, routes: usize) {
+        if self.generation != generation || self.routes.len() != routes {
+            self.routes.clear();
+            self.routes.resize(routes, [0; 2]);
+            self.generation = generation;
         }
     }
 

@@ -130,6 +130,7 @@ impl Pipeline {
             icmp_bucket,
             trace,
         } = self;
+        counters.track_generation(snap.generation, snap.routes.len());
         let mut cx = Cx {
             snap,
             now_ns,

@@ -13,6 +13,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let snap = cx.snap;
     let f = b.frame(i);
     let dst = ip4(f, L3 + 16);
+    let len = f.len() as u64;
     if dst == [0; 4] || dst[0] == 127 || dst[0] >= 224 {
         return cx.drop(b, i, R::Ip4MartianDst);
     }
@@ -29,6 +30,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         .port(m.in_port)
         .is_some_and(|p| p.kind == PortKind::Uplink);
     b.meta[i].route = ri;
+    if let Some(c) = cx.counters.routes.get_mut(ri as usize) {
+        c[0] += 1;
+        c[1] += len;
+    }
     // Packets from the underlay may only reach this node's pods, gateway or tunnel endpoint.
     if !local_origin && (decapped || from_uplink) {
         let allowed = matches!(

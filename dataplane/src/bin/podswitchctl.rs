@@ -1,0 +1,225 @@
+//! podswitchctl: the operator CLI for a running podswitchd (its control socket).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use podswitch::config::{Neighbour, Overlay, Peer, Pod, Route};
+use podswitch::daemon::control::request;
+use podswitch::daemon::protocol::{Request, Response};
+use podswitch::tables::lpm::Prefix;
+use podswitch::wire::Mac;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const DEFAULT_SOCKET: &str = "/run/podswitch/podswitchd.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "podswitchctl",
+    version,
+    about = "Inspect and program a running podswitchd"
+)]
+struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, short, default_value = DEFAULT_SOCKET, env = "PODSWITCH_SOCKET")]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Daemon version.
+    Version,
+    /// Dump a table: ports, macs, fib, neighbours, tunnels, flows, config.
+    Dump { table: String },
+    /// Per port, per worker and per stage counters, drops by reason.
+    Stats,
+    /// Change the tables.
+    #[command(subcommand)]
+    Program(Program),
+    /// Run one frame (hex) through the live tables.
+    Trace {
+        #[arg(long)]
+        in_port: String,
+        #[arg(long)]
+        frame: String,
+    },
+    /// Send a raw JSON request line (for scripts and tests).
+    Raw { json: String },
+}
+
+#[derive(Subcommand)]
+enum Program {
+    /// Replace the whole configuration with a file's.
+    Replace {
+        file: PathBuf,
+    },
+    AddPod {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        port: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long)]
+        mac: Mac,
+        #[arg(long, default_value_t = 1500)]
+        mtu: u16,
+    },
+    RemovePod {
+        name: String,
+    },
+    AddRoute {
+        #[arg(long)]
+        prefix: Prefix,
+        #[arg(long)]
+        via: Option<Ipv4Addr>,
+        #[arg(long)]
+        to_host: bool,
+    },
+    RemoveRoute {
+        prefix: Prefix,
+    },
+    AddPeer {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        address: Ipv4Addr,
+        #[arg(long)]
+        pod_cidr: Prefix,
+        #[arg(long)]
+        vtep_mac: Option<Mac>,
+        #[arg(long)]
+        overlay: Option<String>,
+    },
+    RemovePeer {
+        name: String,
+    },
+    AddNeighbour {
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long)]
+        mac: Mac,
+    },
+    RemoveNeighbour {
+        ip: Ipv4Addr,
+    },
+}
+
+fn overlay(s: &str) -> Result<Overlay, String> {
+    match s {
+        "vxlan" => Ok(Overlay::Vxlan),
+        "ipip" => Ok(Overlay::Ipip),
+        "host-gw" => Ok(Overlay::HostGw),
+        o => Err(format!("unknown overlay {o:?}: vxlan, ipip, host-gw")),
+    }
+}
+
+fn to_request(cmd: Cmd) -> Result<Request, String> {
+    Ok(match cmd {
+        Cmd::Version => Request::Version,
+        Cmd::Dump { table } => Request::Dump { table },
+        Cmd::Stats => Request::Stats,
+        Cmd::Trace { in_port, frame } => Request::Trace { in_port, frame },
+        Cmd::Raw { json } => {
+            return serde_json::from_str(&json).map_err(|e| format!("bad request: {e}"));
+        }
+        Cmd::Program(p) => match p {
+            Program::Replace { file } => Request::Replace {
+                config: std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+            },
+            Program::AddPod {
+                name,
+                port,
+                ip,
+                mac,
+                mtu,
+            } => Request::AddPod {
+                pod: Pod {
+                    name,
+                    port,
+                    ip,
+                    mac,
+                    mtu,
+                    vlan: None,
+                },
+            },
+            Program::RemovePod { name } => Request::RemovePod { name },
+            Program::AddRoute {
+                prefix,
+                via,
+                to_host,
+            } => Request::AddRoute {
+                route: Route {
+                    prefix,
+                    via,
+                    to_host,
+                },
+            },
+            Program::RemoveRoute { prefix } => Request::RemoveRoute { prefix },
+            Program::AddPeer {
+                name,
+                address,
+                pod_cidr,
+                vtep_mac,
+                overlay: o,
+            } => Request::AddPeer {
+                peer: Peer {
+                    name,
+                    address,
+                    pod_cidr,
+                    vtep_mac,
+                    overlay: o.as_deref().map(overlay).transpose()?,
+                },
+            },
+            Program::RemovePeer { name } => Request::RemovePeer { name },
+            Program::AddNeighbour { ip, mac } => Request::AddNeighbour {
+                neighbour: Neighbour { ip, mac },
+            },
+            Program::RemoveNeighbour { ip } => Request::RemoveNeighbour { ip },
+        },
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r: Result<Response, String> =
+        to_request(cli.cmd).and_then(|req| request(&cli.socket, &req));
+    match r {
+        Ok(resp) if resp.ok => {
+            match cli.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&resp.data).unwrap_or_default()
+                ),
+                Format::Text => print!(
+                    "{}{}",
+                    resp.text,
+                    if resp.text.ends_with('\n') { "" } else { "\n" }
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            eprintln!(
+                "podswitchctl: {}",
+                resp.error.unwrap_or_else(|| "request failed".into())
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("podswitchctl: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

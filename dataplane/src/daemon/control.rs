@@ -1,0 +1,565 @@
+//! The control side: owns the configuration, applies changes by building and publishing a
+//! new snapshot, opens and closes ports, and serves the control socket.
+
+use super::protocol::{MAX_REQUEST, Request, Response};
+use super::sys::{euid, peer_uid};
+use super::view::{Handle, View, ViewCell};
+use super::worker::{WorkerMsg, WorkerShared};
+use crate::config::NodeConfig;
+use crate::dump;
+use crate::pipeline::Counters;
+use crate::port::Port;
+use crate::tables::{PortEntry, PortKind, Snapshot, build::build};
+use crossbeam::channel::Sender;
+use parking_lot::Mutex;
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Opens the sockets of a port (one per receive queue) and releases what it attached.
+pub trait PortFactory: Send + Sync {
+    fn open(&self, entry: &PortEntry) -> Result<Vec<Box<dyn Port>>, String>;
+    fn close(&self, entry: &PortEntry);
+}
+
+struct PortSlot {
+    handle: Handle,
+    /// Worker of each queue's socket; the first one transmits.
+    workers: Vec<u16>,
+    entry: PortEntry,
+}
+
+struct Inner {
+    cfg: NodeConfig,
+    generation: u64,
+    ports: HashMap<String, PortSlot>,
+    next_handle: Handle,
+    load: Vec<usize>,
+}
+
+pub struct Control {
+    inner: Mutex<Inner>,
+    pub views: Arc<ViewCell>,
+    pub workers: Arc<Vec<Arc<WorkerShared>>>,
+    senders: Vec<Sender<WorkerMsg>>,
+    factory: Arc<dyn PortFactory>,
+}
+
+impl Control {
+    /// Builds the first snapshot and opens every port; nothing is left open on error.
+    pub fn start(
+        cfg: NodeConfig,
+        workers: Arc<Vec<Arc<WorkerShared>>>,
+        senders: Vec<Sender<WorkerMsg>>,
+        factory: Arc<dyn PortFactory>,
+    ) -> Result<Self, String> {
+        let snap = build(&cfg, 1)?;
+        let views = Arc::new(ViewCell::new(View {
+            snap: build(&cfg, 0)?,
+            owner: vec![],
+            handle: vec![],
+        }));
+        let n = workers.len();
+        let c = Control {
+            inner: Mutex::new(Inner {
+                cfg: cfg.clone(),
+                generation: 0,
+                ports: HashMap::new(),
+                next_handle: 1,
+                load: vec![0; n],
+            }),
+            views,
+            workers,
+            senders,
+            factory,
+        };
+        {
+            let mut inner = c.inner.lock();
+            c.commit(&mut inner, cfg, snap)?;
+        }
+        Ok(c)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    pub fn snapshot(&self) -> Arc<View> {
+        self.views.load()
+    }
+
+    /// Applies a change to a copy of the configuration; publishes only if it all works.
+    pub fn apply(
+        &self,
+        change: impl FnOnce(&mut NodeConfig) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let mut inner = self.inner.lock();
+        let mut cfg = inner.cfg.clone();
+        change(&mut cfg)?;
+        let snap = build(&cfg, inner.generation + 1)?;
+        self.commit(&mut inner, cfg, snap)?;
+        Ok(inner.generation)
+    }
+
+    fn commit(&self, inner: &mut Inner, cfg: NodeConfig, snap: Snapshot) -> Result<(), String> {
+        // Open new ports first: if any fails, close what this call opened and change nothing.
+        let mut opened: Vec<(PortEntry, Vec<Box<dyn Port>>)> = Vec::new();
+        for p in &snap.ports {
+            let known = inner
+                .ports
+                .get(&p.name)
+                .is_some_and(|s| s.entry.kind == p.kind);
+            if known {
+                continue;
+            }
+            match self.factory.open(p) {
+                Ok(socks) => opened.push((p.clone(), socks)),
+                Err(e) => {
+                    for (entry, socks) in opened {
+                        drop(socks);
+                        self.factory.close(&entry);
+                    }
+                    return Err(format!("port {}: {e}", p.name));
+                }
+            }
+        }
+        // Ports that disappear (or change kind) are closed after the new tables are live.
+        let removed: Vec<String> = inner
+            .ports
+            .iter()
+            .filter(|(name, s)| {
+                !snap
+                    .ports
+                    .iter()
+                    .any(|p| &p.name == *name && p.kind == s.entry.kind)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut removed_slots = Vec::new();
+        for name in removed {
+            if let Some(s) = inner.ports.remove(&name) {
+                removed_slots.push(s);
+            }
+        }
+        for (entry, socks) in opened {
+            let handle = inner.next_handle;
+            inner.next_handle += 1;
+            let mut ws = Vec::new();
+            for sock in socks {
+                let w = (0..inner.load.len())
+                    .min_by_key(|&w| inner.load[w])
+                    .unwrap_or(0);
+                inner.load[w] += 1;
+                ws.push(w as u16);
+                let _ = self.senders[w].send(WorkerMsg::AddPort { handle, port: sock });
+                self.workers[w].wake.wake();
+            }
+            inner.ports.insert(
+                entry.name.clone(),
+                PortSlot {
+                    handle,
+                    workers: ws,
+                    entry,
+                },
+            );
+        }
+        let mut owner = Vec::with_capacity(snap.ports.len());
+        let mut handle = Vec::with_capacity(snap.ports.len());
+        for p in &snap.ports {
+            let s = inner.ports.get_mut(&p.name);
+            owner.push(
+                s.as_ref()
+                    .and_then(|s| s.workers.first().copied())
+                    .unwrap_or(0),
+            );
+            handle.push(s.as_ref().map_or(0, |s| s.handle));
+            if let Some(s) = s {
+                s.entry = p.clone();
+            }
+        }
+        inner.generation = snap.generation;
+        self.views.publish(View {
+            snap,
+            owner,
+            handle,
+        });
+        for s in removed_slots {
+            for &w in &s.workers {
+                inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);
+                let _ =
+                    self.senders[usize::from(w)].send(WorkerMsg::RemovePort { handle: s.handle });
+                self.workers[usize::from(w)].wake.wake();
+            }
+            self.factory.close(&s.entry);
+        }
+        inner.cfg = cfg;
+        Ok(())
+    }
+
+    /// Closes every port (on shutdown, after the workers stopped).
+    pub fn close_all(&self) {
+        let inner = self.inner.lock();
+        for s in inner.ports.values() {
+            self.factory.close(&s.entry);
+        }
+    }
+
+    pub fn merged_counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for w in self.workers.iter() {
+            c.merge(&w.stats.lock().counters);
+        }
+        c
+    }
+
+    pub fn handle(&self, req: Request) -> Response {
+        let generation = self.generation();
+        let view = self.views.load();
+        let snap = &view.snap;
+        let r: Result<(String, serde_json::Value), String> = match req {
+            Request::Version => Ok((
+                format!("podswitchd {}", env!("CARGO_PKG_VERSION")),
+                json!({"version": env!("CARGO_PKG_VERSION")}),
+            )),
+            Request::Dump { table } => match table.as_str() {
+                "ports" => Ok(self.ports_dump(snap)),
+                "macs" | "mac" => Ok(dump::macs(snap)),
+                "fib" | "routes" => Ok(dump::fib(snap)),
+                "neighbours" | "neighbors" => Ok(dump::neighbours(snap)),
+                "tunnels" | "peers" | "vteps" => Ok(dump::tunnels(snap)),
+                "flows" => Ok(dump::flows(snap, Some(&self.merged_counters()))),
+                "config" => Ok((snap.config.to_toml(), json!(snap.config))),
+                other => Err(format!(
+                    "unknown table {other:?}: ports, macs, fib, neighbours, tunnels, flows, config"
+                )),
+            },
+            Request::Stats => Ok(self.stats()),
+            Request::Replace { config } => NodeConfig::from_toml(&config)
+                .and_then(|new| {
+                    self.apply(|c| {
+                        *c = new;
+                        Ok(())
+                    })
+                })
+                .map(|g| {
+                    (
+                        format!("replaced: generation {g}"),
+                        json!({"generation": g}),
+                    )
+                }),
+            Request::AddPod { pod } => self.change(|c| {
+                if c.pods.iter().any(|p| p.name == pod.name) {
+                    return Err(format!("pod {:?} exists", pod.name));
+                }
+                c.pods.push(pod);
+                Ok(())
+            }),
+            Request::RemovePod { name } => self.change(|c| {
+                let n = c.pods.len();
+                c.pods.retain(|p| p.name != name && p.port != name);
+                if c.pods.len() == n {
+                    Err(format!("no pod {name:?}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Request::AddRoute { route } => self.change(|c| {
+                c.routes.retain(|r| r.prefix != route.prefix);
+                c.routes.push(route);
+                Ok(())
+            }),
+            Request::RemoveRoute { prefix } => self.change(|c| {
+                let n = c.routes.len();
+                c.routes.retain(|r| r.prefix != prefix);
+                if c.routes.len() == n {
+                    Err(format!("no route {prefix}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Request::AddPeer { peer } => self.change(|c| {
+                c.peers.retain(|p| p.name != peer.name);
+                c.peers.push(peer);
+                Ok(())
+            }),
+            Request::RemovePeer { name } => self.change(|c| {
+                let n = c.peers.len();
+                c.peers.retain(|p| p.name != name);
+                if c.peers.len() == n {
+                    Err(format!("no peer {name:?}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Request::AddNeighbour { neighbour } => self.change(|c| {
+                c.neighbours.retain(|n| n.ip != neighbour.ip);
+                c.neighbours.push(neighbour);
+                Ok(())
+            }),
+            Request::RemoveNeighbour { ip } => self.change(|c| {
+                let n = c.neighbours.len();
+                c.neighbours.retain(|x| x.ip != ip);
+                if c.neighbours.len() == n {
+                    Err(format!("no neighbour {ip}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Request::Trace { in_port, frame } => (|| {
+                let port = snap
+                    .port_by_name(&in_port)
+                    .ok_or_else(|| format!("unknown port {in_port:?}"))?;
+                let bytes = crate::tools::parse_hex(&frame)?;
+                let r = crate::tools::trace::run(snap, port, &bytes);
+                let outs: Vec<_> = r
+                    .outputs
+                    .iter()
+                    .map(|(p, f)| json!({"port": p, "frame": crate::tools::to_hex(f)}))
+                    .collect();
+                Ok((
+                    crate::tools::trace::render(&r),
+                    json!({"lines": r.lines, "outputs": outs}),
+                ))
+            })(),
+        };
+        match r {
+            Ok((text, data)) => Response::ok(self.generation().max(generation), text, data),
+            Err(e) => Response::err(generation, e),
+        }
+    }
+
+    fn change(
+        &self,
+        f: impl FnOnce(&mut NodeConfig) -> Result<(), String>,
+    ) -> Result<(String, serde_json::Value), String> {
+        self.apply(f)
+            .map(|g| (format!("ok: generation {g}"), json!({"generation": g})))
+    }
+
+    fn ports_dump(&self, snap: &Snapshot) -> (String, serde_json::Value) {
+        let (_, mut data) = dump::ports(snap);
+        let mut stats: HashMap<String, (u64, u64, u64, String)> = HashMap::new();
+        for w in self.workers.iter() {
+            for p in &w.stats.lock().ports {
+                let e = stats
+                    .entry(p.name.clone())
+                    .or_insert((0, 0, 0, p.mode.clone()));
+                e.0 += p.stats.rx_packets;
+                e.1 += p.stats.tx_packets;
+                e.2 += p.tx_dropped + p.stats.tx_ring_full;
+            }
+        }
+        let rows: Vec<Vec<String>> = snap
+            .ports
+            .iter()
+            .map(|p| {
+                let s = stats.get(&p.name).cloned().unwrap_or((0, 0, 0, "-".into()));
+                vec![
+                    p.id.to_string(),
+                    p.name.clone(),
+                    format!("{:?}", p.kind).to_lowercase(),
+                    p.mac.to_string(),
+                    p.ip.map_or("-".into(), |i| std::net::Ipv4Addr::from(i).to_string()),
+                    p.mtu.to_string(),
+                    s.0.to_string(),
+                    s.1.to_string(),
+                    s.2.to_string(),
+                    s.3,
+                ]
+            })
+            .collect();
+        if let Some(arr) = data.as_array_mut() {
+            for (v, p) in arr.iter_mut().zip(snap.ports.iter()) {
+                if let (Some(o), Some(s)) = (v.as_object_mut(), stats.get(&p.name)) {
+                    o.insert("rx_packets".into(), json!(s.0));
+                    o.insert("tx_packets".into(), json!(s.1));
+                    o.insert("tx_dropped".into(), json!(s.2));
+                    o.insert("mode".into(), json!(s.3));
+                }
+            }
+        }
+        let text = dump::table(
+            &[
+                "ID", "NAME", "KIND", "MAC", "IP", "MTU", "RX", "TX", "TX-DROP", "MODE",
+            ],
+            &rows,
+        );
+        (text, data)
+    }
+
+    fn stats(&self) -> (String, serde_json::Value) {
+        let mut text = String::new();
+        let mut workers = Vec::new();
+        for w in self.workers.iter() {
+            let s = w.stats.lock().clone();
+            let total = (s.busy_cycles + s.idle_cycles).max(1);
+            let per_pkt = s.busy_cycles as f64 / s.rx_packets.max(1) as f64;
+            text.push_str(&format!(
+                "worker {} (core {}):\n  rx packets: {}  batches: {}  packets/batch: {:.1}\n  busy cycles: {} ({:.1}%)  idle cycles: {}  busy cycles/packet: {:.0}\n  sleeps: {}  handoff out: {}  handoff dropped: {}\n",
+                w.id,
+                s.core.map_or("-".into(), |c| c.to_string()),
+                s.rx_packets,
+                s.rx_batches,
+                s.rx_packets as f64 / s.rx_batches.max(1) as f64,
+                s.busy_cycles,
+                100.0 * s.busy_cycles as f64 / total as f64,
+                s.idle_cycles,
+                per_pkt,
+                s.sleeps,
+                s.handoff_out,
+                s.handoff_dropped
+            ));
+            for p in &s.ports {
+                text.push_str(&format!(
+                    "  port {:<14} rx {:>10} tx {:>10} tx-dropped {:>6} ring-full {:>6}  {}\n",
+                    p.name,
+                    p.stats.rx_packets,
+                    p.stats.tx_packets,
+                    p.tx_dropped,
+                    p.stats.tx_ring_full,
+                    p.mode
+                ));
+            }
+            workers.push(json!({
+                "id": w.id, "core": s.core, "rx_packets": s.rx_packets, "rx_batches": s.rx_batches,
+                "busy_cycles": s.busy_cycles, "idle_cycles": s.idle_cycles,
+                "busy_cycles_per_packet": per_pkt, "sleeps": s.sleeps,
+                "handoff_out": s.handoff_out, "handoff_dropped": s.handoff_dropped,
+                "ports": s.ports, "pipeline": s.counters.to_json(),
+            }));
+        }
+        let c = self.merged_counters();
+        text.push('\n');
+        text.push_str(&dump::stats_text(&c));
+        (text, json!({"workers": workers, "pipeline": c.to_json()}))
+    }
+}
+
+/// Serves the control socket until `stop` is set. The socket is mode 0600 and only root
+/// (or the daemon's own user) may talk to it.
+pub fn serve(
+    control: Arc<Control>,
+    path: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is in use: is another podswitchd running?",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path); // left by a crashed run
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let clients = Arc::new(AtomicUsize::new(0));
+    let h = std::thread::Builder::new()
+        .name("psw-control".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        if clients.load(Ordering::Relaxed) >= 32 {
+                            let mut s = s;
+                            let _ = reply(&mut s, &Response::err(0, "too many clients"));
+                            continue;
+                        }
+                        let c = control.clone();
+                        let n = clients.clone();
+                        n.fetch_add(1, Ordering::Relaxed);
+                        let _ = std::thread::Builder::new().name("psw-client".into()).spawn(
+                            move || {
+                                client(&c, s);
+                                n.fetch_sub(1, Ordering::Relaxed);
+                            },
+                        );
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(h)
+}
+
+fn reply(s: &mut UnixStream, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    line.push(b'\n');
+    s.write_all(&line)
+}
+
+fn client(c: &Control, mut s: UnixStream) {
+    let _ = s.set_nonblocking(false);
+    let uid = peer_uid(&s).unwrap_or(u32::MAX);
+    if uid != 0 && uid != euid() {
+        let _ = reply(
+            &mut s,
+            &Response::err(0, format!("permission denied: uid {uid} is not root")),
+        );
+        return;
+    }
+    let Ok(rs) = s.try_clone() else { return };
+    let mut rd = BufReader::new(rs);
+    loop {
+        let mut line = Vec::new();
+        let n = match (&mut rd)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        if line.len() > MAX_REQUEST {
+            let _ = reply(
+                &mut s,
+                &Response::err(
+                    c.generation(),
+                    format!("request larger than {MAX_REQUEST} bytes"),
+                ),
+            );
+            return;
+        }
+        let r = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => c.handle(req),
+            Err(e) => Response::err(c.generation(), format!("bad request: {e}")),
+        };
+        if reply(&mut s, &r).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one request to a daemon's control socket and returns its response.
+pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(|e| e.to_string())?;
+    let mut rd = BufReader::new(s);
+    let mut out = String::new();
+    rd.read_line(&mut out).map_err(|e| e.to_string())?;
+    serde_json::from_str(&out).map_err(|e| format!("bad response: {e}"))
+}
+
+pub fn port_is_uplink(e: &PortEntry) -> bool {
+    e.kind == PortKind::Uplink
+}

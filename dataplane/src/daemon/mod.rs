@@ -1,0 +1,112 @@
+//! podswitchd's runtime: workers, the control side and the control socket.
+//!
+//! ```text
+//!  control socket ──> Control::apply ──> build(config) ──> ViewCell::publish
+//!                                   └──> PortFactory::open/close ──> WorkerMsg
+//!  worker n: ports' rx ──> Batch ──> Pipeline::run(view.snap) ──> local tx | handoff
+//! ```
+
+pub mod control;
+pub mod handoff;
+pub mod protocol;
+pub mod sys;
+pub mod view;
+pub mod worker;
+
+use crate::config::NodeConfig;
+use crate::pipeline::Pipeline;
+use control::{Control, PortFactory};
+use handoff::BufPool;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use worker::{Worker, WorkerConfig, WorkerShared};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    /// One entry per worker: the core to pin it to (None = not pinned).
+    pub cores: Vec<Option<usize>>,
+    pub busy_poll: bool,
+    pub stage_timing: bool,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `stop` is set), then stops the workers, closes
+/// the ports (detaching XDP programs) and removes the control socket.
+pub fn run(
+    opts: &DaemonOptions,
+    factory: Arc<dyn PortFactory>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let cfg = NodeConfig::load(&opts.config)?;
+    let n = opts.cores.len().max(1);
+    let mut shared = Vec::new();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..n {
+        shared.push(Arc::new(
+            WorkerShared::new(i as u16).map_err(|e| e.to_string())?,
+        ));
+        let (tx, rx) = crossbeam::channel::unbounded();
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let all = Arc::new(shared);
+    let control = Arc::new(Control::start(cfg, all.clone(), senders, factory)?);
+    let pool = Arc::new(BufPool::new(4096));
+    let mut threads = Vec::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let w = Worker {
+            shared: all[i].clone(),
+            all: all.clone(),
+            views: control.views.clone(),
+            msgs: rx,
+            pool: pool.clone(),
+            stop: stop.clone(),
+            cfg: WorkerConfig {
+                core: opts.cores.get(i).copied().flatten(),
+                busy_poll: opts.busy_poll,
+                idle_spins: 2000,
+                stage_timing: opts.stage_timing,
+            },
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("psw-worker-{i}"))
+            .spawn(move || w.run(Pipeline::new()))
+            .map_err(|e| e.to_string())?;
+        threads.push(t);
+    }
+    let server = control::serve(control.clone(), &opts.socket, stop.clone());
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                let _ = t.join();
+            }
+            control.close_all();
+            return Err(e);
+        }
+    };
+    eprintln!(
+        "podswitchd: node {} running: {} worker(s), control socket {}",
+        control.snapshot().snap.node.name,
+        n,
+        opts.socket.display()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("podswitchd: stopping");
+    for w in all.iter() {
+        w.wake.wake();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    control.close_all();
+    let _ = server.join();
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! Table dumps: human-readable tables and JSON, shared by the control socket and tools.
+//!
+//! The `flows` view follows `ovs-appctl dpctl/dump-flows`: one line per entry, match first,
+//! then actions, volatile counters last so tests can strip them.
+
+use crate::config::Overlay;
+use crate::pipeline::Counters;
+use crate::tables::{RouteTarget, Snapshot};
+use serde_json::{Value, json};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// Renders rows as an aligned text table with a header line.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+    }
+    let mut s = String::new();
+    let line = |s: &mut String, cells: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{:<width$}  ", c, width = w[i]);
+            }
+        }
+        s.push_str(l.trim_end());
+        s.push('\n');
+    };
+    line(
+        &mut s,
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    );
+    for r in rows {
+        line(&mut s, r);
+    }
+    s
+}
+
+pub fn ports(snap: &Snapshot) -> (String, Value) {
+    let rows: Vec<Vec<String>> = snap
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.name.clone(),
+                format!("{:?}", p.kind).to_lowercase(),
+                p.mac.to_string(),
+                p.ip.map_or("-".into(), |i| Ipv4Addr::from(i).to_string()),
+                p.mtu.to_string(),
+                p.vlan.map_or("-".into(), |v| v.to_string()),
+                p.label.clone(),
+            ]
+        })
+        .collect();
+    let text = table(
+        &["ID", "NAME", "KIND", "MAC", "IP", "MTU", "VLAN", "LABEL"],
+        &rows,
+    );
+    (text, json!(snap.ports))
+}
+
+pub fn macs(snap: &Snapshot) -> (String, Value) {
+    let mut entries: Vec<_> = snap.macs.iter().map(|(m, p)| (*m, *p)).collect();
+    entries.sort();
+    entries.insert(0, (snap.node.gateway_mac, u16::MAX));
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|(m, p)| {
+            let port = if *p == u16::MAX {
+                "(gateway: ip4-input)".to_string()
+            } else {
+                snap.port(*p).map_or("?".into(), |e| e.name.clone())
+            };
+            vec![m.to_string(), port]
+        })
+        .collect();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"mac": r[0], "port": r[1]}))
+        .collect();
+    (table(&["MAC", "PORT"], &rows), json!(data))
+}
+
+fn target_text(snap: &Snapshot, t: &RouteTarget) -> String {
+    match t {
+        RouteTarget::Gateway => "gateway (local)".into(),
+        RouteTarget::NodeAddress => "node address (decap / host)".into(),
+        RouteTarget::Pod { port } => {
+            format!("pod {}", snap.port(*port).map_or("?", |p| p.label.as_str()))
+        }
+        RouteTarget::NoSuchPod => "local subnet (no such pod: ICMP unreachable)".into(),
+        RouteTarget::Peer { peer } => snap
+            .peers
+            .get(usize::from(*peer))
+            .map_or("peer ?".into(), |p| {
+                format!("peer {} via {}", p.name, p.overlay.as_str())
+            }),
+        RouteTarget::Host => "host port".into(),
+        RouteTarget::Via { neighbour } => format!("via {}", Ipv4Addr::from(*neighbour)),
+    }
+}
+
+pub fn fib(snap: &Snapshot) -> (String, Value) {
+    let mut idx: Vec<usize> = (0..snap.routes.len()).collect();
+    idx.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(snap.routes[i].prefix.len),
+            snap.routes[i].prefix.addr,
+        )
+    });
+    let rows: Vec<Vec<String>> = idx
+        .iter()
+        .map(|&i| {
+            let r = &snap.routes[i];
+            vec![
+                r.prefix.to_string(),
+                target_text(snap, &r.target),
+                r.out_port
+                    .and_then(|p| snap.port(p))
+                    .map_or("-".into(), |p| p.name.clone()),
+                if r.out_port.is_some() {
+                    r.dst_mac.to_string()
+                } else {
+                    "-".into()
+                },
+                if r.mtu > 0 {
+                    r.mtu.to_string()
+                } else {
+                    "-".into()
+                },
+                r.origin.clone(),
+            ]
+        })
+        .collect();
+    let text = table(
+        &["PREFIX", "TARGET", "OUT", "DST-MAC", "MTU", "ORIGIN"],
+        &rows,
+    );
+    (
+        text,
+        json!(idx.iter().map(|&i| &snap.routes[i]).collect::<Vec<_>>()),
+    )
+}
+
+pub fn neighbours(snap: &Snapshot) -> (String, Value) {
+    let mut n = snap.neighbours.clone();
+    n.sort();
+    let rows: Vec<Vec<String>> = n
+        .iter()
+        .map(|(ip, m)| vec![ip.to_string(), m.to_string()])
+        .collect();
+    let data: Vec<Value> = n
+        .iter()
+        .map(|(ip, m)| json!({"ip": ip, "mac": m}))
+        .collect();
+    (table(&["IP", "MAC"], &rows), json!(data))
+}
+
+pub fn tunnels(snap: &Snapshot) -> (String, Value) {
+    let rows: Vec<Vec<String>> = snap
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                Ipv4Addr::from(p.address).to_string(),
+                p.pod_cidr.to_string(),
+                p.overlay.as_str().into(),
+                p.vtep_mac.map_or("-".into(), |m| m.to_string()),
+                p.underlay_mac
+                    .map_or("unresolved".into(), |m| m.to_string()),
+                p.mtu.to_string(),
+            ]
+        })
+        .collect();
+    let text = table(
+        &[
+            "PEER",
+            "ADDRESS",
+            "POD-CIDR",
+            "OVERLAY",
+            "VTEP-MAC",
+            "UNDERLAY-MAC",
+            "MTU",
+        ],
+        &rows,
+    );
+    (text, json!(snap.peers))
+}
+
+/// What the pipeline does for each destination, one line per FIB entry plus the L2 and ARP
+/// entries, with packet/byte counters from `counters` when it matches the snapshot.
+pub fn flows(snap: &Snapshot, counters: Option<&Counters>) -> (String, Value) {
+    let n = &snap.node;
+    let mut lines: Vec<(String, String, u64, u64)> = Vec::new();
+    lines.push((
+        format!(
+            "eth_type(0x0806),arp(op=request,tip={})",
+            Ipv4Addr::from(n.gateway)
+        ),
+        format!("arp_reply(sha={}),output(in_port)", n.gateway_mac),
+        0,
+        0,
+    ));
+    let mut l2: Vec<_> = snap.macs.iter().collect();
+    l2.sort();
+    for (mac, port) in l2 {
+        let name = snap.port(*port).map_or("?", |p| p.name.as_str());
+        lines.push((format!("eth(dst={mac})"), format!("output({name})"), 0, 0));
+    }
+    for (i, r) in snap.routes.iter().enumerate() {
+        let (pk, by) = counters
+            .filter(|c| c.generation == snap.generation)
+            .and_then(|c| c.routes.get(i))
+            .map_or((0, 0), |r| (r[0], r[1]));
+        let m = format!(
+            "eth(dst={}),eth_type(0x0800),ipv4(dst={})",
+            n.gateway_mac, r.prefix
+        );
+        let out = r
+            .out_port
+            .and_then(|p| snap.port(p))
+            .map_or("?", |p| p.name.as_str());
+        let a = match r.target {
+            RouteTarget::Gateway => "icmp_echo_reply,output(in_port)".to_string(),
+            RouteTarget::NodeAddress => format!(
+                "decap(vxlan(dport={},vni={})|ipip),recirc;else output({out})",
+                n.vxlan.port, n.vxlan.vni
+            ),
+            RouteTarget::NoSuchPod => "icmp_error(type=3,code=1)".into(),
+            _ if r.out_port.is_none() => "drop(neighbour_unresolved)".into(),
+            RouteTarget::Peer { peer } => {
+                let p = &snap.peers[usize::from(peer)];
+                let encap = match p.overlay {
+                    Overlay::Vxlan => format!(
+                        ",vxlan(src={},dst={},dport={},vni={},ttl={},df)",
+                        Ipv4Addr::from(n.address),
+                        Ipv4Addr::from(p.address),
+                        n.vxlan.port,
+                        n.vxlan.vni,
+                        n.vxlan.ttl
+                    ),
+                    Overlay::Ipip => format!(
+                        ",ipip(src={},dst={},ttl={},df)",
+                        Ipv4Addr::from(n.address),
+                        Ipv4Addr::from(p.address),
+                        n.ipip_ttl
+                    ),
+                    Overlay::HostGw => String::new(),
+                };
+                format!(
+                    "set(eth(src={},dst={})),dec_ttl,check_mtu({}),clamp_mss({}){encap},output({out})",
+                    r.src_mac,
+                    r.dst_mac,
+                    r.mtu,
+                    r.mtu.saturating_sub(40)
+                )
+            }
+            _ => format!(
+                "set(eth(src={},dst={})),dec_ttl,check_mtu({}),clamp_mss({}),output({out})",
+                r.src_mac,
+                r.dst_mac,
+                r.mtu,
+                r.mtu.saturating_sub(40)
+            ),
+        };
+        lines.push((m, a, pk, by));
+    }
+    let mut text = String::new();
+    let mut data = Vec::new();
+    for (m, a, pk, by) in &lines {
+        let _ = writeln!(text, "{m} actions:{a} packets:{pk} bytes:{by}");
+        data.push(json!({"match": m, "actions": a, "packets": pk, "bytes": by}));
+    }
+    (text, json!(data))
+}
+
+/// VPP `show runtime`-style stage table and drops by reason.
+pub fn stats_text(c: &Counters) -> String {
+    use crate::pipeline::{DropReason, Stage};
+    let mut rows = Vec::new();
+    for s in Stage::RUN_ORDER {
+        let st = &c.stages[s as usize];
+        if st.packets == 0 {
+            continue;
+        }
+        rows.push(vec![
+            s.name().to_string(),
+            st.batches.to_string(),
+            st.packets.to_string(),
+            format!("{:.2}", st.packets as f64 / st.batches.max(1) as f64),
+            format!("{:.1}", st.nanos as f64 / st.packets.max(1) as f64),
+        ]);
+    }
+    let mut s = table(&["STAGE", "CALLS", "PACKETS", "PKTS/CALL", "NS/PKT"], &rows);
+    let drops: Vec<Vec<String>> = DropReason::ALL
+        .iter()
+        .filter(|r| c.drops[**r as usize] > 0)
+        .map(|r| {
+            vec![
+                r.stage().name().into(),
+                r.name().into(),
+                c.drops[*r as usize].to_string(),
+            ]
+        })
+        .collect();
+    s.push('\n');
+    s.push_str(&table(&["STAGE", "DROP-REASON", "COUNT"], &drops));
+    s
+}
