@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+pub mod services;
+pub use services::{NatSettings, Service};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overlay {
@@ -51,6 +54,11 @@ pub struct NodeConfig {
     pub neighbours: Vec<Neighbour>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    /// Service NAT and conntrack settings (see `services`).
+    #[serde(default)]
+    pub nat: NatSettings,
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! - [`tools`]: offline replay and trace over the same pipeline.
 
 pub mod config;
+pub mod conntrack;
 pub mod daemon;
 pub mod dump;
 pub mod pipeline;

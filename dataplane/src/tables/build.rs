@@ -343,6 +343,7 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         });
     }
 
+    let (services, nat) = super::services::build(cfg, &mut errs);
     if !errs.is_empty() {
         return Err(errs.join("\n"));
     }
@@ -376,6 +377,8 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         peers,
         peer_by_addr,
         neighbours: cfg.neighbours.iter().map(|n| (n.ip, n.mac)).collect(),
+        services,
+        nat,
         config: cfg.clone(),
     })
 }
@@ -399,7 +402,7 @@ fn host_route(
     }
 }
 
-fn overlaps(a: Prefix, b: Prefix) -> bool {
+pub(crate) fn overlaps(a: Prefix, b: Prefix) -> bool {
     let l = a.len.min(b.len);
     let m = super::lpm::mask(l);
     a.addr & m == b.addr & m

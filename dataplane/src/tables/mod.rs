@@ -6,6 +6,8 @@
 pub mod build;
 pub mod fasthash;
 pub mod lpm;
+pub mod maglev;
+pub mod services;
 pub mod snapshot;
 
 pub use snapshot::{

@@ -123,6 +123,9 @@ pub struct Snapshot {
     pub peer_by_addr: FastMap<[u8; 4], u16>,
     /// Neighbours (underlay next hops) as configured.
     pub neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
+    /// Services (frontends, endpoints, Maglev tables) and NAT settings.
+    pub services: super::services::ServiceTable,
+    pub nat: super::services::NatInfo,
     /// The configuration this snapshot was built from.
     pub config: NodeConfig,
 }

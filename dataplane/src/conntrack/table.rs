@@ -1,0 +1,590 @@
+//! The shared conntrack table: shards of (index, entry slab), each behind its own lock.
+
+use super::index::Index;
+use super::key::{Dir, FlowKey, State, flag};
+use super::tcp;
+use crate::config::services::Timeouts;
+use crate::wire::ipv4;
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const NS: u64 = 1_000_000_000;
+/// Entries examined for a victim when a shard is full.
+const EVICT_SCAN: usize = 32;
+/// Probes for a free source port before reporting exhaustion (ranges up to this size are
+/// searched exhaustively).
+const PORT_PROBES: u32 = 1024;
+
+/// One connection (or ClientIP affinity record).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Entry {
+    pub orig: FlowKey,
+    /// For affinity records: `src`/`sport` hold the chosen endpoint.
+    pub reply: FlowKey,
+    /// Expiry time in ns; 0 marks a free slot.
+    pub expires: u64,
+    pub bytes: u64,
+    pub packets: u32,
+    pub state: State,
+    pub flags: u8,
+}
+
+/// A packet's match in the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    pub dir: Dir,
+    pub entry: Entry,
+}
+
+impl Hit {
+    /// The tuple the packet must carry after translation.
+    #[inline]
+    pub fn target(&self) -> FlowKey {
+        match self.dir {
+            Dir::Orig => self.entry.reply.inverse(),
+            Dir::Reply => self.entry.orig.inverse(),
+        }
+    }
+}
+
+/// What a new connection should look like.
+#[derive(Clone, Copy, Debug)]
+pub struct NewFlow {
+    pub orig: FlowKey,
+    /// The reply tuple; its `dport` (the translated source port) is a first choice only when
+    /// `port_range` is set.
+    pub reply: FlowKey,
+    /// Source ports (ICMP identifiers) the translation may use when the first choice is taken.
+    pub port_range: Option<[u16; 2]>,
+    pub flags: u8,
+    pub state: State,
+    pub bytes: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateError {
+    /// The table is full of flows that saw replies.
+    Full,
+    /// No free translated tuple.
+    PortsExhausted,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Created {
+    New(Entry),
+    /// Another packet of the same flow created it first.
+    Existing(Hit),
+}
+
+struct Shard {
+    index: Index,
+    /// Entry slab: capacity reserved up front, pushed into, never reallocated.
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    live: usize,
+    /// Expiry / eviction cursor.
+    cursor: usize,
+}
+
+#[repr(align(64))]
+struct Padded(Mutex<Shard>);
+
+/// Counters the table keeps (read by dumps and stats).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct CtStats {
+    pub live: usize,
+    pub capacity: usize,
+    pub shards: usize,
+    pub created: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub bytes_allocated: usize,
+}
+
+/// The connection-tracking table shared by all workers; see the module documentation.
+pub struct Conntrack {
+    shards: Box<[Padded]>,
+    shard_mask: usize,
+    per_shard: usize,
+    seed: u64,
+    scan: AtomicUsize,
+    created: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+}
+
+struct Two<'a> {
+    a: usize,
+    ga: MutexGuard<'a, Shard>,
+    gb: Option<MutexGuard<'a, Shard>>,
+}
+
+impl Two<'_> {
+    fn get(&mut self, s: usize) -> &mut Shard {
+        if s == self.a { &mut self.ga } else { self.gb.as_mut().map(|g| &mut **g).unwrap_or(&mut self.ga) }
+    }
+}
+
+#[inline]
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
+impl Conntrack {
+    /// A table for at most `max_entries` entries; all memory is reserved here.
+    pub fn new(max_entries: usize) -> Self {
+        let max_entries = max_entries.max(1);
+        let nshards = (max_entries / 4096).next_power_of_two().clamp(1, 64);
+        let per_shard = max_entries.div_ceil(nshards);
+        // A shard indexes the original tuples of its entries and reply tuples that hash to
+        // it: 2 per entry on average, with slack for the spread.
+        let keys = 2 * per_shard + per_shard / 4 + 16;
+        let shards = (0..nshards)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    index: Index::new(keys),
+                    entries: Vec::with_capacity(per_shard),
+                    free: Vec::with_capacity(per_shard),
+                    live: 0,
+                    cursor: 0,
+                }))
+            })
+            .collect();
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(max_entries);
+            h.finish() | 1
+        };
+        Conntrack {
+            shards,
+            shard_mask: nshards - 1,
+            per_shard,
+            seed,
+            scan: AtomicUsize::new(0),
+            created: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Keyed hash of a flow key (the seed is random per table: packets choose the keys).
+    #[inline]
+    fn hash_words(&self, w: &[u32; 4]) -> u64 {
+        let a = (u64::from(w[0]) << 32 | u64::from(w[1])) ^ self.seed;
+        let b = u64::from(w[2]) << 32 | u64::from(w[3]);
+        mix(a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.rotate_left(23) ^ self.seed.rotate_left(17))
+    }
+
+    #[inline]
+    fn shard_of(&self, h: u64) -> usize {
+        (h >> 48) as usize & self.shard_mask
+    }
+
+    fn lock(&self, s: usize) -> MutexGuard<'_, Shard> {
+        self.shards[s].0.lock()
+    }
+
+    /// Locks two shards in index order (deadlock-free); they may be the same.
+    fn lock2(&self, a: usize, b: usize) -> Two<'_> {
+        if a == b {
+            Two { a, ga: self.lock(a), gb: None }
+        } else if a < b {
+            let ga = self.lock(a);
+            let gb = self.lock(b);
+            Two { a, ga, gb: Some(gb) }
+        } else {
+            let gb = self.lock(b);
+            let ga = self.lock(a);
+            Two { a, ga, gb: Some(gb) }
+        }
+    }
+
+    #[inline]
+    fn split(&self, id: u32) -> (usize, usize) {
+        (id as usize / self.per_shard, id as usize % self.per_shard)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.per_shard * self.shards.len()
+    }
+
+    /// Finds the entry `key` belongs to and accounts the packet: counters, TCP state, expiry.
+    /// Expired entries are not found. `tcp_flags` is ignored for other protocols.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, tcp_flags: u8, bytes: u32, now: u64, t: &Timeouts) -> Option<Hit> {
+        self.find(key, now, |e, dir| {
+            e.packets = e.packets.wrapping_add(1);
+            e.bytes += u64::from(bytes);
+            if dir == Dir::Reply {
+                e.flags |= flag::SEEN_REPLY;
+            }
+            let st = match e.state {
+                State::Unreplied | State::Replied => {
+                    if e.flags & flag::SEEN_REPLY != 0 { State::Replied } else { State::Unreplied }
+                }
+                s if e.orig.proto == ipv4::PROTO_TCP => tcp::next(s, &mut e.flags, dir, tcp_flags),
+                s => s,
+            };
+            e.state = st;
+            e.expires = now + u64::from(st.timeout_secs(e.orig.proto, t)) * NS;
+        })
+    }
+
+    /// Finds the entry `key` belongs to without accounting a packet (ICMP errors, tools).
+    pub fn peek(&self, key: &FlowKey, now: u64) -> Option<Hit> {
+        self.find(key, now, |_, _| {})
+    }
+
+    #[inline]
+    fn find(&self, key: &FlowKey, now: u64, f: impl FnOnce(&mut Entry, Dir)) -> Option<Hit> {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let s = self.shard_of(h);
+        let mut g = self.lock(s);
+        let id = g.index.get(&w, h)?;
+        let (owner, slot) = self.split(id);
+        if owner == s {
+            return Self::visit(g.entries.get_mut(slot)?, key, now, f);
+        }
+        // The entry lives with its original tuple in another shard: one lock at a time, and
+        // the tuple check below catches a slot reused in between.
+        drop(g);
+        let mut g = self.lock(owner);
+        Self::visit(g.entries.get_mut(slot)?, key, now, f)
+    }
+
+    #[inline]
+    fn visit(e: &mut Entry, key: &FlowKey, now: u64, f: impl FnOnce(&mut Entry, Dir)) -> Option<Hit> {
+        if e.expires <= now || e.flags & flag::AFFINITY != 0 {
+            return None;
+        }
+        let dir = if e.orig == *key {
+            Dir::Orig
+        } else if e.reply == *key {
+            Dir::Reply
+        } else {
+            return None;
+        };
+        f(e, dir);
+        Some(Hit { dir, entry: *e })
+    }
+
+    /// Creates a connection, choosing a free translated source port when needed.
+    pub fn create(&self, req: &NewFlow, now: u64, t: &Timeouts) -> Result<Created, CreateError> {
+        let ow = req.orig.words();
+        let oh = self.hash_words(&ow);
+        let o = self.shard_of(oh);
+        let is_icmp = req.orig.proto == ipv4::PROTO_ICMP;
+        let first = req.reply.dport;
+        let (lo, span, probes) = match req.port_range {
+            Some([lo, hi]) => {
+                let span = u32::from(hi) - u32::from(lo) + 1;
+                (u32::from(lo), span, span.min(PORT_PROBES))
+            }
+            None => (u32::from(first), 1, 1),
+        };
+        let start = (oh >> 8) as u32 % span;
+        let first_in_range = req.port_range.is_none() || (lo..lo + span).contains(&u32::from(first));
+        let mut retries = 0;
+        let mut k: i64 = if first_in_range { -1 } else { 0 };
+        while k < i64::from(probes) {
+            let port = if k < 0 { first } else { (lo + (start + k as u32) % span) as u16 };
+            let mut reply = req.reply;
+            reply.dport = port;
+            if is_icmp {
+                reply.sport = port;
+            }
+            let rw = reply.words();
+            let rh = self.hash_words(&rw);
+            let r = self.shard_of(rh);
+            enum Next {
+                Done(Entry),
+                Exists,
+                Taken(u32),
+                Evict,
+                Full,
+            }
+            let next = {
+                let mut two = self.lock2(o, r);
+                let os = two.get(o);
+                if os.index.get(&ow, oh).is_some() {
+                    Next::Exists
+                } else if let Some(id) = two.get(r).index.get(&rw, rh) {
+                    Next::Taken(id)
+                } else if two.get(o).live >= self.per_shard {
+                    Next::Evict
+                } else if two.get(o).index.is_full() || two.get(r).index.is_full() {
+                    Next::Full
+                } else {
+                    let os = two.get(o);
+                    let slot = match os.free.pop() {
+                        Some(sl) => sl as usize,
+                        None => {
+                            os.entries.push(Entry::default());
+                            os.entries.len() - 1
+                        }
+                    };
+                    let id = (o * self.per_shard + slot) as u32;
+                    let e = Entry {
+                        orig: req.orig,
+                        reply,
+                        expires: now + u64::from(req.state.timeout_secs(req.orig.proto, t)).max(1) * NS,
+                        bytes: u64::from(req.bytes),
+                        packets: 1,
+                        state: req.state,
+                        flags: req.flags,
+                    };
+                    os.entries[slot] = e;
+                    os.live += 1;
+                    os.index.insert(&ow, oh, id);
+                    two.get(r).index.insert(&rw, rh, id);
+                    Next::Done(e)
+                }
+            };
+            match next {
+                Next::Done(e) => {
+                    self.created.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Created::New(e));
+                }
+                Next::Exists => {
+                    if let Some(h) = self.lookup(&req.orig, 0, req.bytes, now, t) {
+                        return Ok(Created::Existing(h));
+                    }
+                    // An expired entry still holds the tuple: reap it and try again.
+                    self.reap_key(&req.orig, now);
+                    retries += 1;
+                    if retries > 3 {
+                        return Err(CreateError::Full);
+                    }
+                    continue;
+                }
+                Next::Taken(id) => {
+                    if retries < 3 && self.reap(id, now, false) {
+                        retries += 1;
+                        continue;
+                    }
+                }
+                Next::Evict => {
+                    if retries < 3 && self.evict_one(o, now) {
+                        retries += 1;
+                        continue;
+                    }
+                    return Err(CreateError::Full);
+                }
+                Next::Full => return Err(CreateError::Full),
+            }
+            k += 1;
+        }
+        Err(CreateError::PortsExhausted)
+    }
+
+    /// Removes entry `id` if it is expired (or, with `unreplied`, never saw a reply).
+    fn reap(&self, id: u32, now: u64, unreplied: bool) -> bool {
+        let (o, slot) = self.split(id);
+        let (orig, reply, flags) = {
+            let g = self.lock(o);
+            let Some(e) = g.entries.get(slot) else { return false };
+            (e.orig, e.reply, e.flags)
+        };
+        let ow = orig.words();
+        let oh = self.hash_words(&ow);
+        let affinity = flags & flag::AFFINITY != 0;
+        let rw = reply.words();
+        let rh = self.hash_words(&rw);
+        let r = if affinity { o } else { self.shard_of(rh) };
+        let mut two = self.lock2(o, r);
+        let e = two.get(o).entries[slot];
+        let ok = e.expires != 0
+            && e.orig == orig
+            && e.reply == reply
+            && (e.expires <= now || (unreplied && e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0));
+        if !ok {
+            return false;
+        }
+        let os = two.get(o);
+        let hw = |k: &[u32; 4]| self.hash_words(k);
+        os.index.remove(&ow, oh, hw);
+        os.entries[slot].expires = 0;
+        os.free.push(slot as u32);
+        os.live -= 1;
+        if !affinity {
+            two.get(r).index.remove(&rw, rh, hw);
+        }
+        true
+    }
+
+    /// Removes entry `id` unconditionally (stale cleanup); `expect` guards against reuse.
+    fn remove(&self, id: u32, expect: &FlowKey) -> bool {
+        let (o, slot) = self.split(id);
+        {
+            let mut g = self.lock(o);
+            match g.entries.get_mut(slot) {
+                Some(e) if e.expires != 0 && e.orig == *expect => e.expires = 1,
+                _ => return false,
+            }
+        }
+        self.reap(id, 1, false)
+    }
+
+    fn reap_key(&self, key: &FlowKey, now: u64) {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let id = self.lock(self.shard_of(h)).index.get(&w, h);
+        if let Some(id) = id {
+            self.reap(id, now, false);
+        }
+    }
+
+    /// Evicts one expired or never-replied entry of shard `s`; false if there is none.
+    fn evict_one(&self, s: usize, now: u64) -> bool {
+        let victim = {
+            let mut g = self.lock(s);
+            let n = g.entries.len();
+            let mut found = None;
+            for _ in 0..EVICT_SCAN.min(n) {
+                let c = g.cursor % n;
+                g.cursor = c + 1;
+                let e = &g.entries[c];
+                if e.expires != 0
+                    && (e.expires <= now || e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0)
+                {
+                    found = Some((s * self.per_shard + c) as u32);
+                    break;
+                }
+            }
+            found
+        };
+        match victim {
+            Some(id) if self.reap(id, now, true) => {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Incremental expiry: examines at most `budget` slots of the next shard; returns the
+    /// number of entries removed. Workers call it once per batch.
+    pub fn expire(&self, now: u64, budget: usize) -> usize {
+        let s = self.scan.fetch_add(1, Ordering::Relaxed) & self.shard_mask;
+        let mut ids = [0u32; 16];
+        let mut n = 0;
+        {
+            let mut g = self.lock(s);
+            let len = g.entries.len();
+            if len == 0 {
+                return 0;
+            }
+            for _ in 0..budget.min(len) {
+                let c = g.cursor % len;
+                g.cursor = c + 1;
+                let e = &g.entries[c];
+                if e.expires != 0 && e.expires <= now {
+                    ids[n] = (s * self.per_shard + c) as u32;
+                    n += 1;
+                    if n == ids.len() {
+                        break;
+                    }
+                }
+            }
+        }
+        let removed = ids[..n].iter().filter(|&&id| self.reap(id, now, false)).count();
+        self.expired.fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// The endpoint remembered for a ClientIP-affinity key, if still valid.
+    pub fn affinity_get(&self, key: &FlowKey, now: u64) -> Option<([u8; 4], u16)> {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let s = self.shard_of(h);
+        let g = self.lock(s);
+        let id = g.index.get(&w, h)?;
+        let (_, slot) = self.split(id);
+        let e = &g.entries[slot];
+        (e.expires > now && e.orig == *key).then_some((e.reply.src, e.reply.sport))
+    }
+
+    /// Records (or refreshes) the endpoint for a ClientIP-affinity key; best effort: nothing
+    /// is recorded when the shard is full.
+    pub fn affinity_set(&self, key: &FlowKey, ep: ([u8; 4], u16), timeout_secs: u32, now: u64) {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let s = self.shard_of(h);
+        let expires = now + u64::from(timeout_secs) * NS;
+        let reply = FlowKey { proto: key.proto, src: ep.0, dst: [0; 4], sport: ep.1, dport: 0 };
+        let mut g = self.lock(s);
+            if let Some(id) = g.index.get(&w, h) {
+                let (_, slot) = self.split(id);
+                let e = &mut g.entries[slot];
+                e.reply = reply;
+                e.expires = expires;
+                e.packets = e.packets.wrapping_add(1);
+                return;
+            }
+            if g.live >= self.per_shard || g.index.is_full() {
+                return;
+            }
+            let slot = match g.free.pop() {
+                Some(sl) => sl as usize,
+                None => {
+                    g.entries.push(Entry::default());
+                    g.entries.len() - 1
+                }
+            };
+            let id = (s * self.per_shard + slot) as u32;
+            g.entries[slot] = Entry {
+                orig: *key,
+                reply,
+                expires,
+                bytes: 0,
+                packets: 1,
+                state: State::Affinity,
+                flags: flag::AFFINITY,
+            };
+        g.live += 1;
+        g.index.insert(&w, h, id);
+    }
+
+    /// Copies of every live entry (affinity records included), with their ids.
+    pub fn entries(&self, now: u64) -> Vec<(u32, Entry)> {
+        let mut out = Vec::new();
+        for (s, sh) in self.shards.iter().enumerate() {
+            let g = sh.0.lock();
+            for (i, e) in g.entries.iter().enumerate() {
+                if e.expires > now {
+                    out.push(((s * self.per_shard + i) as u32, *e));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the given entries (ids from `entries`, guarded by their original tuple).
+    pub fn remove_entries(&self, victims: &[(u32, FlowKey)]) -> usize {
+        victims.iter().filter(|(id, k)| self.remove(*id, k)).count()
+    }
+
+    pub fn stats(&self) -> CtStats {
+        let mut st = CtStats {
+            capacity: self.capacity(),
+            shards: self.shards.len(),
+            created: self.created.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            ..CtStats::default()
+        };
+        for sh in self.shards.iter() {
+            let g = sh.0.lock();
+            st.live += g.live;
+            st.bytes_allocated +=
+                g.index.bytes() + g.entries.capacity() * std::mem::size_of::<Entry>() + g.free.capacity() * 4;
+        }
+        st
+    }
+}

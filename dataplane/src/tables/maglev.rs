@@ -1,0 +1,106 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016): a lookup table of prime size in
+//! which every backend owns about the same number of slots, and removing one of N backends
+//! moves only about 1/N of the slots.
+//!
+//! Built by the control side per Service port; the pipeline indexes it with the flow hash.
+
+/// Table sizes (primes); the smallest one with at least 100 slots per backend is used.
+const SIZES: [usize; 5] = [251, 1021, 4093, 16381, 65537];
+
+/// Picks the table size for `n` backends.
+pub fn table_size(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1 => 1,
+        _ => SIZES.iter().copied().find(|&m| m >= n * 100).unwrap_or(SIZES[SIZES.len() - 1]),
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Builds the table for backends identified by stable 64-bit ids (e.g. ip << 16 | port);
+/// entry values are indexes into `ids`.
+pub fn build(ids: &[u64]) -> Vec<u16> {
+    let n = ids.len().min(usize::from(u16::MAX));
+    let m = table_size(n);
+    if n <= 1 {
+        return vec![0; m];
+    }
+    let perm: Vec<(usize, usize)> = ids[..n]
+        .iter()
+        .map(|&id| {
+            let offset = (mix(id ^ 0x6d61_676c_6576_0001) % m as u64) as usize;
+            let skip = (mix(id ^ 0x6d61_676c_6576_0002) % (m as u64 - 1)) as usize + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0usize; n];
+    let mut table = vec![u16::MAX; m];
+    let mut filled = 0;
+    'outer: loop {
+        for (i, &(offset, skip)) in perm.iter().enumerate() {
+            let mut c = (offset + next[i] * skip) % m;
+            while table[c] != u16::MAX {
+                next[i] += 1;
+                c = (offset + next[i] * skip) % m;
+            }
+            table[c] = i as u16;
+            next[i] += 1;
+            filled += 1;
+            if filled == m {
+                break 'outer;
+            }
+        }
+    }
+    table
+}
+
+/// The backend index for a flow hash (`None` for an empty table).
+#[inline]
+pub fn pick(table: &[u16], hash: u32) -> Option<u16> {
+    if table.is_empty() {
+        return None;
+    }
+    Some(table[(hash as usize) % table.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_and_minimal_disruption() {
+        let ids: Vec<u64> = (0..10u64).map(|i| (0x0af4_0200 + i) << 16 | 8080).collect();
+        let t = build(&ids);
+        assert_eq!(t.len(), 1021);
+        let mut counts = [0usize; 10];
+        for &e in &t {
+            counts[usize::from(e)] += 1;
+        }
+        assert!(counts.iter().all(|&c| (90..=115).contains(&c)), "{counts:?}");
+        // Remove backend 3: only its slots (plus a few) change owner.
+        let mut less = ids.clone();
+        less.remove(3);
+        let t2 = build(&less);
+        let moved = t
+            .iter()
+            .zip(&t2)
+            .filter(|&(&a, &b)| ids[usize::from(a)] != less[usize::from(b)])
+            .count();
+        let frac = moved as f64 / t.len() as f64;
+        assert!(frac < 0.15, "moved {frac}");
+    }
+
+    #[test]
+    fn degenerate_sizes() {
+        assert!(build(&[]).is_empty());
+        assert_eq!(build(&[7]), vec![0]);
+        assert_eq!(pick(&[], 5), None);
+    }
+}
