@@ -36,6 +36,9 @@ enum Cmd {
         /// Port for frames whose capture names no interface (classic pcap).
         #[arg(long)]
         in_port: Option<String>,
+        /// Include the conntrack dump after the run in the JSON summary (`conntrack`).
+        #[arg(long)]
+        conntrack: bool,
     },
     /// Show the stage-by-stage path of one frame.
     Trace {
@@ -43,9 +46,10 @@ enum Cmd {
         config: PathBuf,
         #[arg(long)]
         in_port: String,
-        /// The frame as hex (from the Ethernet header on).
-        #[arg(long)]
-        frame: String,
+        /// The frame as hex (from the Ethernet header on); repeat to trace several frames in
+        /// order through the same pipeline and conntrack table.
+        #[arg(long, required = true)]
+        frame: Vec<String>,
     },
 }
 
@@ -79,7 +83,8 @@ fn main() -> ExitCode {
             input,
             out_dir,
             in_port,
-        } => cmd_replay(&config, &input, &out_dir, in_port.as_deref()),
+            conntrack,
+        } => cmd_replay(&config, &input, &out_dir, in_port.as_deref(), conntrack),
         Cmd::Trace {
             config,
             in_port,
@@ -87,9 +92,12 @@ fn main() -> ExitCode {
         } => (|| {
             let snap = load(&config)?;
             let port = port_id(&snap, &in_port)?;
-            let bytes = tools::parse_hex(&frame)?;
-            let r = tools::trace::run(&snap, port, &bytes);
-            print!("{}", tools::trace::render(&r));
+            let mut p = replay::pipeline_for(&snap);
+            for (n, hex) in frame.iter().enumerate() {
+                let bytes = tools::parse_hex(hex)?;
+                let r = tools::trace::run_with(&mut p, &snap, port, &bytes, n as u64 * 1_000_000);
+                print!("{}", tools::trace::render(&r));
+            }
             Ok(())
         })(),
     };
@@ -107,6 +115,7 @@ fn cmd_replay(
     input: &Path,
     out_dir: &Path,
     in_port: Option<&str>,
+    conntrack: bool,
 ) -> Result<(), String> {
     let snap = load(config)?;
     let frames = pcap::read(input)?;
@@ -137,7 +146,11 @@ fn cmd_replay(
             &frames,
         )?;
     }
-    let s = replay::summary(&snap, &out, inputs.len());
+    let mut s = replay::summary(&snap, &out, inputs.len());
+    if conntrack {
+        let end = inputs.last().map(|i| i.ts).unwrap_or_default();
+        s["conntrack"] = replay::conntrack_json(&out, end);
+    }
     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
     Ok(())
 }

@@ -209,7 +209,10 @@ fn default_affinity_timeout() -> u32 {
     10800
 }
 fn default_service_cidr() -> Prefix {
-    Prefix { addr: u32::from(Ipv4Addr::new(10, 96, 0, 0)), len: 12 }
+    Prefix {
+        addr: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
+        len: 12,
+    }
 }
 fn default_node_port_range() -> [u16; 2] {
     [30000, 32767]

@@ -18,8 +18,10 @@ fn sorted(ct: &Conntrack, now: u64) -> Vec<Entry> {
     v
 }
 
+/// Whole seconds left, rounded down as the kernel's conntrack listing does (a fresh
+/// 86400 s entry shows 86399).
 fn remaining(e: &Entry, now: u64) -> u64 {
-    e.expires.saturating_sub(now) / NS
+    e.expires.saturating_sub(now).saturating_sub(1) / NS
 }
 
 /// `tcp orig=(src=..,dst=..,sport=..,dport=..) reply=(...) state=ESTABLISHED timeout=86399 packets=12 bytes=3480`
@@ -38,7 +40,10 @@ pub fn line(e: &Entry, now: u64) -> String {
 
 /// The text dump (one line per connection, each ending in a newline).
 pub fn text(ct: &Conntrack, now: u64) -> String {
-    sorted(ct, now).iter().map(|e| line(e, now) + "\n").collect()
+    sorted(ct, now)
+        .iter()
+        .map(|e| line(e, now) + "\n")
+        .collect()
 }
 
 fn tuple(k: &FlowKey) -> Value {

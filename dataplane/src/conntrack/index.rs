@@ -17,7 +17,12 @@ impl Index {
         let buckets = (max_keys * 4 / 3 + 1).next_power_of_two().max(8);
         // All-zero slots are empty; `vec!` of zeroed arrays lets the allocator hand out
         // lazily zeroed pages, so a large table costs memory only as it fills.
-        Index { slots: vec![[0u32; 5]; buckets].into_boxed_slice(), mask: buckets - 1, len: 0, max_len: max_keys }
+        Index {
+            slots: vec![[0u32; 5]; buckets].into_boxed_slice(),
+            mask: buckets - 1,
+            len: 0,
+            max_len: max_keys,
+        }
     }
 
     pub fn bytes(&self) -> usize {

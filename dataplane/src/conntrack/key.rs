@@ -16,13 +16,25 @@ pub struct FlowKey {
 
 impl FlowKey {
     pub fn new(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Self {
-        FlowKey { proto, src, dst, sport, dport }
+        FlowKey {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+        }
     }
 
     /// The same flow seen from the other side.
     #[inline]
     pub fn inverse(&self) -> FlowKey {
-        FlowKey { proto: self.proto, src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+        FlowKey {
+            proto: self.proto,
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+        }
     }
 
     #[inline]
@@ -47,7 +59,12 @@ impl FlowKey {
     /// `src=..,dst=..,sport=..,dport=..` (ICMP: `id=..`).
     pub fn fields(&self) -> String {
         if self.proto == ipv4::PROTO_ICMP {
-            format!("src={},dst={},id={}", Ipv4Addr::from(self.src), Ipv4Addr::from(self.dst), self.sport)
+            format!(
+                "src={},dst={},id={}",
+                Ipv4Addr::from(self.src),
+                Ipv4Addr::from(self.dst),
+                self.sport
+            )
         } else {
             format!(
                 "src={},dst={},sport={},dport={}",

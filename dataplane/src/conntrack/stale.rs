@@ -10,16 +10,27 @@ use std::collections::HashMap;
 /// Removes entries pointing at Services or endpoints absent from `snap`; returns how many.
 /// Runs on the control side (it walks the table shard by shard, one lock at a time).
 pub fn cleanup(ct: &Conntrack, snap: &Snapshot, now: u64) -> usize {
-    let by_name: HashMap<u32, usize> =
-        snap.services.ports.iter().enumerate().map(|(i, p)| (affinity_tag(&p.name), i)).collect();
+    let by_name: HashMap<u32, usize> = snap
+        .services
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (affinity_tag(&p.name), i))
+        .collect();
     let mut victims: Vec<(u32, FlowKey)> = Vec::new();
     for (id, e) in ct.entries(now) {
         let stale = if e.flags & flag::AFFINITY != 0 {
             let tag = u32::from_be_bytes(e.orig.dst);
-            by_name.get(&tag).is_none_or(|&i| !snap.services.ports[i].has_backend(e.reply.src, e.reply.sport))
+            by_name
+                .get(&tag)
+                .is_none_or(|&i| !snap.services.ports[i].has_backend(e.reply.src, e.reply.sport))
         } else if e.flags & flag::SERVICE != 0 {
-            let svc = snap.services.lookup(e.orig.dst, e.orig.dport, e.orig.proto, snap.node.address);
-            svc.is_none_or(|(i, _)| !snap.services.ports[i as usize].has_backend(e.reply.src, e.reply.sport))
+            let svc =
+                snap.services
+                    .lookup(e.orig.dst, e.orig.dport, e.orig.proto, snap.node.address);
+            svc.is_none_or(|(i, _)| {
+                !snap.services.ports[i as usize].has_backend(e.reply.src, e.reply.sport)
+            })
         } else {
             false
         };

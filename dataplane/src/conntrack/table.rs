@@ -121,7 +121,11 @@ struct Two<'a> {
 
 impl Two<'_> {
     fn get(&mut self, s: usize) -> &mut Shard {
-        if s == self.a { &mut self.ga } else { self.gb.as_mut().map(|g| &mut **g).unwrap_or(&mut self.ga) }
+        if s == self.a {
+            &mut self.ga
+        } else {
+            self.gb.as_deref_mut().unwrap_or(&mut self.ga)
+        }
     }
 }
 
@@ -192,15 +196,27 @@ impl Conntrack {
     /// Locks two shards in index order (deadlock-free); they may be the same.
     fn lock2(&self, a: usize, b: usize) -> Two<'_> {
         if a == b {
-            Two { a, ga: self.lock(a), gb: None }
+            Two {
+                a,
+                ga: self.lock(a),
+                gb: None,
+            }
         } else if a < b {
             let ga = self.lock(a);
             let gb = self.lock(b);
-            Two { a, ga, gb: Some(gb) }
+            Two {
+                a,
+                ga,
+                gb: Some(gb),
+            }
         } else {
             let gb = self.lock(b);
             let ga = self.lock(a);
-            Two { a, ga, gb: Some(gb) }
+            Two {
+                a,
+                ga,
+                gb: Some(gb),
+            }
         }
     }
 
@@ -216,7 +232,14 @@ impl Conntrack {
     /// Finds the entry `key` belongs to and accounts the packet: counters, TCP state, expiry.
     /// Expired entries are not found. `tcp_flags` is ignored for other protocols.
     #[inline]
-    pub fn lookup(&self, key: &FlowKey, tcp_flags: u8, bytes: u32, now: u64, t: &Timeouts) -> Option<Hit> {
+    pub fn lookup(
+        &self,
+        key: &FlowKey,
+        tcp_flags: u8,
+        bytes: u32,
+        now: u64,
+        t: &Timeouts,
+    ) -> Option<Hit> {
         self.find(key, now, |e, dir| {
             e.packets = e.packets.wrapping_add(1);
             e.bytes += u64::from(bytes);
@@ -225,7 +248,11 @@ impl Conntrack {
             }
             let st = match e.state {
                 State::Unreplied | State::Replied => {
-                    if e.flags & flag::SEEN_REPLY != 0 { State::Replied } else { State::Unreplied }
+                    if e.flags & flag::SEEN_REPLY != 0 {
+                        State::Replied
+                    } else {
+                        State::Unreplied
+                    }
                 }
                 s if e.orig.proto == ipv4::PROTO_TCP => tcp::next(s, &mut e.flags, dir, tcp_flags),
                 s => s,
@@ -259,7 +286,12 @@ impl Conntrack {
     }
 
     #[inline]
-    fn visit(e: &mut Entry, key: &FlowKey, now: u64, f: impl FnOnce(&mut Entry, Dir)) -> Option<Hit> {
+    fn visit(
+        e: &mut Entry,
+        key: &FlowKey,
+        now: u64,
+        f: impl FnOnce(&mut Entry, Dir),
+    ) -> Option<Hit> {
         if e.expires <= now || e.flags & flag::AFFINITY != 0 {
             return None;
         }
@@ -289,11 +321,16 @@ impl Conntrack {
             None => (u32::from(first), 1, 1),
         };
         let start = (oh >> 8) as u32 % span;
-        let first_in_range = req.port_range.is_none() || (lo..lo + span).contains(&u32::from(first));
+        let first_in_range =
+            req.port_range.is_none() || (lo..lo + span).contains(&u32::from(first));
         let mut retries = 0;
         let mut k: i64 = if first_in_range { -1 } else { 0 };
         while k < i64::from(probes) {
-            let port = if k < 0 { first } else { (lo + (start + k as u32) % span) as u16 };
+            let port = if k < 0 {
+                first
+            } else {
+                (lo + (start + k as u32) % span) as u16
+            };
             let mut reply = req.reply;
             reply.dport = port;
             if is_icmp {
@@ -333,7 +370,8 @@ impl Conntrack {
                     let e = Entry {
                         orig: req.orig,
                         reply,
-                        expires: now + u64::from(req.state.timeout_secs(req.orig.proto, t)).max(1) * NS,
+                        expires: now
+                            + u64::from(req.state.timeout_secs(req.orig.proto, t)).max(1) * NS,
                         bytes: u64::from(req.bytes),
                         packets: 1,
                         state: req.state,
@@ -388,7 +426,9 @@ impl Conntrack {
         let (o, slot) = self.split(id);
         let (orig, reply, flags) = {
             let g = self.lock(o);
-            let Some(e) = g.entries.get(slot) else { return false };
+            let Some(e) = g.entries.get(slot) else {
+                return false;
+            };
             (e.orig, e.reply, e.flags)
         };
         let ow = orig.words();
@@ -402,7 +442,8 @@ impl Conntrack {
         let ok = e.expires != 0
             && e.orig == orig
             && e.reply == reply
-            && (e.expires <= now || (unreplied && e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0));
+            && (e.expires <= now
+                || (unreplied && e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0));
         if !ok {
             return false;
         }
@@ -493,7 +534,10 @@ impl Conntrack {
                 }
             }
         }
-        let removed = ids[..n].iter().filter(|&&id| self.reap(id, now, false)).count();
+        let removed = ids[..n]
+            .iter()
+            .filter(|&&id| self.reap(id, now, false))
+            .count();
         self.expired.fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
@@ -517,36 +561,42 @@ impl Conntrack {
         let h = self.hash_words(&w);
         let s = self.shard_of(h);
         let expires = now + u64::from(timeout_secs) * NS;
-        let reply = FlowKey { proto: key.proto, src: ep.0, dst: [0; 4], sport: ep.1, dport: 0 };
+        let reply = FlowKey {
+            proto: key.proto,
+            src: ep.0,
+            dst: [0; 4],
+            sport: ep.1,
+            dport: 0,
+        };
         let mut g = self.lock(s);
-            if let Some(id) = g.index.get(&w, h) {
-                let (_, slot) = self.split(id);
-                let e = &mut g.entries[slot];
-                e.reply = reply;
-                e.expires = expires;
-                e.packets = e.packets.wrapping_add(1);
-                return;
+        if let Some(id) = g.index.get(&w, h) {
+            let (_, slot) = self.split(id);
+            let e = &mut g.entries[slot];
+            e.reply = reply;
+            e.expires = expires;
+            e.packets = e.packets.wrapping_add(1);
+            return;
+        }
+        if g.live >= self.per_shard || g.index.is_full() {
+            return;
+        }
+        let slot = match g.free.pop() {
+            Some(sl) => sl as usize,
+            None => {
+                g.entries.push(Entry::default());
+                g.entries.len() - 1
             }
-            if g.live >= self.per_shard || g.index.is_full() {
-                return;
-            }
-            let slot = match g.free.pop() {
-                Some(sl) => sl as usize,
-                None => {
-                    g.entries.push(Entry::default());
-                    g.entries.len() - 1
-                }
-            };
-            let id = (s * self.per_shard + slot) as u32;
-            g.entries[slot] = Entry {
-                orig: *key,
-                reply,
-                expires,
-                bytes: 0,
-                packets: 1,
-                state: State::Affinity,
-                flags: flag::AFFINITY,
-            };
+        };
+        let id = (s * self.per_shard + slot) as u32;
+        g.entries[slot] = Entry {
+            orig: *key,
+            reply,
+            expires,
+            bytes: 0,
+            packets: 1,
+            state: State::Affinity,
+            flags: flag::AFFINITY,
+        };
         g.live += 1;
         g.index.insert(&w, h, id);
     }
@@ -582,8 +632,9 @@ impl Conntrack {
         for sh in self.shards.iter() {
             let g = sh.0.lock();
             st.live += g.live;
-            st.bytes_allocated +=
-                g.index.bytes() + g.entries.capacity() * std::mem::size_of::<Entry>() + g.free.capacity() * 4;
+            st.bytes_allocated += g.index.bytes()
+                + g.entries.capacity() * std::mem::size_of::<Entry>()
+                + g.free.capacity() * 4;
         }
         st
     }

@@ -63,6 +63,9 @@ mod tests {
         assert_eq!(s, State::TcpTimeWait);
         s = next(s, &mut f, Dir::Orig, FLAG_SYN);
         assert_eq!(s, State::TcpSynSent);
-        assert_eq!(next(State::TcpEstablished, &mut f, Dir::Reply, FLAG_RST), State::TcpClose);
+        assert_eq!(
+            next(State::TcpEstablished, &mut f, Dir::Reply, FLAG_RST),
+            State::TcpClose
+        );
     }
 }

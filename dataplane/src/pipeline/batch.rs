@@ -22,6 +22,9 @@ pub mod flags {
     pub const DECAPPED: u8 = 1;
     /// Generated here (echo reply, ICMP error): no TTL decrement, no source checks.
     pub const LOCAL_ORIGIN: u8 = 2;
+    /// Translated by nat44-in (Service DNAT or a conntrack hit): the underlay source checks of
+    /// ip4-lookup do not apply.
+    pub const NAT: u8 = 4;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +49,8 @@ pub struct Meta {
     pub icmp_cause: Option<DropReason>,
     /// The receive slot this frame came from (fragments keep their original's).
     pub parent: u8,
+    /// Service NAT state between nat44-in and nat44-out.
+    pub nat: super::nat::NatMeta,
 }
 
 impl Meta {
@@ -64,6 +69,7 @@ impl Meta {
         icmp: (0, 0, 0),
         icmp_cause: None,
         parent: 0,
+        nat: super::nat::NatMeta::NONE,
     };
 }
 

@@ -56,12 +56,23 @@ reasons! {
     Ip4BadChecksum => Ip4Input, "ip4_bad_checksum", "IPv4 header checksum invalid";
     Ip4MartianSrc => Ip4Input, "ip4_martian_src", "source is 0.0.0.0, loopback, multicast or broadcast";
     Ip4SpoofedSrc => Ip4Input, "ip4_spoofed_src", "source address not owned by the sending pod";
+    CtInvalid => Nat44In, "ct_invalid", "TCP segment that is not a SYN, for a Service, with no conntrack entry";
+    SvcNoPort => Nat44In, "svc_no_port", "to a Service address, but no Service port matches the protocol and port";
+    SvcNoEndpoints => Nat44In, "svc_no_endpoints", "Service without endpoints (TCP RST or ICMP port unreachable sent)";
+    SvcNoLocalEndpoints => Nat44In, "svc_no_local_endpoints", "traffic policy Local and no endpoint on this node";
+    NatFragment => Nat44In, "nat_fragment", "IPv4 fragment for a Service address (fragments are not translated)";
+    NatUnavailable => Nat44In, "nat_unavailable", "Service traffic, but the pipeline has no conntrack table";
+    IcmpQuoteTruncated => Nat44In, "icmp_quote_truncated", "ICMP error quoting less than an IPv4 header and 8 bytes";
+    IcmpErrorUnmatched => Nat44In, "icmp_error_unmatched", "ICMP error about a translated address that matches no conntrack entry";
     Ip4MartianDst => Ip4Lookup, "ip4_martian_dst", "destination is multicast, broadcast, loopback or 0.0.0.0";
     NoRoute => Ip4Lookup, "no_route", "no FIB entry for the destination";
     NeighbourUnresolved => Ip4Lookup, "neighbour_unresolved", "next hop has no MAC";
     UplinkTransit => Ip4Lookup, "uplink_transit", "packet from the uplink not addressed to this node's pods";
     DecapDstNotLocal => Ip4Lookup, "decap_dst_not_local", "decapsulated packet not addressed to this node's pods";
     NoSuchPod => Ip4Lookup, "no_such_pod", "address in the local pod subnet with no pod (ICMP host unreachable sent)";
+    ConntrackFull => Nat44Out, "conntrack_full", "conntrack table full of flows that saw replies: new flow refused";
+    NatPortsExhausted => Nat44Out, "nat_ports_exhausted", "no free source port for the translation";
+    SnatInvalid => Nat44Out, "snat_ct_invalid", "TCP segment that is not a SYN with no conntrack entry, would leave masqueraded";
     LocalProtoUnhandled => Ip4Local, "local_proto_unhandled", "to the gateway or node address but not ICMP echo or a tunnel";
     NestedTunnel => Ip4Local, "nested_tunnel", "tunnel packet inside a tunnel: never decapsulated twice";
     TunnelFragment => Ip4Local, "tunnel_fragment", "fragmented tunnel packet (no reassembly)";
@@ -103,10 +114,14 @@ pub enum Event {
     Decapsulated,
     VlanStripped,
     PaddingTrimmed,
+    NatNewService,
+    NatNewMasquerade,
+    NatRejected,
+    NatIcmpTranslated,
 }
 
 impl Event {
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 14] = [
         Event::ArpReplied,
         Event::EchoReplied,
         Event::IcmpErrorSent,
@@ -117,6 +132,10 @@ impl Event {
         Event::Decapsulated,
         Event::VlanStripped,
         Event::PaddingTrimmed,
+        Event::NatNewService,
+        Event::NatNewMasquerade,
+        Event::NatRejected,
+        Event::NatIcmpTranslated,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn name(self) -> &'static str {
@@ -131,6 +150,10 @@ impl Event {
             Event::Decapsulated => "decapsulated",
             Event::VlanStripped => "vlan_stripped",
             Event::PaddingTrimmed => "padding_trimmed",
+            Event::NatNewService => "nat_new_service_flow",
+            Event::NatNewMasquerade => "nat_new_masquerade_flow",
+            Event::NatRejected => "nat_rejected",
+            Event::NatIcmpTranslated => "nat_icmp_error_translated",
         }
     }
 }

@@ -8,19 +8,25 @@
 pub mod batch;
 pub mod counters;
 pub mod drop;
+pub mod nat;
 pub mod stage;
 mod stages;
 
+use crate::conntrack::Conntrack;
 use crate::tables::Snapshot;
 pub use batch::{BATCH_SIZE, Batch, MAX_FRAME};
 pub use counters::Counters;
 pub use drop::{DropReason, Event};
 pub use stage::Stage;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How many times the stage sequence may be run over one batch (decap, echo replies and
 /// ICMP errors go back to an earlier stage; nothing legitimate needs more than three).
 const MAX_PASSES: usize = 4;
+
+/// Conntrack slots examined for expiry per batch (bounded work, never a full scan).
+const CT_EXPIRE_BUDGET: usize = 64;
 
 /// A token bucket for ICMP errors, refilled from the batch time.
 #[derive(Debug, Clone)]
@@ -36,6 +42,8 @@ pub struct Pipeline {
     pub timing: bool,
     icmp_bucket: TokenBucket,
     trace: Option<Vec<String>>,
+    /// The conntrack table shared by all workers (none: Service NAT is unavailable).
+    ct: Option<Arc<Conntrack>>,
 }
 
 impl Default for Pipeline {
@@ -51,6 +59,7 @@ pub(crate) struct Cx<'a> {
     pub now_ns: u64,
     pub counters: &'a mut Counters,
     pub trace: &'a mut Option<Vec<String>>,
+    pub ct: Option<&'a Conntrack>,
     icmp_bucket: &'a mut TokenBucket,
 }
 
@@ -109,7 +118,23 @@ impl Pipeline {
                 last_ns: 0,
             },
             trace: None,
+            ct: None,
         }
+    }
+
+    /// A pipeline using the shared conntrack table `ct` for Service NAT and masquerade.
+    pub fn with_conntrack(ct: Arc<Conntrack>) -> Self {
+        let mut p = Self::new();
+        p.ct = Some(ct);
+        p
+    }
+
+    pub fn set_conntrack(&mut self, ct: Option<Arc<Conntrack>>) {
+        self.ct = ct;
+    }
+
+    pub fn conntrack(&self) -> Option<&Arc<Conntrack>> {
+        self.ct.as_ref()
     }
 
     /// Turns on tracing: every stage records what it did to each packet.
@@ -129,13 +154,19 @@ impl Pipeline {
             timing,
             icmp_bucket,
             trace,
+            ct,
         } = self;
+        let ct = ct.as_deref();
+        if let Some(ct) = ct {
+            ct.expire(now_ns, CT_EXPIRE_BUDGET);
+        }
         counters.track_generation(snap.generation, snap.routes.len());
         let mut cx = Cx {
             snap,
             now_ns,
             counters,
             trace,
+            ct,
             icmp_bucket,
         };
         for _ in 0..MAX_PASSES {

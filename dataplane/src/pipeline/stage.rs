@@ -14,7 +14,9 @@ pub enum Stage {
     Arp,
     L2Fwd,
     Ip4Input,
+    Nat44In,
     Ip4Lookup,
+    Nat44Out,
     Ip4Local,
     VxlanDecap,
     IpipDecap,
@@ -35,12 +37,14 @@ pub enum Stage {
 impl Stage {
     pub const COUNT: usize = Stage::Done as usize + 1;
     /// The stages a pass runs, in order.
-    pub const RUN_ORDER: [Stage; 14] = [
+    pub const RUN_ORDER: [Stage; 16] = [
         Stage::EthInput,
         Stage::Arp,
         Stage::L2Fwd,
         Stage::Ip4Input,
+        Stage::Nat44In,
         Stage::Ip4Lookup,
+        Stage::Nat44Out,
         Stage::Ip4Local,
         Stage::VxlanDecap,
         Stage::IpipDecap,
@@ -59,7 +63,9 @@ impl Stage {
             Stage::Arp => "arp-input",
             Stage::L2Fwd => "l2-fwd",
             Stage::Ip4Input => "ip4-input",
+            Stage::Nat44In => "nat44-in",
             Stage::Ip4Lookup => "ip4-lookup",
+            Stage::Nat44Out => "nat44-out",
             Stage::Ip4Local => "ip4-local",
             Stage::VxlanDecap => "vxlan4-decap",
             Stage::IpipDecap => "ipip4-decap",

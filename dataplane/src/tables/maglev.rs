@@ -12,7 +12,11 @@ pub fn table_size(n: usize) -> usize {
     match n {
         0 => 0,
         1 => 1,
-        _ => SIZES.iter().copied().find(|&m| m >= n * 100).unwrap_or(SIZES[SIZES.len() - 1]),
+        _ => SIZES
+            .iter()
+            .copied()
+            .find(|&m| m >= n * 100)
+            .unwrap_or(SIZES[SIZES.len() - 1]),
     }
 }
 
@@ -83,7 +87,10 @@ mod tests {
         for &e in &t {
             counts[usize::from(e)] += 1;
         }
-        assert!(counts.iter().all(|&c| (90..=115).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (90..=115).contains(&c)),
+            "{counts:?}"
+        );
         // Remove backend 3: only its slots (plus a few) change owner.
         let mut less = ids.clone();
         less.remove(3);

@@ -7,8 +7,8 @@
 use super::fasthash::FastMap;
 use super::lpm::Prefix;
 use super::maglev;
-use crate::config::services::{ServiceType, SessionAffinity, Timeouts, TrafficPolicy};
 use crate::config::NodeConfig;
+use crate::config::services::{ServiceType, SessionAffinity, Timeouts, TrafficPolicy};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -69,7 +69,14 @@ impl ServicePortEntry {
     /// Chooses a backend for a flow hash; `local_only` for the Local traffic policies.
     #[inline]
     pub fn choose(&self, hash: u32, local_only: bool) -> Option<u16> {
-        maglev::pick(if local_only { &self.maglev_local } else { &self.maglev }, hash)
+        maglev::pick(
+            if local_only {
+                &self.maglev_local
+            } else {
+                &self.maglev
+            },
+            hash,
+        )
     }
 
     /// Whether `ip:port` is one of the backends in use.
@@ -115,12 +122,21 @@ pub struct ServiceTable {
 impl ServiceTable {
     /// The Service port a packet to `dst:dport/proto` is for; `node_addr` selects NodePorts.
     #[inline]
-    pub fn lookup(&self, dst: [u8; 4], dport: u16, proto: u8, node_addr: [u8; 4]) -> Option<(u32, Frontend)> {
+    pub fn lookup(
+        &self,
+        dst: [u8; 4],
+        dport: u16,
+        proto: u8,
+        node_addr: [u8; 4],
+    ) -> Option<(u32, Frontend)> {
         if let Some(&(i, f)) = self.frontends.get(&frontend_key(dst, dport, proto)) {
             return Some((i, f));
         }
         if dst == node_addr {
-            return self.node_ports.get(&frontend_key([0; 4], dport, proto)).map(|&i| (i, Frontend::NodePort));
+            return self
+                .node_ports
+                .get(&frontend_key([0; 4], dport, proto))
+                .map(|&i| (i, Frontend::NodePort));
         }
         None
     }
@@ -136,14 +152,22 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
     let n = &cfg.node;
     let [np_lo, np_hi] = nat.node_port_range;
     if np_lo == 0 || np_lo > np_hi {
-        errs.push(format!("nat.node_port_range {np_lo}-{np_hi} must be a non-empty range above 0"));
+        errs.push(format!(
+            "nat.node_port_range {np_lo}-{np_hi} must be a non-empty range above 0"
+        ));
     }
     let [sp_lo, sp_hi] = nat.snat_port_range;
     if sp_lo == 0 || sp_lo > sp_hi {
-        errs.push(format!("nat.snat_port_range {sp_lo}-{sp_hi} must be a non-empty range above 0"));
+        errs.push(format!(
+            "nat.snat_port_range {sp_lo}-{sp_hi} must be a non-empty range above 0"
+        ));
     }
     if nat.conntrack_max == 0 || nat.conntrack_max > 1 << 26 {
-        errs.push(format!("nat.conntrack_max {} must be between 1 and {}", nat.conntrack_max, 1u32 << 26));
+        errs.push(format!(
+            "nat.conntrack_max {} must be between 1 and {}",
+            nat.conntrack_max,
+            1u32 << 26
+        ));
     }
     let t = &nat.timeouts;
     for (name, v) in [
@@ -165,13 +189,21 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
     }
     let mut cluster_cidrs: Vec<Prefix> = match n.cluster_cidr {
         Some(c) => vec![c],
-        None => std::iter::once(n.pod_cidr).chain(cfg.peers.iter().map(|p| p.pod_cidr)).collect(),
+        None => std::iter::once(n.pod_cidr)
+            .chain(cfg.peers.iter().map(|p| p.pod_cidr))
+            .collect(),
     };
-    if !cluster_cidrs.iter().any(|c| super::build::overlaps(*c, n.pod_cidr)) {
+    if !cluster_cidrs
+        .iter()
+        .any(|c| super::build::overlaps(*c, n.pod_cidr))
+    {
         cluster_cidrs.push(n.pod_cidr);
     }
     if super::build::overlaps(nat.service_cidr, n.pod_cidr) {
-        errs.push(format!("nat.service_cidr {} overlaps node.pod_cidr {}", nat.service_cidr, n.pod_cidr));
+        errs.push(format!(
+            "nat.service_cidr {} overlaps node.pod_cidr {}",
+            nat.service_cidr, n.pod_cidr
+        ));
     }
     let info = NatInfo {
         service_cidr: nat.service_cidr,
@@ -191,18 +223,25 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
         if !seen_svc.insert(sname.clone()) {
             errs.push(format!("service {sname}: defined twice"));
         }
-        if let Some(ip) = s.cluster_ip {
-            if !nat.service_cidr.contains(u32::from(ip)) {
-                errs.push(format!("service {sname}: cluster_ip {ip} is outside nat.service_cidr {}", nat.service_cidr));
-            }
+        if let Some(ip) = s.cluster_ip
+            && !nat.service_cidr.contains(u32::from(ip))
+        {
+            errs.push(format!(
+                "service {sname}: cluster_ip {ip} is outside nat.service_cidr {}",
+                nat.service_cidr
+            ));
         }
         if s.ports.is_empty() {
             errs.push(format!("service {sname}: needs at least one port"));
         }
         if !s.load_balancer_ips.is_empty() && s.kind != ServiceType::LoadBalancer {
-            errs.push(format!("service {sname}: load_balancer_ips need type = \"LoadBalancer\""));
+            errs.push(format!(
+                "service {sname}: load_balancer_ips need type = \"LoadBalancer\""
+            ));
         }
-        if s.session_affinity == SessionAffinity::ClientIP && !(1..=86400).contains(&s.session_affinity_timeout) {
+        if s.session_affinity == SessionAffinity::ClientIP
+            && !(1..=86400).contains(&s.session_affinity_timeout)
+        {
             errs.push(format!(
                 "service {sname}: session_affinity_timeout {} must be 1..86400 seconds",
                 s.session_affinity_timeout
@@ -211,23 +250,27 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
             if s.ports.len() > 1 && p.name.is_none() {
-                errs.push(format!("service {sname}: port {} needs a name (the Service has several ports)", p.port));
+                errs.push(format!(
+                    "service {sname}: port {} needs a name (the Service has several ports)",
+                    p.port
+                ));
             }
-            if let Some(nm) = &p.name {
-                if !pnames.insert(nm) {
-                    errs.push(format!("service {sname}: port name {nm:?} is used twice"));
-                }
+            if let Some(nm) = &p.name
+                && !pnames.insert(nm)
+            {
+                errs.push(format!("service {sname}: port name {nm:?} is used twice"));
             }
             if p.port == 0 || p.target_port == Some(0) {
                 errs.push(format!("service {sname}: port numbers must not be 0"));
             }
             match (s.kind, p.node_port) {
-                (ServiceType::ClusterIP, Some(np)) => {
-                    errs.push(format!("service {sname}: node_port {np} needs type NodePort or LoadBalancer"))
-                }
-                (ServiceType::NodePort | ServiceType::LoadBalancer, None) => {
-                    errs.push(format!("service {sname}: port {} needs a node_port", p.port))
-                }
+                (ServiceType::ClusterIP, Some(np)) => errs.push(format!(
+                    "service {sname}: node_port {np} needs type NodePort or LoadBalancer"
+                )),
+                (ServiceType::NodePort | ServiceType::LoadBalancer, None) => errs.push(format!(
+                    "service {sname}: port {} needs a node_port",
+                    p.port
+                )),
                 (_, Some(np)) if !(np_lo..=np_hi).contains(&np) => errs.push(format!(
                     "service {sname}: node_port {np} is outside nat.node_port_range {np_lo}-{np_hi}"
                 )),
@@ -236,8 +279,15 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
         }
         for e in &s.endpoints {
             for k in e.ports.keys() {
-                if !s.ports.iter().any(|p| p.name.as_deref() == Some(k.as_str())) {
-                    errs.push(format!("service {sname}: endpoint {}: no Service port named {k:?}", e.ip));
+                if !s
+                    .ports
+                    .iter()
+                    .any(|p| p.name.as_deref() == Some(k.as_str()))
+                {
+                    errs.push(format!(
+                        "service {sname}: endpoint {}: no Service port named {k:?}",
+                        e.ip
+                    ));
                 }
             }
         }
@@ -252,10 +302,15 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             let derived = if n.pod_cidr.contains(a) || e.ip == n.address {
                 Some(n.name.clone())
             } else {
-                cfg.peers.iter().find(|p| p.pod_cidr.contains(a) || p.address == e.ip).map(|p| p.name.clone())
+                cfg.peers
+                    .iter()
+                    .find(|p| p.pod_cidr.contains(a) || p.address == e.ip)
+                    .map(|p| p.name.clone())
             };
             let node = match (&e.node, derived) {
-                (Some(given), _) if *given != n.name && !cfg.peers.iter().any(|p| p.name == *given) => {
+                (Some(given), _)
+                    if *given != n.name && !cfg.peers.iter().any(|p| p.name == *given) =>
+                {
                     errs.push(format!("service {sname}: endpoint {}: node {given:?} is neither this node nor a peer", e.ip));
                     continue;
                 }
@@ -279,7 +334,13 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
         let any_ready = backends_base.iter().any(|(e, _, _)| e.ready);
         let usable: Vec<_> = backends_base
             .iter()
-            .filter(|(e, _, _)| if any_ready { e.ready } else { e.serving() && e.terminating })
+            .filter(|(e, _, _)| {
+                if any_ready {
+                    e.ready
+                } else {
+                    e.serving() && e.terminating
+                }
+            })
             .collect();
         if errs.len() > e0 {
             continue;
@@ -292,16 +353,24 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                 .iter()
                 .map(|(e, local, node)| Backend {
                     ip: e.ip.octets(),
-                    port: p.name.as_ref().and_then(|nm| e.ports.get(nm).copied()).unwrap_or(target),
+                    port: p
+                        .name
+                        .as_ref()
+                        .and_then(|nm| e.ports.get(nm).copied())
+                        .unwrap_or(target),
                     local: *local,
                     node: node.clone(),
                 })
                 .collect();
             let ids: Vec<u64> = backends.iter().map(|b| backend_id(b.ip, b.port)).collect();
-            let local_idx: Vec<u16> = (0..backends.len() as u16).filter(|&i| backends[usize::from(i)].local).collect();
+            let local_idx: Vec<u16> = (0..backends.len() as u16)
+                .filter(|&i| backends[usize::from(i)].local)
+                .collect();
             let local_ids: Vec<u64> = local_idx.iter().map(|&i| ids[usize::from(i)]).collect();
-            let maglev_local: Vec<u16> =
-                maglev::build(&local_ids).into_iter().map(|k| local_idx[usize::from(k)]).collect();
+            let maglev_local: Vec<u16> = maglev::build(&local_ids)
+                .into_iter()
+                .map(|k| local_idx[usize::from(k)])
+                .collect();
             let idx = table.ports.len() as u32;
             let mut add = |key: u64, what: String, f: Frontend, errs: &mut Vec<String>| {
                 if let Some(o) = owner.get(&key) {
@@ -317,20 +386,36 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             };
             let pstr = p.protocol.as_str();
             if let Some(ip) = s.cluster_ip {
-                add(frontend_key(ip.octets(), p.port, proto), format!("{ip}:{}/{pstr}", p.port), Frontend::ClusterIp, errs);
+                add(
+                    frontend_key(ip.octets(), p.port, proto),
+                    format!("{ip}:{}/{pstr}", p.port),
+                    Frontend::ClusterIp,
+                    errs,
+                );
             }
             for ip in s.external_ips.iter().chain(&s.load_balancer_ips) {
-                add(frontend_key(ip.octets(), p.port, proto), format!("{ip}:{}/{pstr}", p.port), Frontend::External, errs);
+                add(
+                    frontend_key(ip.octets(), p.port, proto),
+                    format!("{ip}:{}/{pstr}", p.port),
+                    Frontend::External,
+                    errs,
+                );
             }
             if let Some(np) = p.node_port {
-                add(frontend_key([0; 4], np, proto), format!("node_port {np}/{pstr}"), Frontend::NodePort, errs);
+                add(
+                    frontend_key([0; 4], np, proto),
+                    format!("node_port {np}/{pstr}"),
+                    Frontend::NodePort,
+                    errs,
+                );
             }
             table.ports.push(ServicePortEntry {
                 name: format!("{sname}:{pname}"),
                 proto,
                 port: p.port,
                 node_port: p.node_port,
-                affinity_secs: (s.session_affinity == SessionAffinity::ClientIP).then_some(s.session_affinity_timeout),
+                affinity_secs: (s.session_affinity == SessionAffinity::ClientIP)
+                    .then_some(s.session_affinity_timeout),
                 external_local: s.external_traffic_policy == TrafficPolicy::Local,
                 internal_local: s.internal_traffic_policy == TrafficPolicy::Local,
                 maglev: maglev::build(&ids),

@@ -1,10 +1,12 @@
 //! Replay: run captured frames through the pipeline over in-memory ports.
 
+use crate::conntrack::{self, Conntrack};
 use crate::pipeline::{BATCH_SIZE, Batch, Pipeline, Stage};
 use crate::port::Port;
 use crate::port::mem::MemPort;
 use crate::tables::{PortId, Snapshot};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An input frame and the port it arrives on.
@@ -32,9 +34,20 @@ pub struct ReplayOutput {
     pub pipeline: Pipeline,
 }
 
-/// Runs `inputs` in order, in batches of up to 64, through one pipeline.
+/// Runs `inputs` in order, in batches of up to 64, through one pipeline (with a fresh
+/// conntrack table sized from the snapshot's `nat.conntrack_max`).
 pub fn run(snap: &Snapshot, inputs: &[Input]) -> ReplayOutput {
-    let mut pipeline = Pipeline::new();
+    run_with(snap, inputs, pipeline_for(snap))
+}
+
+/// A pipeline with its own conntrack table, as `run` uses.
+pub fn pipeline_for(snap: &Snapshot) -> Pipeline {
+    let ct = Conntrack::new(snap.nat.conntrack_max as usize);
+    Pipeline::with_conntrack(Arc::new(ct))
+}
+
+/// Like `run`, through a given pipeline (to keep conntrack state across runs and snapshots).
+pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> ReplayOutput {
     let mut ports: Vec<(MemPort, Vec<Duration>)> = snap
         .ports
         .iter()
@@ -105,4 +118,20 @@ pub fn summary(snap: &Snapshot, out: &ReplayOutput, inputs: usize) -> serde_json
         "stages": c["stages"],
         "verdicts": out.verdicts,
     })
+}
+
+/// The conntrack dump after a replay, as JSON (`entries`, `stats`, and the text `lines`),
+/// with timeouts counted from `now`.
+pub fn conntrack_json(out: &ReplayOutput, now: Duration) -> serde_json::Value {
+    let Some(ct) = out.pipeline.conntrack() else {
+        return serde_json::Value::Null;
+    };
+    let now = now.as_nanos() as u64;
+    let mut v = conntrack::dump_json(ct, now);
+    let lines: Vec<String> = conntrack::dump_text(ct, now)
+        .lines()
+        .map(String::from)
+        .collect();
+    v["lines"] = lines.into();
+    v
 }

@@ -10,11 +10,28 @@ pub struct TraceResult {
 }
 
 pub fn run(snap: &Snapshot, in_port: PortId, frame: &[u8]) -> TraceResult {
-    let mut p = Pipeline::new();
+    let ct = crate::conntrack::Conntrack::new(snap.nat.conntrack_max.min(1 << 16) as usize);
+    run_with(
+        &mut Pipeline::with_conntrack(std::sync::Arc::new(ct)),
+        snap,
+        in_port,
+        frame,
+        0,
+    )
+}
+
+/// Traces one frame through `p` at time `now_ns` (conntrack state carries over between calls).
+pub fn run_with(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    in_port: PortId,
+    frame: &[u8],
+    now_ns: u64,
+) -> TraceResult {
     p.enable_trace();
     let mut b = Batch::new();
     b.push_rx(in_port, frame);
-    p.run(snap, &mut b, 0);
+    p.run(snap, &mut b, now_ns);
     let mut lines = vec![format!(
         "snapshot generation {} on node {}; frame of {} bytes on port {}",
         snap.generation,

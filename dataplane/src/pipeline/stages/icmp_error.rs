@@ -82,5 +82,6 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             std::net::Ipv4Addr::from(src)
         )
     });
-    b.set_next(i, Stage::Ip4Lookup);
+    // Through nat44-in: an error about a translated packet must quote it untranslated.
+    b.set_next(i, Stage::Nat44In);
 }

@@ -62,5 +62,5 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             )
         })
     });
-    b.set_next(i, Stage::Ip4Lookup);
+    b.set_next(i, Stage::Nat44In);
 }

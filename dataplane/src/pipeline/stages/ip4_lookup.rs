@@ -34,8 +34,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         c[0] += 1;
         c[1] += len;
     }
-    // Packets from the underlay may only reach this node's pods, gateway or tunnel endpoint.
-    if !local_origin && (decapped || from_uplink) {
+    // Packets from the underlay may only reach this node's pods, gateway or tunnel endpoint
+    // (unless nat44-in translated them: Service traffic and replies of translated flows).
+    let natted = m.flags & flags::NAT != 0;
+    if !local_origin && !natted && (decapped || from_uplink) {
         let allowed = matches!(
             route.target,
             RouteTarget::Pod { .. }
@@ -74,7 +76,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         _ => match route.out_port {
             Some(p) => {
                 b.meta[i].out_port = p;
-                Stage::Ip4Rewrite
+                Stage::Nat44Out
             }
             None => return cx.drop(b, i, R::NeighbourUnresolved),
         },

@@ -11,6 +11,10 @@ mod ip4_lookup;
 mod ip4_rewrite;
 mod ipip;
 mod l2_fwd;
+mod nat44_in;
+mod nat44_out;
+mod nat_common;
+mod nat_icmp;
 mod output;
 mod vxlan;
 
@@ -24,7 +28,9 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Arp => arp::packet,
         Stage::L2Fwd => l2_fwd::packet,
         Stage::Ip4Input => ip4_input::packet,
+        Stage::Nat44In => nat44_in::packet,
         Stage::Ip4Lookup => ip4_lookup::packet,
+        Stage::Nat44Out => nat44_out::packet,
         Stage::Ip4Local => ip4_local::packet,
         Stage::VxlanDecap => vxlan::decap,
         Stage::IpipDecap => ipip::decap,
