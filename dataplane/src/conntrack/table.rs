@@ -321,8 +321,10 @@ impl Conntrack {
             None => (u32::from(first), 1, 1),
         };
         let start = (oh >> 8) as u32 % span;
-        let first_in_range =
-            req.port_range.is_none() || (lo..lo + span).contains(&u32::from(first));
+        // The original port is kept when free (and, for source translation, in the range).
+        let first_in_range = req.port_range.is_none()
+            || req.flags & flag::SNAT == 0
+            || (lo..lo + span).contains(&u32::from(first));
         let mut retries = 0;
         let mut k: i64 = if first_in_range { -1 } else { 0 };
         while k < i64::from(probes) {
@@ -637,5 +639,92 @@ impl Conntrack {
                 + g.free.capacity() * 4;
         }
         st
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn flow(i: u32) -> NewFlow {
+        let a = (0x0af4_0100 + (i % 200)).to_be_bytes();
+        let orig = FlowKey::new(
+            ipv4::PROTO_UDP,
+            a,
+            [10, 96, 0, 10],
+            1024 + (i / 200) as u16,
+            53,
+        );
+        let reply = FlowKey::new(ipv4::PROTO_UDP, [10, 244, 2, 20], a, 53, orig.sport);
+        NewFlow {
+            orig,
+            reply,
+            port_range: None,
+            flags: 0,
+            state: State::Unreplied,
+            bytes: 60,
+        }
+    }
+
+    #[test]
+    fn both_directions_from_many_threads() {
+        let t = Timeouts::default();
+        let ct = Arc::new(Conntrack::new(100_000));
+        assert!(ct.stats().shards > 1);
+        let threads: Vec<_> = (0..4u32)
+            .map(|w| {
+                let ct = ct.clone();
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in (w * 5000)..(w + 1) * 5000 {
+                        let f = flow(i);
+                        assert!(matches!(ct.create(&f, 1, &t), Ok(Created::New(_))));
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(ct.stats().live, 20_000);
+        for i in 0..20_000 {
+            let f = flow(i);
+            let h = ct.lookup(&f.reply, 0, 60, 2, &t).unwrap();
+            assert_eq!(h.dir, Dir::Reply);
+            assert_eq!(h.entry.state, State::Replied);
+            assert_eq!(ct.lookup(&f.orig, 0, 60, 3, &t).unwrap().dir, Dir::Orig);
+        }
+        // Everything expires after the UDP stream timeout, removed in bounded steps.
+        let later = 3 + 121 * NS;
+        assert!(ct.peek(&flow(7).orig, later).is_none());
+        let mut removed = 0;
+        for _ in 0..100_000 {
+            removed += ct.expire(later, 64);
+            if removed == 20_000 {
+                break;
+            }
+        }
+        assert_eq!(removed, 20_000);
+        assert_eq!(ct.stats().live, 0);
+    }
+
+    #[test]
+    fn clash_on_reply_tuple_remaps_the_port() {
+        let t = Timeouts::default();
+        let ct = Conntrack::new(16);
+        let mut a = flow(1);
+        a.port_range = Some([2000, 2001]); // the client's port 1024 is kept when free
+        let mut b = a;
+        b.orig.dst = [10, 96, 0, 11]; // another VIP, same endpoint, same client port
+        let Ok(Created::New(ea)) = ct.create(&a, 1, &t) else {
+            panic!()
+        };
+        let Ok(Created::New(eb)) = ct.create(&b, 1, &t) else {
+            panic!()
+        };
+        assert_eq!(ea.reply.dport, a.orig.sport);
+        assert_ne!(eb.reply.dport, ea.reply.dport);
+        assert!((2000..=2001).contains(&eb.reply.dport));
     }
 }
