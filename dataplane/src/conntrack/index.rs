@@ -12,6 +12,17 @@ pub(super) struct Index {
 }
 
 impl Index {
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+    /// Address of the first slot (the slots never move).
+    pub fn base_addr(&self) -> usize {
+        self.slots.as_ptr() as usize
+    }
+
+    pub fn mask(&self) -> usize {
+        self.mask
+    }
+
     /// An index for up to `max_keys` keys at a load factor of at most 3/4.
     pub fn new(max_keys: usize) -> Self {
         let buckets = (max_keys * 4 / 3 + 1).next_power_of_two().max(8);

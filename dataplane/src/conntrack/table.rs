@@ -86,8 +86,17 @@ struct Shard {
     cursor: usize,
 }
 
+/// A shard's lock, plus the addresses of its index and slab (fixed at creation: neither is
+/// ever reallocated) for prefetching without the lock.
 #[repr(align(64))]
-struct Padded(Mutex<Shard>);
+struct Padded(Mutex<Shard>, PrefetchInfo);
+
+#[derive(Clone, Copy)]
+struct PrefetchInfo {
+    index: usize,
+    index_mask: usize,
+    slab: usize,
+}
 
 /// Counters the table keeps (read by dumps and stats).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -149,13 +158,23 @@ impl Conntrack {
         let keys = 2 * per_shard + per_shard / 4 + 16;
         let shards = (0..nshards)
             .map(|_| {
-                Padded(Mutex::new(Shard {
-                    index: Index::new(keys),
-                    entries: Vec::with_capacity(per_shard),
-                    free: Vec::with_capacity(per_shard),
-                    live: 0,
-                    cursor: 0,
-                }))
+                let index = Index::new(keys);
+                let entries: Vec<Entry> = Vec::with_capacity(per_shard);
+                let pf = PrefetchInfo {
+                    index: index.base_addr(),
+                    index_mask: index.mask(),
+                    slab: entries.as_ptr() as usize,
+                };
+                Padded(
+                    Mutex::new(Shard {
+                        index,
+                        entries,
+                        free: Vec::with_capacity(per_shard),
+                        live: 0,
+                        cursor: 0,
+                    }),
+                    pf,
+                )
             })
             .collect();
         let seed = {
@@ -223,6 +242,27 @@ impl Conntrack {
     #[inline]
     fn split(&self, id: u32) -> (usize, usize) {
         (id as usize / self.per_shard, id as usize % self.per_shard)
+    }
+
+    /// Batch prefetch, step 1: starts loading the index slot `key` hashes to (no lock).
+    #[inline]
+    pub fn prefetch_index(&self, key: &FlowKey) {
+        let h = self.hash_words(&key.words());
+        let pf = self.shards[self.shard_of(h)].1;
+        prefetch(pf.index + (h as usize & pf.index_mask) * Index::SLOT_BYTES);
+    }
+
+    /// Batch prefetch, step 2 (after step 1 for the whole batch): finds the entry `key`
+    /// belongs to and starts loading it.
+    #[inline]
+    pub fn prefetch_entry(&self, key: &FlowKey) {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let id = self.lock(self.shard_of(h)).index.get(&w, h);
+        if let Some(id) = id {
+            let (owner, slot) = self.split(id);
+            prefetch(self.shards[owner].1.slab + slot * std::mem::size_of::<Entry>());
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -640,6 +680,19 @@ impl Conntrack {
         }
         st
     }
+}
+
+/// A cache prefetch hint for `addr` (never faults, whatever the address).
+#[inline(always)]
+fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only needs SSE, part of the x86_64 baseline; a prefetch is a
+    // hint that never dereferences or faults, so any address is fine.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 #[cfg(test)]

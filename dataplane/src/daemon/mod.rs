@@ -55,6 +55,9 @@ pub fn run(
     let all = Arc::new(shared);
     let control = Arc::new(Control::start(cfg, all.clone(), senders, factory)?);
     let pool = Arc::new(BufPool::new(4096));
+    // One conntrack table shared by every worker (Service NAT, masquerade).
+    let ct_max = control.snapshot().snap.nat.conntrack_max as usize;
+    let ct = Arc::new(crate::conntrack::Conntrack::new(ct_max));
     let mut threads = Vec::new();
     for (i, rx) in receivers.into_iter().enumerate() {
         let w = Worker {
@@ -73,7 +76,10 @@ pub fn run(
         };
         let t = std::thread::Builder::new()
             .name(format!("psw-worker-{i}"))
-            .spawn(move || w.run(Pipeline::new()))
+            .spawn({
+                let ct = ct.clone();
+                move || w.run(Pipeline::with_conntrack(ct))
+            })
             .map_err(|e| e.to_string())?;
         threads.push(t);
     }

@@ -42,6 +42,9 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Output => output::packet,
         Stage::Out | Stage::Dropped | Stage::Done => return,
     };
+    if stage == Stage::Nat44In {
+        nat44_in::prefetch(cx, b, mask);
+    }
     let mut m = mask;
     while m != 0 {
         let i = m.trailing_zeros() as usize;

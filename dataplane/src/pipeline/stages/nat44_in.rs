@@ -22,6 +22,31 @@ use crate::tables::services::Frontend;
 use crate::wire::{icmpv4, ipv4, tcp};
 use std::net::Ipv4Addr;
 
+/// Two passes over the batch before the per-packet work (VPP style): start loading the
+/// conntrack index slots of every packet, then their entries, so that the lookups that
+/// follow find them in cache instead of waiting for memory one packet at a time.
+pub(super) fn prefetch(cx: &Cx<'_>, b: &Batch, mask: u128) {
+    let Some(ct) = cx.ct else { return };
+    if mask.count_ones() < 4 {
+        return;
+    }
+    let mut keys = [FlowKey::default(); crate::pipeline::batch::SLOTS];
+    let mut n = 0;
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if let Parsed::Flow { key, .. } = parse(b.frame(i)) {
+            ct.prefetch_index(&key);
+            keys[n] = key;
+            n += 1;
+        }
+    }
+    for k in &keys[..n] {
+        ct.prefetch_entry(k);
+    }
+}
+
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let snap = cx.snap;
     let m = b.meta[i];
