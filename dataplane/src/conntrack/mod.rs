@@ -31,6 +31,7 @@
 mod dump;
 mod index;
 mod key;
+mod mem;
 mod stale;
 mod table;
 pub mod tcp;

@@ -117,6 +117,8 @@ pub struct Conntrack {
     per_shard: usize,
     seed: u64,
     scan: AtomicUsize,
+    /// Entries in use, all shards (kept beside the per-shard counts for cheap reads).
+    live: AtomicUsize,
     created: AtomicU64,
     expired: AtomicU64,
     evicted: AtomicU64,
@@ -165,6 +167,8 @@ impl Conntrack {
                     index_mask: index.mask(),
                     slab: entries.as_ptr() as usize,
                 };
+                super::mem::advise_huge_pages(pf.index, index.bytes());
+                super::mem::advise_huge_pages(pf.slab, per_shard * std::mem::size_of::<Entry>());
                 Padded(
                     Mutex::new(Shard {
                         index,
@@ -189,6 +193,7 @@ impl Conntrack {
             per_shard,
             seed,
             scan: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
             created: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -263,6 +268,16 @@ impl Conntrack {
             let (owner, slot) = self.split(id);
             prefetch(self.shards[owner].1.slab + slot * std::mem::size_of::<Entry>());
         }
+    }
+
+    /// Entries in use (approximate while other workers change the table).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -421,6 +436,7 @@ impl Conntrack {
                     };
                     os.entries[slot] = e;
                     os.live += 1;
+                    self.live.fetch_add(1, Ordering::Relaxed);
                     os.index.insert(&ow, oh, id);
                     two.get(r).index.insert(&rw, rh, id);
                     Next::Done(e)
@@ -495,6 +511,7 @@ impl Conntrack {
         os.entries[slot].expires = 0;
         os.free.push(slot as u32);
         os.live -= 1;
+        self.live.fetch_sub(1, Ordering::Relaxed);
         if !affinity {
             two.get(r).index.remove(&rw, rh, hw);
         }
@@ -640,6 +657,7 @@ impl Conntrack {
             flags: flag::AFFINITY,
         };
         g.live += 1;
+        self.live.fetch_add(1, Ordering::Relaxed);
         g.index.insert(&w, h, id);
     }
 

@@ -22,12 +22,17 @@ use crate::tables::services::Frontend;
 use crate::wire::{icmpv4, ipv4, tcp};
 use std::net::Ipv4Addr;
 
+/// Table size from which the prefetch passes pay for themselves (about 2 MiB of entries
+/// and index: the L2 cache).
+const PREFETCH_MIN_ENTRIES: usize = 16_384;
+
 /// Two passes over the batch before the per-packet work (VPP style): start loading the
 /// conntrack index slots of every packet, then their entries, so that the lookups that
 /// follow find them in cache instead of waiting for memory one packet at a time.
 pub(super) fn prefetch(cx: &Cx<'_>, b: &Batch, mask: u128) {
     let Some(ct) = cx.ct else { return };
-    if mask.count_ones() < 4 {
+    // A small table stays in cache: the extra passes would only cost.
+    if mask.count_ones() < 4 || ct.len() < PREFETCH_MIN_ENTRIES {
         return;
     }
     let mut keys = [FlowKey::default(); crate::pipeline::batch::SLOTS];
