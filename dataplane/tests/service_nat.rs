@@ -571,3 +571,84 @@ fn tcp_teardown_states_and_timeouts() {
     n.now += std::time::Duration::from_secs(11);
     assert!(n.dump().is_empty());
 }
+
+/// A whole conversation replayed in one batch (as `podswitchd replay` does with a capture):
+/// each packet must find the entry the previous one created.
+#[test]
+fn whole_conversations_in_one_batch() {
+    use podswitch::tools::replay::{self, Input};
+    let snap = snapshot(&config());
+    let port = |n: &str| snap.port_by_name(n).unwrap();
+    let lb = [192, 168, 1, 200];
+    let inputs = vec![
+        // Masquerade: SYN, SYN-ACK (to the node address, original port kept), ACK.
+        tcp(MAC_A, MAC_GW, POD_A, INET, 47000, 443, SYN, 1, 0, &[]),
+        tcp(
+            MAC_ROUTER,
+            MAC_UPLINK,
+            INET,
+            NODE,
+            443,
+            47000,
+            SYN | ACK,
+            9,
+            2,
+            &[],
+        ),
+        tcp(MAC_A, MAC_GW, POD_A, INET, 47000, 443, ACK, 2, 10, b"hello"),
+        // eTP Local LoadBalancer (always pod C): SYN, SYN-ACK, ACK.
+        tcp(MAC_ROUTER, MAC_UPLINK, EXT, lb, 47001, 80, SYN, 1, 0, &[]),
+        tcp(MAC_C, MAC_GW, POD_C, EXT, 8080, 47001, SYN | ACK, 9, 2, &[]),
+        tcp(MAC_ROUTER, MAC_UPLINK, EXT, lb, 47001, 80, ACK, 2, 10, &[]),
+    ];
+    let ports = [
+        "veth-pod-a",
+        "eth0",
+        "veth-pod-a",
+        "eth0",
+        "veth-pod-c",
+        "eth0",
+    ];
+    let inputs: Vec<Input> = inputs
+        .into_iter()
+        .zip(ports)
+        .map(|(data, p)| Input {
+            ts: std::time::Duration::from_secs(5),
+            port: port(p),
+            data,
+        })
+        .collect();
+    let out = replay::run(&snap, &inputs);
+    for v in &out.verdicts {
+        assert!(v.drops.is_empty() && v.out.len() == 1, "{v:?}");
+    }
+    let outs: Vec<String> = out.verdicts.iter().map(|v| v.out[0].clone()).collect();
+    assert_eq!(
+        outs,
+        [
+            "eth0",
+            "veth-pod-a",
+            "eth0",
+            "veth-pod-c",
+            "eth0",
+            "veth-pod-c"
+        ]
+    );
+    let ct = out.pipeline.conntrack().unwrap();
+    let dump = podswitch::conntrack::dump_text(ct, 5_000_000_000);
+    assert_eq!(dump.lines().count(), 2, "{dump}");
+    assert!(
+        dump.lines().all(|l| l.contains("state=ESTABLISHED")),
+        "{dump}"
+    );
+    let eth0 = out
+        .ports
+        .iter()
+        .find(|(p, _)| podswitch::port::Port::name(p) == "eth0")
+        .unwrap();
+    let reply = decode(&eth0.0.tx[2]);
+    assert_eq!(
+        (reply.src, reply.sport, reply.dst, reply.dport),
+        (lb, 80, EXT, 47001)
+    );
+}

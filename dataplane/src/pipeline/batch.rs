@@ -49,8 +49,6 @@ pub struct Meta {
     pub icmp_cause: Option<DropReason>,
     /// The receive slot this frame came from (fragments keep their original's).
     pub parent: u8,
-    /// Service NAT state between nat44-in and nat44-out.
-    pub nat: super::nat::NatMeta,
 }
 
 impl Meta {
@@ -69,7 +67,6 @@ impl Meta {
         icmp: (0, 0, 0),
         icmp_cause: None,
         parent: 0,
-        nat: super::nat::NatMeta::NONE,
     };
 }
 

@@ -70,9 +70,9 @@ reasons! {
     UplinkTransit => Ip4Lookup, "uplink_transit", "packet from the uplink not addressed to this node's pods";
     DecapDstNotLocal => Ip4Lookup, "decap_dst_not_local", "decapsulated packet not addressed to this node's pods";
     NoSuchPod => Ip4Lookup, "no_such_pod", "address in the local pod subnet with no pod (ICMP host unreachable sent)";
-    ConntrackFull => Nat44Out, "conntrack_full", "conntrack table full of flows that saw replies: new flow refused";
-    NatPortsExhausted => Nat44Out, "nat_ports_exhausted", "no free source port for the translation";
-    SnatInvalid => Nat44Out, "snat_ct_invalid", "TCP segment that is not a SYN with no conntrack entry, would leave masqueraded";
+    ConntrackFull => Nat44In, "conntrack_full", "conntrack table full of flows that saw replies: new flow refused";
+    NatPortsExhausted => Nat44In, "nat_ports_exhausted", "no free source port for the translation";
+    SnatInvalid => Nat44In, "snat_ct_invalid", "TCP segment that is not a SYN with no conntrack entry, would leave masqueraded";
     LocalProtoUnhandled => Ip4Local, "local_proto_unhandled", "to the gateway or node address but not ICMP echo or a tunnel";
     NestedTunnel => Ip4Local, "nested_tunnel", "tunnel packet inside a tunnel: never decapsulated twice";
     TunnelFragment => Ip4Local, "tunnel_fragment", "fragmented tunnel packet (no reassembly)";

@@ -8,7 +8,6 @@
 pub mod batch;
 pub mod counters;
 pub mod drop;
-pub mod nat;
 pub mod stage;
 mod stages;
 

@@ -2,8 +2,10 @@
 //!
 //! A packet's `next` names the stage it waits for. A pass runs every stage once in this
 //! order; a packet sent to an earlier stage (after decapsulation, or as an ICMP error that
-//! must be routed back) is picked up by the next pass. Conntrack/NAT and policy stages slot
-//! in between `Ip4Input` and `Ip4Lookup` (DNAT) and after it (SNAT).
+//! must be routed back) is picked up by the next pass. `Nat44In` (conntrack, Service DNAT
+//! and every SNAT, decided and recorded before routing so that the next packet of a flow finds
+//! its entry whatever batch or pass it is in) sits between `Ip4Input` and `Ip4Lookup`;
+//! policy stages would slot in around it.
 
 use serde::Serialize;
 
@@ -16,7 +18,6 @@ pub enum Stage {
     Ip4Input,
     Nat44In,
     Ip4Lookup,
-    Nat44Out,
     Ip4Local,
     VxlanDecap,
     IpipDecap,
@@ -37,14 +38,13 @@ pub enum Stage {
 impl Stage {
     pub const COUNT: usize = Stage::Done as usize + 1;
     /// The stages a pass runs, in order.
-    pub const RUN_ORDER: [Stage; 16] = [
+    pub const RUN_ORDER: [Stage; 15] = [
         Stage::EthInput,
         Stage::Arp,
         Stage::L2Fwd,
         Stage::Ip4Input,
         Stage::Nat44In,
         Stage::Ip4Lookup,
-        Stage::Nat44Out,
         Stage::Ip4Local,
         Stage::VxlanDecap,
         Stage::IpipDecap,
@@ -65,7 +65,6 @@ impl Stage {
             Stage::Ip4Input => "ip4-input",
             Stage::Nat44In => "nat44-in",
             Stage::Ip4Lookup => "ip4-lookup",
-            Stage::Nat44Out => "nat44-out",
             Stage::Ip4Local => "ip4-local",
             Stage::VxlanDecap => "vxlan4-decap",
             Stage::IpipDecap => "ipip4-decap",

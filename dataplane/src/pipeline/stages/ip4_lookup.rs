@@ -76,7 +76,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         _ => match route.out_port {
             Some(p) => {
                 b.meta[i].out_port = p;
-                Stage::Nat44Out
+                Stage::Ip4Rewrite
             }
             None => return cx.drop(b, i, R::NeighbourUnresolved),
         },

@@ -12,7 +12,6 @@ mod ip4_rewrite;
 mod ipip;
 mod l2_fwd;
 mod nat44_in;
-mod nat44_out;
 mod nat_common;
 mod nat_icmp;
 mod output;
@@ -30,7 +29,6 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Ip4Input => ip4_input::packet,
         Stage::Nat44In => nat44_in::packet,
         Stage::Ip4Lookup => ip4_lookup::packet,
-        Stage::Nat44Out => nat44_out::packet,
         Stage::Ip4Local => ip4_local::packet,
         Stage::VxlanDecap => vxlan::decap,
         Stage::IpipDecap => ipip::decap,

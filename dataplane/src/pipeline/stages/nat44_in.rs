@@ -1,10 +1,18 @@
-//! nat44-in: conntrack lookup and Service DNAT, before routing.
+//! nat44-in: connection tracking and Service NAT, before routing.
 //!
 //! - A packet of a known flow (either direction) is translated from its conntrack entry.
 //! - A new flow to a Service frontend (ClusterIP, externalIP, LoadBalancer IP, NodePort) gets
 //!   an endpoint: the ClientIP-affinity one if any, else Maglev on the flow hash over the
-//!   endpoints the traffic policy allows; its destination is translated and nat44-out
-//!   creates the entry once the route (and so any source translation) is known.
+//!   endpoints the traffic policy allows. Its source is translated too when a pod reaches
+//!   itself through its Service (hairpin: to the gateway address, so the reply comes back
+//!   through the switch) and when the client is outside the cluster and the policy is
+//!   Cluster (to the node address, so replies return through this node); with a Local
+//!   policy the client address is kept.
+//! - A new pod flow that the FIB sends out of the uplink to a non-cluster destination is
+//!   masqueraded to the node address.
+//! - The conntrack entry is created here, before the packet moves on, so the next packet of
+//!   the flow finds it whatever batch, pass or worker it is in; the table picks the
+//!   translated source port so that no two live flows share a translated tuple.
 //! - A Service without endpoints rejects (TCP RST, ICMP port unreachable); a TCP segment that
 //!   is not a SYN and has no entry is dropped, never forwarded untranslated.
 //! - ICMP errors are handed to the quote translation (`nat_icmp`).
@@ -12,13 +20,14 @@
 use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
-use super::super::nat::{NatMeta, NatState};
 use super::super::stage::Stage;
 use super::nat_common::{Parsed, parse, rewrite, tcp_reset};
 use super::{L3, flow_hash, nat_icmp};
-use crate::conntrack::{Dir, FlowKey, affinity_tag, dump_line};
-use crate::tables::PortKind;
+use crate::conntrack::{
+    Conntrack, CreateError, Created, Dir, FlowKey, NewFlow, State, affinity_tag, dump_line, flag,
+};
 use crate::tables::services::Frontend;
+use crate::tables::{PortKind, RouteTarget};
 use crate::wire::{icmpv4, ipv4, tcp};
 use std::net::Ipv4Addr;
 
@@ -92,9 +101,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if let Some(hit) = ct.lookup(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
         let to = hit.target();
         rewrite(b.frame_mut(i), l4, &key, &to);
-        let mm = &mut b.meta[i];
-        mm.flags |= flags::NAT;
-        mm.nat.state = NatState::Done;
+        b.meta[i].flags |= flags::NAT;
         let now = cx.now_ns;
         cx.trace(Stage::Nat44In, || {
             let d = if hit.dir == Dir::Orig {
@@ -109,6 +116,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         });
         return b.set_next(i, Stage::Ip4Lookup);
     }
+    let is_syn = tcp_flags & (tcp::FLAG_SYN | tcp::FLAG_ACK | tcp::FLAG_RST) == tcp::FLAG_SYN;
     let svc = if key.proto == ipv4::PROTO_ICMP {
         None
     } else {
@@ -119,14 +127,25 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         if snap.nat.service_cidr.contains(u32::from_be_bytes(dst)) {
             return cx.drop(b, i, R::SvcNoPort);
         }
-        return b.set_next(i, Stage::Ip4Lookup);
+        if !masquerade(cx, b, i) {
+            return b.set_next(i, Stage::Ip4Lookup);
+        }
+        if key.proto == ipv4::PROTO_TCP && !is_syn {
+            return cx.drop(b, i, R::SnatInvalid);
+        }
+        let reply = FlowKey {
+            proto: key.proto,
+            src: key.dst,
+            dst: snap.node.address,
+            sport: key.dport,
+            dport: key.sport,
+        };
+        return new_flow(cx, ct, b, i, l4, key, reply, flag::SNAT);
     };
     if fragment {
         return cx.drop(b, i, R::NatFragment);
     }
-    if key.proto == ipv4::PROTO_TCP
-        && tcp_flags & (tcp::FLAG_SYN | tcp::FLAG_ACK | tcp::FLAG_RST) != tcp::FLAG_SYN
-    {
+    if key.proto == ipv4::PROTO_TCP && !is_syn {
         return cx.drop(b, i, R::CtInvalid);
     }
     let sp = &snap.services.ports[idx as usize];
@@ -175,20 +194,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if let (Some(k), Some(secs)) = (aff_key, sp.affinity_secs) {
         ct.affinity_set(&k, (be.ip, be.port), secs, cx.now_ns);
     }
-    let to = FlowKey {
-        dst: be.ip,
-        dport: be.port,
-        ..key
-    };
-    rewrite(b.frame_mut(i), l4, &key, &to);
-    let mm = &mut b.meta[i];
-    mm.flags |= flags::NAT;
-    mm.nat = NatMeta {
-        state: NatState::PendingService,
-        orig: key,
-        svc: idx,
-        external_client: !in_cluster,
-        local_only,
+    let snat = if be.ip == key.src {
+        Some(snap.node.gateway)
+    } else if !in_cluster && !local_only {
+        Some(snap.node.address)
+    } else {
+        None
     };
     cx.trace(Stage::Nat44In, || {
         let fe_name = match fe {
@@ -197,7 +208,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             Frontend::NodePort => "node-port",
         };
         format!(
-            "service {} ({fe_name} {}:{}/{}) -> endpoint {}:{} on {}{} by {how}{}",
+            "service {} ({fe_name} {}:{}/{}) -> endpoint {}:{} on {}{} by {how}{}{}",
             sp.name,
             Ipv4Addr::from(key.dst),
             key.dport,
@@ -211,8 +222,98 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             } else {
                 ""
             },
+            match snat {
+                Some(a) if a == snap.node.gateway => ", hairpin: source to the gateway address",
+                Some(_) => ", client outside the cluster: source to the node address",
+                None => "",
+            }
         )
     });
+    let reply = FlowKey {
+        proto: key.proto,
+        src: be.ip,
+        dst: snat.unwrap_or(key.src),
+        sport: be.port,
+        dport: key.sport,
+    };
+    let fl = flag::SERVICE | if snat.is_some() { flag::SNAT } else { 0 };
+    new_flow(cx, ct, b, i, l4, key, reply, fl);
+}
+
+/// Whether a packet with no entry is pod traffic the FIB sends out of the uplink to a
+/// destination outside the cluster (masquerade).
+fn masquerade(cx: &Cx<'_>, b: &Batch, i: usize) -> bool {
+    let snap = cx.snap;
+    let m = &b.meta[i];
+    let dst = crate::wire::ip4(b.frame(i), L3 + 16);
+    snap.nat.masquerade
+        && m.flags & flags::DECAPPED == 0
+        && !snap.nat.in_cluster(dst)
+        && snap
+            .port(m.in_port)
+            .is_some_and(|p| p.kind == PortKind::Pod)
+        && snap
+            .route(dst)
+            .is_some_and(|r| matches!(r.target, RouteTarget::Via { .. }))
+}
+
+/// Creates the entry of a new flow (`reply.dport` is the preferred translated source
+/// port) and translates the packet.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stage's packet plus the flow's two tuples"
+)]
+fn new_flow(
+    cx: &mut Cx<'_>,
+    ct: &Conntrack,
+    b: &mut Batch,
+    i: usize,
+    l4: usize,
+    key: FlowKey,
+    reply: FlowKey,
+    fl: u8,
+) {
+    let snap = cx.snap;
+    let req = NewFlow {
+        orig: key,
+        reply,
+        // Also without SNAT: a clash on the reply tuple is resolved by remapping the port.
+        port_range: Some(snap.nat.snat_ports),
+        flags: fl,
+        state: if key.proto == ipv4::PROTO_TCP {
+            State::TcpSynSent
+        } else {
+            State::Unreplied
+        },
+        bytes: (b.frame(i).len() - L3) as u32,
+    };
+    let now = cx.now_ns;
+    let to = match ct.create(&req, now, &snap.nat.timeouts) {
+        Ok(Created::New(e)) => {
+            cx.event(if fl & flag::SERVICE != 0 {
+                Event::NatNewService
+            } else {
+                Event::NatNewMasquerade
+            });
+            cx.trace(Stage::Nat44In, || {
+                format!("conntrack entry created: {}", dump_line(&e, now))
+            });
+            e.reply.inverse()
+        }
+        Ok(Created::Existing(h)) => {
+            cx.trace(Stage::Nat44In, || {
+                format!(
+                    "conntrack entry of the same flow: {}",
+                    dump_line(&h.entry, now)
+                )
+            });
+            h.target()
+        }
+        Err(CreateError::Full) => return cx.drop(b, i, R::ConntrackFull),
+        Err(CreateError::PortsExhausted) => return cx.drop(b, i, R::NatPortsExhausted),
+    };
+    rewrite(b.frame_mut(i), l4, &key, &to);
+    b.meta[i].flags |= flags::NAT;
     b.set_next(i, Stage::Ip4Lookup);
 }
 
@@ -226,9 +327,7 @@ fn reject(cx: &mut Cx<'_>, b: &mut Batch, i: usize, l4: usize, key: &FlowKey, na
         cx.counters.drops[R::SvcNoEndpoints as usize] += 1;
         let n = tcp_reset(b.frame_mut(i), l4);
         b.set_len(i, n);
-        let mm = &mut b.meta[i];
-        mm.flags = flags::LOCAL_ORIGIN;
-        mm.nat.state = NatState::Done;
+        b.meta[i].flags = flags::LOCAL_ORIGIN;
         return b.set_next(i, Stage::Ip4Lookup);
     }
     let mm = &mut b.meta[i];

@@ -7,7 +7,6 @@
 use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
-use super::super::nat::NatState;
 use super::super::stage::Stage;
 use super::L3;
 use super::nat_common::rewrite_l4;
@@ -85,9 +84,7 @@ pub(super) fn translate(cx: &mut Cx<'_>, ct: &Conntrack, b: &mut Batch, i: usize
     set_be16(fm, l4 + 2, 0);
     let c = checksum::checksum(&fm[l4..]);
     set_be16(fm, l4 + 2, c);
-    let mm = &mut b.meta[i];
-    mm.flags |= flags::NAT;
-    mm.nat.state = NatState::Done;
+    b.meta[i].flags |= flags::NAT;
     cx.event(Event::NatIcmpTranslated);
     cx.trace(Stage::Nat44In, || {
         format!(
