@@ -13,7 +13,8 @@
 //!   reordering between the handed-off and local packets of a flow.
 //! - A shared table costs one uncontended lock per packet (an atomic swap in and out, about
 //!   20 ns with parking_lot) with at most a few workers per node, and the lock is per shard
-//!   (up to 64 shards, cache-line padded), so two workers rarely meet on one.
+//!   (up to 16 shards, cache-line padded), so two workers rarely meet on one; few enough
+//!   that a large table's per-shard storage can be backed by 2 MiB huge pages.
 //!
 //! Each shard holds a fixed-capacity open-addressing index (key -> entry id) and a slab of
 //! entries, all reserved when the table is created: nothing is allocated per packet. An

@@ -153,7 +153,9 @@ impl Conntrack {
     /// A table for at most `max_entries` entries; all memory is reserved here.
     pub fn new(max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
-        let nshards = (max_entries / 4096).next_power_of_two().clamp(1, 64);
+        // Few enough shards that a large table's per-shard storage spans several 2 MiB huge
+        // pages, enough that workers rarely meet on a lock.
+        let nshards = (max_entries / 32768).next_power_of_two().clamp(1, 16);
         let per_shard = max_entries.div_ceil(nshards);
         // A shard indexes the original tuples of its entries and reply tuples that hash to
         // it: 2 per entry on average, with slack for the spread.
