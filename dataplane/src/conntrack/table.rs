@@ -15,8 +15,9 @@ const EVICT_SCAN: usize = 32;
 /// searched exhaustively).
 const PORT_PROBES: u32 = 1024;
 
-/// One connection (or ClientIP affinity record).
+/// One connection (or ClientIP affinity record): one cache line.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
 pub struct Entry {
     pub orig: FlowKey,
     /// For affinity records: `src`/`sport` hold the chosen endpoint.
@@ -256,7 +257,10 @@ impl Conntrack {
     pub fn prefetch_index(&self, key: &FlowKey) {
         let h = self.hash_words(&key.words());
         let pf = self.shards[self.shard_of(h)].1;
-        prefetch(pf.index + (h as usize & pf.index_mask) * Index::SLOT_BYTES);
+        let at = pf.index + (h as usize & pf.index_mask) * Index::SLOT_BYTES;
+        prefetch(at);
+        // A slot may straddle two cache lines.
+        prefetch(at + Index::SLOT_BYTES - 1);
     }
 
     /// Batch prefetch, step 2 (after step 1 for the whole batch): finds the entry `key`
