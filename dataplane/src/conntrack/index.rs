@@ -44,6 +44,11 @@ impl Index {
         self.len >= self.max_len
     }
 
+    /// Whether `n` more keys fit.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.len + n <= self.max_len
+    }
+
     #[inline]
     pub fn get(&self, k: &[u32; 4], h: u64) -> Option<u32> {
         let mut i = h as usize & self.mask;

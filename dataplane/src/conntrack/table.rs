@@ -418,7 +418,9 @@ impl Conntrack {
                     Next::Taken(id)
                 } else if two.get(o).live >= self.per_shard {
                     Next::Evict
-                } else if two.get(o).index.is_full() || two.get(r).index.is_full() {
+                } else if !two.get(o).index.has_room(if o == r { 2 } else { 1 })
+                    || !two.get(r).index.has_room(1)
+                {
                     Next::Full
                 } else {
                     let os = two.get(o);
@@ -443,8 +445,9 @@ impl Conntrack {
                     os.entries[slot] = e;
                     os.live += 1;
                     self.live.fetch_add(1, Ordering::Relaxed);
-                    os.index.insert(&ow, oh, id);
-                    two.get(r).index.insert(&rw, rh, id);
+                    let ok = os.index.insert(&ow, oh, id);
+                    let ok = two.get(r).index.insert(&rw, rh, id) && ok;
+                    debug_assert!(ok, "room was checked under the same locks");
                     Next::Done(e)
                 }
             };
