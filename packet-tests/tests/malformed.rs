@@ -558,12 +558,24 @@ fn vxlan_inner_frame_checks() {
         &vxlan_from_node2(&back),
         "decap_dst_not_local",
     );
+    // A peer's pod talking to this node over the overlay reaches the node's own stack.
     let to_host = inner_from_node2(&Ip::new(POD_B, NODE1), &L4::udp(1, 2, 8));
+    let out = forward_one(&snap, UPLINK, &vxlan_from_node2(&to_host), "psw-host");
+    let d = verify(&out);
+    let ip = d
+        .net
+        .as_ref()
+        .and_then(|n| n.ipv4_ref())
+        .map(|(h, _)| h.clone());
+    let ip = ip.expect("IPv4 to the host port");
+    assert_eq!((ip.source, ip.destination), (POD_B, NODE1));
+    // Not from a peer's pod or the peer node: refused.
+    let stranger = inner_from_node2(&Ip::new([192, 168, 1, 99], NODE1), &L4::udp(1, 2, 8));
     assert_dropped(
         &snap,
         UPLINK,
-        &vxlan_from_node2(&to_host),
-        "local_proto_unhandled",
+        &vxlan_from_node2(&stranger),
+        "vxlan_inner_src_mismatch",
     );
 }
 
