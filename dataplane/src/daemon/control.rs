@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Opens the sockets of a port (one per receive queue) and releases what it attached.
 pub trait PortFactory: Send + Sync {
-    fn open(&self, entry: &PortEntry) -> Result<Vec<Box<dyn Port>>, String>;
+    fn open(&self, entry: &PortEntry, snap: &Snapshot) -> Result<Vec<Box<dyn Port>>, String>;
     fn close(&self, entry: &PortEntry);
 }
 
@@ -117,7 +117,7 @@ impl Control {
             if known {
                 continue;
             }
-            match self.factory.open(p) {
+            match self.factory.open(p, &snap) {
                 Ok(socks) => opened.push((p.clone(), socks)),
                 Err(e) => {
                     for (entry, socks) in opened {

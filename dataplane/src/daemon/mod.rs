@@ -6,6 +6,7 @@
 //!  worker n: ports' rx ──> Batch ──> Pipeline::run(view.snap) ──> local tx | handoff
 //! ```
 
+pub mod afxdp_factory;
 pub mod control;
 pub mod handoff;
 pub mod protocol;

@@ -84,8 +84,19 @@ impl Cx<'_> {
     }
 
     /// Records a trace line for the stage; `f` runs only when tracing.
-    #[inline]
+    ///
+    /// Always inlined, with the formatting out of line: when tracing is off this is one
+    /// test, and the closure's captures are never built.
+    #[inline(always)]
     pub fn trace(&mut self, stage: Stage, f: impl FnOnce() -> String) {
+        if self.trace.is_some() {
+            self.trace_line(stage, f);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trace_line(&mut self, stage: Stage, f: impl FnOnce() -> String) {
         if let Some(t) = self.trace.as_mut() {
             t.push(format!("{}: {}", stage.name(), f()));
         }

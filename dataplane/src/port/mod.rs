@@ -1,7 +1,9 @@
 //! Ports: where frames come from and go to. The pipeline never sees them; workers move
 //! frames between ports and batches.
 
+pub mod afxdp_port;
 pub mod mem;
+pub mod xdp_prog;
 
 use serde::Serialize;
 use std::os::fd::RawFd;

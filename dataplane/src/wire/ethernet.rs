@@ -19,13 +19,18 @@ impl<T: AsRef<[u8]>> Frame<T> {
         }
         Ok(Frame(buf))
     }
+    // Hot in ethernet-input: always inlined, one bounds check for the six bytes (not six).
+    #[inline(always)]
     pub fn dst(&self) -> Mac {
-        let b = self.0.as_ref();
-        Mac([b[0], b[1], b[2], b[3], b[4], b[5]])
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.0.as_ref()[0..6]);
+        Mac(m)
     }
+    #[inline(always)]
     pub fn src(&self) -> Mac {
-        let b = self.0.as_ref();
-        Mac([b[6], b[7], b[8], b[9], b[10], b[11]])
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.0.as_ref()[6..12]);
+        Mac(m)
     }
     pub fn ethertype(&self) -> u16 {
         be16(self.0.as_ref(), 12)

@@ -34,8 +34,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             return cx.drop(b, i, R::VlanTruncated);
         }
         let vid = be16(b.frame(i), 14) & 0x0fff;
-        // VLAN 0 is a priority tag (treated as untagged); others only where configured.
-        if vid != 0 && port.vlan != Some(vid) {
+        // VLAN 0 is a priority tag: treated as untagged, so taken only where untagged frames
+        // are; other VLANs only where configured.
+        let tagged_as = if vid == 0 { None } else { Some(vid) };
+        if port.vlan != tagged_as {
             return cx.drop(b, i, R::VlanNotAllowed);
         }
         ethertype = be16(b.frame(i), 16);

@@ -22,27 +22,34 @@ use super::batch::Batch;
 use super::stage::Stage;
 
 pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
-    let f: fn(&mut Cx<'_>, &mut Batch, usize) = match stage {
-        Stage::EthInput => eth_input::packet,
-        Stage::Arp => arp::packet,
-        Stage::L2Fwd => l2_fwd::packet,
-        Stage::Ip4Input => ip4_input::packet,
-        Stage::Nat44In => nat44_in::packet,
-        Stage::Ip4Lookup => ip4_lookup::packet,
-        Stage::Ip4Local => ip4_local::packet,
-        Stage::VxlanDecap => vxlan::decap,
-        Stage::IpipDecap => ipip::decap,
-        Stage::IcmpError => icmp_error::packet,
-        Stage::Ip4Rewrite => ip4_rewrite::packet,
-        Stage::Ip4Frag => ip4_frag::packet,
-        Stage::VxlanEncap => vxlan::encap,
-        Stage::IpipEncap => ipip::encap,
-        Stage::Output => output::packet,
-        Stage::Out | Stage::Dropped | Stage::Done => return,
-    };
-    if stage == Stage::Nat44In {
-        nat44_in::prefetch(cx, b, mask);
+    match stage {
+        Stage::EthInput => each(cx, b, mask, eth_input::packet),
+        Stage::Arp => each(cx, b, mask, arp::packet),
+        Stage::L2Fwd => each(cx, b, mask, l2_fwd::packet),
+        Stage::Ip4Input => each(cx, b, mask, ip4_input::packet),
+        Stage::Nat44In => {
+            nat44_in::prefetch(cx, b, mask);
+            each(cx, b, mask, nat44_in::packet)
+        }
+        Stage::Ip4Lookup => each(cx, b, mask, ip4_lookup::packet),
+        Stage::Ip4Local => each(cx, b, mask, ip4_local::packet),
+        Stage::VxlanDecap => each(cx, b, mask, vxlan::decap),
+        Stage::IpipDecap => each(cx, b, mask, ipip::decap),
+        Stage::IcmpError => each(cx, b, mask, icmp_error::packet),
+        Stage::Ip4Rewrite => each(cx, b, mask, ip4_rewrite::packet),
+        Stage::Ip4Frag => each(cx, b, mask, ip4_frag::packet),
+        Stage::VxlanEncap => each(cx, b, mask, vxlan::encap),
+        Stage::IpipEncap => each(cx, b, mask, ipip::encap),
+        Stage::Output => each(cx, b, mask, output::packet),
+        Stage::Out | Stage::Dropped | Stage::Done => {}
     }
+}
+
+/// Runs one stage's per-packet function over every packet in `mask`. Generic over the
+/// function so each stage gets its own loop with the packet code inlined into it (VPP's
+/// node-function shape), instead of an indirect call per packet.
+#[inline(always)]
+fn each(cx: &mut Cx<'_>, b: &mut Batch, mask: u128, f: impl Fn(&mut Cx<'_>, &mut Batch, usize)) {
     let mut m = mask;
     while m != 0 {
         let i = m.trailing_zeros() as usize;

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+//
+// podswitch XDP programs.
+//
+//   xdp_uplink       - node uplink: steer ONLY the traffic podswitch owns into the
+//                      AF_XDP socket of the receive queue; everything else (ARP, ssh,
+//                      ICMP to the node, IPv6, ...) goes to the kernel (XDP_PASS).
+//   xdp_redirect_all - pod ports: every frame to the AF_XDP socket of the queue
+//                      (same semantics as libbpf's built-in xsk default program).
+//
+// Both use bpf_redirect_map(&xsks_map, rx_queue_index, XDP_PASS): when no socket
+// is bound at that queue (podswitch crashed / not started yet) the kernel keeps
+// the packet, so the node stays reachable.
+//
+// Self-contained on purpose (no kernel / libbpf headers): the only build
+// requirement is `clang -O2 -target bpf`, no arch-specific include paths, and no
+// BTF (built without -g) so the 2020-era libbpf vendored by libbpf-sys 0.3 can
+// load it with "legacy" SEC("maps") map definitions.
+//
+// Must stay in sync with `UplinkConfigRaw` / `Counter` in src/xdp_prog.rs.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __always_inline inline __attribute__((always_inline))
+
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
+
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_XSKMAP 17
+
+/* Legacy map definition understood by every libbpf version. */
+struct bpf_map_def {
+	unsigned int type;
+	unsigned int key_size;
+	unsigned int value_size;
+	unsigned int max_entries;
+	unsigned int map_flags;
+};
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+/* ---- wire headers (only the fields we read) ---- */
+struct ethhdr {
+	__u8 h_dest[6];
+	__u8 h_source[6];
+	__u16 h_proto;
+} __attribute__((packed));
+
+struct vlanhdr {
+	__u16 tci;
+	__u16 proto;
+};
+
+struct iphdr {
+	__u8 ihl_version; /* little-endian bitfield order: ihl in low nibble */
+	__u8 tos;
+	__u16 tot_len;
+	__u16 id;
+	__u16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
+};
+
+struct l4ports {
+	__u16 source;
+	__u16 dest;
+};
+
+#define bswap16(x) ((__u16)__builtin_bswap16(x))
+#define ETH_P_IP 0x0800
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define IPPROTO_IPIP 4
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+/* ---- configuration (array map, 1 entry, written by the loader) ---- */
+#define CFG_VXLAN (1u << 0)
+#define CFG_IPIP (1u << 1)
+#define CFG_POD_CIDR (1u << 2)
+#define CFG_SVC_CIDR (1u << 3)
+#define CFG_NODEPORT (1u << 4)
+#define MAX_POD_CIDRS 8
+
+struct cidr {
+	__u32 addr; /* network byte order, already masked */
+	__u32 mask; /* network byte order */
+};
+
+struct uplink_config {
+	__u32 flags;
+	__u32 node_addr; /* network byte order */
+	__u32 svc_addr;  /* network byte order */
+	__u32 svc_mask;  /* network byte order */
+	__u16 vxlan_port; /* host byte order */
+	__u16 nodeport_lo; /* host byte order, inclusive */
+	__u16 nodeport_hi; /* host byte order, inclusive */
+	__u16 _pad;
+	__u32 n_pod_cidrs;
+	struct cidr pod_cidrs[MAX_POD_CIDRS];
+};
+
+/* ---- counters (per-CPU array, index = enum counter) ---- */
+enum counter {
+	C_PASS = 0,     /* not ours -> kernel */
+	C_VXLAN = 1,
+	C_IPIP = 2,
+	C_POD = 3,
+	C_SVC = 4,
+	C_NODEPORT = 5,
+	C_NO_SOCKET = 6, /* subset of the above with no socket at rx_queue_index -> kernel */
+	C_MAX = 8,
+};
+
+struct bpf_map_def SEC("maps") xsks_map = {
+	.type = BPF_MAP_TYPE_XSKMAP,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 64,
+};
+
+struct bpf_map_def SEC("maps") uplink_cfg = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct uplink_config),
+	.max_entries = 1,
+};
+
+struct bpf_map_def SEC("maps") xdp_counters = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = C_MAX,
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&xdp_counters, &idx);
+	if (c)
+		*c += 1; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline int to_xsk(struct xdp_md *ctx, __u32 cls)
+{
+	long ret = bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);
+	count(cls);
+	if (ret != XDP_REDIRECT)
+		count(C_NO_SOCKET);
+	return (int)ret;
+}
+
+SEC("xdp")
+int xdp_uplink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 key = 0;
+	__u16 proto;
+	void *l3;
+
+	struct uplink_config *cfg = bpf_map_lookup_elem(&uplink_cfg, &key);
+	if (!cfg)
+		goto pass;
+
+	if ((void *)(eth + 1) > data_end)
+		goto pass;
+	proto = eth->h_proto;
+	l3 = eth + 1;
+	if (proto == bswap16(ETH_P_8021Q) || proto == bswap16(ETH_P_8021AD)) {
+		struct vlanhdr *vh = l3;
+		if ((void *)(vh + 1) > data_end)
+			goto pass;
+		proto = vh->proto;
+		l3 = vh + 1;
+	}
+	if (proto != bswap16(ETH_P_IP))
+		goto pass; /* ARP, IPv6, LLDP, ... */
+
+	struct iphdr *ip = l3;
+	if ((void *)(ip + 1) > data_end)
+		goto pass;
+	__u32 ihl = (ip->ihl_version & 0x0f) * 4;
+	if (ihl < sizeof(*ip))
+		goto pass;
+	__u32 daddr = ip->daddr;
+	__u32 flags = cfg->flags;
+
+	/* (c) host-gw: destination inside a pod CIDR */
+	if (flags & CFG_POD_CIDR) {
+		__u32 n = cfg->n_pod_cidrs;
+#pragma unroll
+		for (int i = 0; i < MAX_POD_CIDRS; i++) {
+			if (i >= n)
+				break;
+			if ((daddr & cfg->pod_cidrs[i].mask) == cfg->pod_cidrs[i].addr)
+				return to_xsk(ctx, C_POD);
+		}
+	}
+
+	/* (d) destination inside the Service CIDR */
+	if ((flags & CFG_SVC_CIDR) && (daddr & cfg->svc_mask) == cfg->svc_addr)
+		return to_xsk(ctx, C_SVC);
+
+	if (daddr != cfg->node_addr)
+		goto pass;
+
+	/* (b) IPIP to the node address */
+	if (ip->protocol == IPPROTO_IPIP) {
+		if (flags & CFG_IPIP)
+			return to_xsk(ctx, C_IPIP);
+		goto pass;
+	}
+
+	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
+		goto pass; /* ICMP etc. to the node */
+
+	/* Fragments to the node address: the kernel reassembles (a non-first
+	 * fragment has no L4 header, so we could not classify it consistently). */
+	if (ip->frag_off & bswap16(IP_MF | IP_OFFSET))
+		goto pass;
+
+	struct l4ports *l4 = (void *)ip + ihl;
+	if ((void *)(l4 + 1) > data_end)
+		goto pass;
+	__u16 dport = bswap16(l4->dest);
+
+	/* (a) VXLAN */
+	if ((flags & CFG_VXLAN) && ip->protocol == IPPROTO_UDP && dport == cfg->vxlan_port)
+		return to_xsk(ctx, C_VXLAN);
+
+	/* (e) NodePort range, TCP or UDP */
+	if ((flags & CFG_NODEPORT) && dport >= cfg->nodeport_lo && dport <= cfg->nodeport_hi)
+		return to_xsk(ctx, C_NODEPORT);
+
+pass:
+	count(C_PASS);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_redirect_all(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

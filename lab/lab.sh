@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The podswitch lab: a two-node cluster in network namespaces with all pod traffic going
+# through podswitchd (one per node, AF_XDP on veth, adaptive polling).
+#
+#   lab/lab.sh [up]   build, create the lab, start podswitchd on both nodes, run the checks,
+#                     print the flow dump and a result table; the lab stays up
+#   lab/lab.sh down   remove everything
+#   lab/lab.sh check  rerun the checks against a running lab
+#
+# Overlay: OVERLAY=vxlan (default), ipip or host-gw (uses config/node{1,2}-$OVERLAY.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+P=${LAB_PREFIX:-psw}
+OVERLAY=${OVERLAY:-vxlan}
+# shellcheck source=lab/netns.sh
+source lab/netns.sh
+BIN=${PODSWITCH_BIN:-$ROOT/target/release}
+sock() { echo "/run/podswitch/$P-node$1.sock"; }
+ctl() { local n=$1; shift; "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"; }
+
+build() {
+  ./scripts/deps.sh
+  export PATH="$HOME/.cargo/bin:$PATH"
+  echo "lab: building podswitch (release)"
+  cargo build --release --bins -q
+}
+
+start_node() {
+  local n=$1 core=$2 log="/tmp/$P-node$1.log"
+  ip netns exec "$P-node$n" "$BIN/podswitchd" run --config "config/node$n-$OVERLAY.toml" \
+    --socket "$(sock "$n")" --cores "$core" >"$log" 2>&1 &
+  local i
+  for i in $(seq 1 100); do
+    [ -S "$(sock "$n")" ] && ctl "$n" version >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "lab: podswitchd on node$n did not start:"; cat "$log"; return 1
+}
+
+up() {
+  build
+  netns_cleanup
+  echo "lab: creating namespaces (prefix $P-)"
+  fabric_up
+  node_up 1 192.168.1.10 02:00:c0:a8:01:10
+  node_up 2 192.168.1.11 02:00:c0:a8:01:11
+  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
+  host_port 2 02:00:0a:f4:02:fe 10.244.2.1
+  pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1
+  pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1
+  pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1
+  pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1
+  echo "lab: starting podswitchd on node1 (core 0) and node2 (core 1), overlay $OVERLAY"
+  start_node 1 0
+  start_node 2 1
+  check
+  echo
+  echo "lab is up. Try:"
+  echo "  ip netns exec $P-n1-a ping 10.244.2.20"
+  echo "  $BIN/podswitchctl --socket $(sock 1) dump flows"
+  echo "  $BIN/podswitchctl --socket $(sock 1) stats"
+  echo "  lab/lab.sh down"
+}
+
+RESULTS=()
+result() { RESULTS+=("$1|$2|$3"); printf '%-5s %-42s %s\n' "$2" "$1" "$3"; }
+
+check_ping() {
+  local name=$1 ns=$2 out
+  shift 2
+  if out=$(ip netns exec "$ns" ping -c 3 -i 0.2 -W 2 "$@" 2>&1); then
+    result "$name" PASS "$(echo "$out" | grep -o 'rtt.*' | cut -d/ -f5 | sed 's/$/ ms avg/')"
+  else
+    result "$name" FAIL "$(echo "$out" | tail -2 | head -1)"
+  fi
+}
+
+check() {
+  echo
+  echo "lab: checks"
+  RESULTS=()
+  check_ping "pod A -> pod C (same node, L2)" "$P-n1-a" 10.244.1.11
+  check_ping "pod A -> gateway 10.244.1.1" "$P-n1-a" 10.244.1.1
+  check_ping "pod A -> pod B (node1 -> node2, $OVERLAY)" "$P-n1-a" 10.244.2.20
+  check_ping "pod D -> pod C (node2 -> node1, $OVERLAY)" "$P-n2-d" 10.244.1.11
+  check_ping "node1 -> pod A (host port)" "$P-node1" 10.244.1.10
+  check_ping "node1 -> pod B (host port + $OVERLAY)" "$P-node1" 10.244.2.20
+  check_ping "pod B -> node1 192.168.1.10" "$P-n2-b" 192.168.1.10
+  # Path MTU: pods have MTU 1500, the VXLAN path 1450: podswitch answers frag-needed.
+  if [ "$OVERLAY" = vxlan ]; then
+    local out
+    out=$(ip netns exec "$P-n1-a" ping -M do -s 1472 -c 1 -W 2 10.244.2.20 2>&1 || true)
+    if echo "$out" | grep -qi "mtu = 1450\|mtu=1450"; then
+      result "ping -M do -s 1472 -> frag needed mtu 1450" PASS "$(echo "$out" | grep -io 'mtu.*1450' | head -1)"
+    else
+      result "ping -M do -s 1472 -> frag needed mtu 1450" FAIL "$(echo "$out" | tail -1)"
+    fi
+    check_ping "ping -M do -s 1422 pod A -> pod B" "$P-n1-a" -M do -s 1422 10.244.2.20
+  fi
+  # TCP throughput across nodes.
+  ip netns exec "$P-n2-b" iperf3 -s -1 -D -p 5201 >/dev/null 2>&1 || true
+  sleep 0.3
+  local js bps
+  if js=$(ip netns exec "$P-n1-a" timeout 20 iperf3 -c 10.244.2.20 -p 5201 -t 3 -J 2>/dev/null); then
+    bps=$(echo "$js" | python3 -c 'import json,sys; print("%.2f Gbit/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+    result "iperf3 TCP pod A -> pod B (3 s)" PASS "$bps"
+  else
+    result "iperf3 TCP pod A -> pod B (3 s)" FAIL "iperf3 failed"
+  fi
+  echo
+  echo "lab: flow dump of node1 (podswitchctl dump flows)"
+  ctl 1 dump flows | grep -v 'packets:0 ' || true
+  echo
+  echo "lab: results"
+  printf '%-44s %-6s %s\n' CHECK RESULT DETAIL
+  local r fails=0
+  for r in "${RESULTS[@]}"; do
+    IFS='|' read -r n s d <<<"$r"
+    printf '%-44s %-6s %s\n' "$n" "$s" "$d"
+    [ "$s" = PASS ] || fails=$((fails + 1))
+  done
+  [ "$fails" = 0 ] || { echo "lab: $fails check(s) failed"; return 1; }
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) netns_cleanup; echo "lab: removed" ;;
+  check) check ;;
+  *) echo "usage: $0 [up|down|check]"; exit 2 ;;
+esac

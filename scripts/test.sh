@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every podswitch test: formatting, lints, unit/packet/property tests, the scapy +
+# tshark replay checks and the end-to-end tests in network namespaces (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+step() { printf '\n=== %s\n' "$*"; }
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+step "cargo test (unit, packet-tests, property tests)"
+cargo test --workspace
+step "cargo bench --no-run (benchmarks build)"
+cargo bench --workspace --no-run >/dev/null
+if [ -x packet-tests/scapy/check_replay.sh ]; then
+  step "scapy-built frames through podswitchd replay, decoded by tshark"
+  packet-tests/scapy/check_replay.sh
+fi
+if [ "$(id -u)" = 0 ]; then
+  for t in tests/e2e/*.sh; do
+    [ -e "$t" ] || continue
+    step "end-to-end: $t"
+    timeout 900 "$t"
+  done
+else
+  echo "end-to-end tests skipped: they need root (network namespaces, XDP)"
+fi
+echo
+echo "ALL TESTS PASSED"
