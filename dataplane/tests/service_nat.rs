@@ -581,21 +581,22 @@ fn whole_conversations_in_one_batch() {
     let port = |n: &str| snap.port_by_name(n).unwrap();
     let lb = [192, 168, 1, 200];
     let inputs = vec![
-        // Masquerade: SYN, SYN-ACK (to the node address, original port kept), ACK.
-        tcp(MAC_A, MAC_GW, POD_A, INET, 47000, 443, SYN, 1, 0, &[]),
+        // Masquerade: SYN, SYN-ACK (to the node address; the original port is kept, being in
+        // the SNAT range), ACK.
+        tcp(MAC_A, MAC_GW, POD_A, INET, 63000, 443, SYN, 1, 0, &[]),
         tcp(
             MAC_ROUTER,
             MAC_UPLINK,
             INET,
             NODE,
             443,
-            47000,
+            63000,
             SYN | ACK,
             9,
             2,
             &[],
         ),
-        tcp(MAC_A, MAC_GW, POD_A, INET, 47000, 443, ACK, 2, 10, b"hello"),
+        tcp(MAC_A, MAC_GW, POD_A, INET, 63000, 443, ACK, 2, 10, b"hello"),
         // eTP Local LoadBalancer (always pod C): SYN, SYN-ACK, ACK.
         tcp(MAC_ROUTER, MAC_UPLINK, EXT, lb, 47001, 80, SYN, 1, 0, &[]),
         tcp(MAC_C, MAC_GW, POD_C, EXT, 8080, 47001, SYN | ACK, 9, 2, &[]),

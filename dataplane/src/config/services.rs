@@ -138,7 +138,8 @@ pub struct NatSettings {
     /// SNAT pod traffic leaving through the uplink to non-cluster destinations.
     #[serde(default = "yes")]
     pub masquerade: bool,
-    /// Inclusive source-port (ICMP identifier) range for SNAT.
+    /// Inclusive source-port (ICMP identifier) range for SNAT; the default stays clear of
+    /// the kernel's ephemeral ports so replies to the node address on it are the switch's.
     #[serde(default = "default_snat_ports")]
     pub snat_port_range: [u16; 2],
     /// Hard cap on conntrack entries (fixed when the conntrack table is created).
@@ -218,7 +219,7 @@ fn default_node_port_range() -> [u16; 2] {
     [30000, 32767]
 }
 fn default_snat_ports() -> [u16; 2] {
-    [1024, 65535]
+    [61000, 65535]
 }
 fn default_ct_max() -> u32 {
     524_288
