@@ -48,6 +48,8 @@ pub struct Control {
     pub workers: Arc<Vec<Arc<WorkerShared>>>,
     senders: Vec<Sender<WorkerMsg>>,
     factory: Arc<dyn PortFactory>,
+    /// The conntrack table the workers share; cleaned of stale Service entries on publish.
+    pub ct: Arc<crate::conntrack::Conntrack>,
 }
 
 impl Control {
@@ -77,6 +79,9 @@ impl Control {
             workers,
             senders,
             factory,
+            ct: Arc::new(crate::conntrack::Conntrack::new(
+                snap.nat.conntrack_max as usize,
+            )),
         };
         {
             let mut inner = c.inner.lock();
@@ -188,6 +193,9 @@ impl Control {
             owner,
             handle,
         });
+        // Entries for Services or endpoints that no longer exist go now (UDP clients move
+        // to a live endpoint at once). Time 0: every entry not freed is examined.
+        crate::conntrack::cleanup_stale(&self.ct, &self.views.load().snap, 0);
         for s in removed_slots {
             for &w in &s.workers {
                 inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);

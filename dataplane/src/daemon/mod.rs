@@ -57,8 +57,7 @@ pub fn run(
     let control = Arc::new(Control::start(cfg, all.clone(), senders, factory)?);
     let pool = Arc::new(BufPool::new(4096));
     // One conntrack table shared by every worker (Service NAT, masquerade).
-    let ct_max = control.snapshot().snap.nat.conntrack_max as usize;
-    let ct = Arc::new(crate::conntrack::Conntrack::new(ct_max));
+    let ct = control.ct.clone();
     let mut threads = Vec::new();
     for (i, rx) in receivers.into_iter().enumerate() {
         let w = Worker {
