@@ -54,6 +54,13 @@ up() {
   echo "lab: starting podswitchd on node1 (core 0) and node2 (core 1), overlay $OVERLAY"
   start_node 1 0
   start_node 2 1
+  for n in 1 2; do
+    # The Service, and the way back to the fabric (192.168.1.1) for NodePort replies.
+    ctl "$n" program add-service config/lab-services.toml >/dev/null
+    ctl "$n" program add-neighbour --ip 192.168.1.1 --mac 02:00:c0:a8:01:01 >/dev/null
+    ctl "$n" program add-route --prefix 192.168.1.1/32 --via 192.168.1.1 >/dev/null
+  done
+  web_servers
   check
   echo
   echo "lab is up. Try:"
@@ -61,6 +68,40 @@ up() {
   echo "  $BIN/podswitchctl --socket $(sock 1) dump flows"
   echo "  $BIN/podswitchctl --socket $(sock 1) stats"
   echo "  lab/lab.sh down"
+}
+
+# A small HTTP server in pod c (node1) and pod b (node2) answering with the pod's name.
+web_servers() {
+  local pod
+  for pod in 1-c 2-b; do
+    mkdir -p "/tmp/$P-www-$pod"
+    echo "pod-${pod#*-}" >"/tmp/$P-www-$pod/whoami"
+    ip netns exec "$P-n$pod" python3 -m http.server 8080 --bind 0.0.0.0 \
+      --directory "/tmp/$P-www-$pod" >/dev/null 2>&1 &
+  done
+  sleep 0.5
+}
+
+# check_http NAME NS URL N: N fresh connections; PASS when all answer and both pods served.
+check_http() {
+  local name=$1 ns=$2 url=$3 n=$4 out
+  out=$(ip netns exec "$ns" timeout 30 python3 - "$url" "$n" <<'PY' 2>&1
+import sys, urllib.request, collections
+url, n = sys.argv[1], int(sys.argv[2])
+seen = collections.Counter()
+for _ in range(n):
+    try:
+        seen[urllib.request.urlopen(url, timeout=3).read().decode().strip()] += 1
+    except Exception as e:
+        seen["error: %s" % e] += 1
+print(" ".join("%s=%d" % kv for kv in sorted(seen.items())))
+PY
+)
+  if ! echo "$out" | grep -q error && echo "$out" | grep -q pod-b && echo "$out" | grep -q pod-c; then
+    result "$name" PASS "$out"
+  else
+    result "$name" FAIL "$out"
+  fi
 }
 
 RESULTS=()
@@ -98,6 +139,9 @@ check() {
     fi
     check_ping "ping -M do -s 1422 pod A -> pod B" "$P-n1-a" -M do -s 1422 10.244.2.20
   fi
+  # Service NAT: ClusterIP from a pod, NodePort from outside the cluster (the fabric).
+  check_http "ClusterIP 10.96.0.10:80 from pod A (20 conns)" "$P-n1-a" http://10.96.0.10/whoami 20
+  check_http "NodePort 192.168.1.10:30080 from fabric" "$P-fab" http://192.168.1.10:30080/whoami 20
   # TCP throughput across nodes.
   ip netns exec "$P-n2-b" iperf3 -s -1 -D -p 5201 >/dev/null 2>&1 || true
   sleep 0.3
@@ -111,6 +155,9 @@ check() {
   echo
   echo "lab: flow dump of node1 (podswitchctl dump flows)"
   ctl 1 dump flows | grep -v 'packets:0 ' || true
+  echo
+  echo "lab: services of node1 (podswitchctl dump services)"
+  ctl 1 dump services
   echo
   echo "lab: results"
   printf '%-44s %-6s %s\n' CHECK RESULT DETAIL

@@ -22,7 +22,7 @@ no_offload() {
 fabric_up() {
   ip netns add "$P-fab"
   nsx "$P-fab" ip link set lo up
-  nsx "$P-fab" ip link add br0 type bridge
+  nsx "$P-fab" ip link add br0 address 02:00:c0:a8:01:01 type bridge
   nsx "$P-fab" ip addr add 192.168.1.1/24 dev br0
   nsx "$P-fab" ip link set br0 up
 }
@@ -89,4 +89,5 @@ netns_cleanup() {
     ip netns del "$ns" 2>/dev/null || true
   done
   rm -f "/run/podswitch/$P-"*.sock
+  rm -rf "/tmp/$P-www-"*
 }

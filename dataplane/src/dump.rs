@@ -316,3 +316,70 @@ pub fn stats_text(c: &Counters) -> String {
     s.push_str(&table(&["STAGE", "DROP-REASON", "COUNT"], &drops));
     s
 }
+
+/// Services: one line per frontend port with its endpoints (kube-proxy's view).
+pub fn services(snap: &Snapshot) -> (String, Value) {
+    let t = &snap.services;
+    let mut fronts: Vec<(String, usize)> = Vec::new();
+    for (key, (idx, kind)) in t.frontends.iter() {
+        let ip = Ipv4Addr::from((*key >> 24) as u32);
+        let e = &t.ports[*idx as usize];
+        let proto = if e.proto == 6 { "tcp" } else { "udp" };
+        fronts.push((format!("{ip}:{}/{proto} ({kind:?})", e.port), *idx as usize));
+    }
+    for (key, idx) in t.node_ports.iter() {
+        let e = &t.ports[*idx as usize];
+        let proto = if e.proto == 6 { "tcp" } else { "udp" };
+        fronts.push((
+            format!("*:{}/{proto} (NodePort)", (*key >> 8) as u16),
+            *idx as usize,
+        ));
+    }
+    fronts.sort();
+    let mut rows = Vec::new();
+    let mut data = Vec::new();
+    for (front, idx) in &fronts {
+        let e = &t.ports[*idx];
+        let eps: Vec<String> = e
+            .backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}{}",
+                    Ipv4Addr::from(b.ip),
+                    b.port,
+                    if b.local { "(local)" } else { "" }
+                )
+            })
+            .collect();
+        let mut flags = Vec::new();
+        if let Some(s) = e.affinity_secs {
+            flags.push(format!("affinity=ClientIP/{s}s"));
+        }
+        if e.external_local {
+            flags.push("eTP=Local".into());
+        }
+        if e.internal_local {
+            flags.push("iTP=Local".into());
+        }
+        rows.push(vec![
+            e.name.clone(),
+            front.clone(),
+            if eps.is_empty() {
+                "(none: reject)".into()
+            } else {
+                eps.join(",")
+            },
+            if flags.is_empty() {
+                "-".into()
+            } else {
+                flags.join(",")
+            },
+        ]);
+        data.push(json!({"service": e.name, "frontend": front, "endpoints": eps, "flags": flags}));
+    }
+    (
+        table(&["SERVICE", "FRONTEND", "ENDPOINTS", "FLAGS"], &rows),
+        json!(data),
+    )
+}

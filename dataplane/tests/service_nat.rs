@@ -653,3 +653,46 @@ fn whole_conversations_in_one_batch() {
         (lb, 80, EXT, 47001)
     );
 }
+
+/// Pod C answers pod A (same subnet) straight to pod A's MAC, as a real pod does: the
+/// bridged reply must still be translated back to the VIP, never delivered as pod C.
+#[test]
+fn same_node_endpoint_reply_sent_to_client_mac_is_reverse_translated() {
+    let mut n = Node::new(&config());
+    let mut checked = 0;
+    for sport in 41000..41040u16 {
+        let (port, p) = syn_from_a(&mut n, VIP, 80, sport).one();
+        if port != "veth-pod-c" {
+            continue;
+        }
+        let bridged = tcp(
+            MAC_C,
+            MAC_A,
+            POD_C,
+            POD_A,
+            8080,
+            sport,
+            SYN | ACK,
+            7000,
+            p.seq + 1,
+            &[],
+        );
+        let (out_port, r) = n.send("veth-pod-c", bridged).one();
+        assert_eq!(out_port, "veth-pod-a");
+        assert_eq!((r.src, r.sport, r.dst, r.dport), (VIP, 80, POD_A, sport));
+        assert_eq!(r.eth_dst, MAC_A);
+        checked += 1;
+    }
+    assert!(checked > 0, "some flows chose the local endpoint");
+    // Plain bridged traffic between the pods (no translation) is still bridged untouched.
+    let (out_port, r) = n
+        .send(
+            "veth-pod-c",
+            tcp(MAC_C, MAC_A, POD_C, POD_A, 9999, 5555, SYN, 1, 0, &[]),
+        )
+        .one();
+    assert_eq!(
+        (out_port.as_str(), r.src, r.eth_src),
+        ("veth-pod-a", POD_C, MAC_C)
+    );
+}

@@ -113,6 +113,15 @@ enum Program {
     RemoveNeighbour {
         ip: Ipv4Addr,
     },
+    /// Add or replace the Services of a TOML file (`[[service]]` tables, the node config's
+    /// format): a Service with the same namespace/name is replaced, endpoints included.
+    AddService {
+        file: PathBuf,
+    },
+    /// Remove a Service: NAMESPACE/NAME.
+    RemoveService {
+        name: String,
+    },
 }
 
 fn overlay(s: &str) -> Result<Overlay, String> {
@@ -121,6 +130,37 @@ fn overlay(s: &str) -> Result<Overlay, String> {
         "ipip" => Ok(Overlay::Ipip),
         "host-gw" => Ok(Overlay::HostGw),
         o => Err(format!("unknown overlay {o:?}: vxlan, ipip, host-gw")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ServicesFile {
+    #[serde(rename = "service")]
+    services: Vec<podswitch::config::services::Service>,
+}
+
+fn to_requests(cmd: Cmd) -> Result<Vec<Request>, String> {
+    match cmd {
+        Cmd::Program(Program::AddService { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let f: ServicesFile =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(f.services
+                .into_iter()
+                .map(|service| Request::AddService { service })
+                .collect())
+        }
+        Cmd::Program(Program::RemoveService { name }) => {
+            let (namespace, name) = name
+                .split_once('/')
+                .ok_or_else(|| format!("service {name:?}: give NAMESPACE/NAME"))?;
+            Ok(vec![Request::RemoveService {
+                namespace: namespace.into(),
+                name: name.into(),
+            }])
+        }
+        other => to_request(other).map(|r| vec![r]),
     }
 }
 
@@ -187,14 +227,25 @@ fn to_request(cmd: Cmd) -> Result<Request, String> {
                 neighbour: Neighbour { ip, mac },
             },
             Program::RemoveNeighbour { ip } => Request::RemoveNeighbour { ip },
+            Program::AddService { .. } | Program::RemoveService { .. } => {
+                return Err("internal: service commands are expanded by to_requests".into());
+            }
         },
     })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r: Result<Response, String> =
-        to_request(cli.cmd).and_then(|req| request(&cli.socket, &req));
+    let r: Result<Response, String> = to_requests(cli.cmd).and_then(|reqs| {
+        let mut last = Response::err(0, "no request");
+        for req in &reqs {
+            last = request(&cli.socket, req)?;
+            if !last.ok {
+                break;
+            }
+        }
+        Ok(last)
+    });
     match r {
         Ok(resp) if resp.ok => {
             match cli.output {

@@ -195,7 +195,7 @@ impl Control {
         });
         // Entries for Services or endpoints that no longer exist go now (UDP clients move
         // to a live endpoint at once). Time 0: every entry not freed is examined.
-        crate::conntrack::cleanup_stale(&self.ct, &self.views.load().snap, 0);
+        crate::conntrack::cleanup_stale(&self.ct, &self.views.load().snap, super::clock::now_ns());
         for s in removed_slots {
             for &w in &s.workers {
                 inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);
@@ -242,8 +242,16 @@ impl Control {
                 "tunnels" | "peers" | "vteps" => Ok(dump::tunnels(snap)),
                 "flows" => Ok(dump::flows(snap, Some(&self.merged_counters()))),
                 "config" => Ok((snap.config.to_toml(), json!(snap.config))),
+                "services" => Ok(dump::services(snap)),
+                "conntrack" | "ct" => {
+                    let now = super::clock::now_ns();
+                    Ok((
+                        crate::conntrack::dump_text(&self.ct, now),
+                        crate::conntrack::dump_json(&self.ct, now),
+                    ))
+                }
                 other => Err(format!(
-                    "unknown table {other:?}: ports, macs, fib, neighbours, tunnels, flows, config"
+                    "unknown table {other:?}: ports, macs, fib, neighbours, tunnels, flows, services, conntrack, config"
                 )),
             },
             Request::Stats => Ok(self.stats()),
@@ -300,6 +308,22 @@ impl Control {
                 c.peers.retain(|p| p.name != name);
                 if c.peers.len() == n {
                     Err(format!("no peer {name:?}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            Request::AddService { service } => self.change(|c| {
+                c.services
+                    .retain(|s| !(s.name == service.name && s.namespace == service.namespace));
+                c.services.push(service);
+                Ok(())
+            }),
+            Request::RemoveService { namespace, name } => self.change(|c| {
+                let n = c.services.len();
+                c.services
+                    .retain(|s| !(s.name == name && s.namespace == namespace));
+                if c.services.len() == n {
+                    Err(format!("no service {namespace}/{name}"))
                 } else {
                     Ok(())
                 }

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod afxdp_factory;
+pub mod clock;
 pub mod control;
 pub mod handoff;
 pub mod protocol;

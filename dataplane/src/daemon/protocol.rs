@@ -3,6 +3,7 @@
 //! Request: `{"cmd":"dump","table":"fib"}`; response:
 //! `{"ok":true,"generation":3,"text":"...","data":...}` or `{"ok":false,"error":"..."}`.
 
+use crate::config::services::Service;
 use crate::config::{Neighbour, Peer, Pod, Route};
 use crate::tables::lpm::Prefix;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,14 @@ pub enum Request {
         peer: Peer,
     },
     RemovePeer {
+        name: String,
+    },
+    /// Adds a Service, or replaces the one with the same namespace/name (endpoint changes).
+    AddService {
+        service: Service,
+    },
+    RemoveService {
+        namespace: String,
         name: String,
     },
     AddNeighbour {

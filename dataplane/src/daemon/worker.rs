@@ -100,7 +100,6 @@ impl Worker {
             core_affinity::set_for_current(core_affinity::CoreId { id: c });
         }
         pipeline.timing = self.cfg.stage_timing;
-        let t0 = Instant::now();
         let mut ports: Vec<LocalPort> = Vec::new();
         let mut batch = Batch::new();
         let mut view = self.views.load();
@@ -158,7 +157,7 @@ impl Worker {
                 self.pool.put(h.buf);
                 work += 1;
             }
-            let now_ns = t0.elapsed().as_nanos() as u64;
+            let now_ns = super::clock::now_ns();
             for pi in 0..ports.len() {
                 let Some(sid) = ports[pi].snap_id else {
                     continue;

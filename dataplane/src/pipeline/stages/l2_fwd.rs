@@ -29,6 +29,15 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             return cx.drop(b, i, R::L2IpSpoofed);
         }
     }
+    // A reply of a translated flow between two pods of this node (pod C answering pod A,
+    // which reached it through a ClusterIP) would bypass the reverse NAT if bridged: route
+    // it instead, like br_netfilter sending bridged traffic through conntrack.
+    if is_translated_flow(cx, b.frame(i)) {
+        cx.trace(Stage::L2Fwd, || {
+            "reply of a translated flow: routed for reverse NAT".into()
+        });
+        return b.set_next(i, Stage::Ip4Input);
+    }
     cx.trace(Stage::L2Fwd, || {
         format!(
             "mac {dst} -> port {}",
@@ -37,4 +46,19 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     });
     b.meta[i].out_port = out;
     b.set_next(i, Stage::Output);
+}
+
+fn is_translated_flow(cx: &Cx<'_>, f: &[u8]) -> bool {
+    let Some(ct) = cx.ct.filter(|ct| !ct.is_empty()) else {
+        return false;
+    };
+    if crate::wire::be16(f, 12) != ethernet::ETHERTYPE_IPV4 {
+        return false;
+    }
+    match super::nat_common::parse(f) {
+        super::nat_common::Parsed::Flow { key, .. } => {
+            ct.peek(&key, cx.now_ns).is_some_and(|h| h.target() != key)
+        }
+        _ => false,
+    }
 }
