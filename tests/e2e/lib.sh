@@ -154,6 +154,13 @@ sys.exit(0 if buf else 3)
 ' "$1" "$2"
 }
 
+# ctl_generation N: the table generation node N's daemon reports.
+ctl_generation() {
+  local f="$LOGDIR/version.req"
+  printf '{"cmd":"version"}\n' >"$f"
+  raw_request "$(sock "$1")" "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])'
+}
+
 # ---------------------------------------------------------------------------------------
 # The cluster (the lab's two nodes, vxlan overlay)
 
