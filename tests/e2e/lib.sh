@@ -17,6 +17,10 @@
 
 set -uo pipefail
 
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "tests/e2e/lib.sh is sourced by the tests, not run"
+  exit 0
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "FAIL  $(basename "$0"): end-to-end tests need root (network namespaces, XDP)"
   exit 1
