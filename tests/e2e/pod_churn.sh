@@ -15,7 +15,9 @@ check "warm-up: pod c -> pod a" ping1 "$P-n1-c" 10.244.1.10
 check "warm-up: pod d -> pod c" ping1 "$P-n2-d" 10.244.1.11
 
 # Steady flows: F1 pod a -> pod b (node1 -> node2, vxlan), F2 pod c -> pod a (node1, L2),
-# F3 iperf3 UDP pod d -> pod c (node2 -> node1), 20 Mbit/s of 1000-byte datagrams.
+# F3 iperf3 UDP pod d -> pod c (node2 -> node1), 20 Mbit/s of 1000-byte datagrams. The
+# receiving socket gets a 2 MiB buffer (-w): with the default one, a receiver starved of
+# CPU on a busy machine drops datagrams the switch did deliver (UDP RcvbufErrors).
 ip netns exec "$P-n1-c" iperf3 -s -1 -p 5301 -D >/dev/null 2>&1
 for _ in $(seq 1 50); do
   ip netns exec "$P-n1-c" ss -ltn 2>/dev/null | grep -q ':5301 ' && break
@@ -27,10 +29,12 @@ f1=$!
 ip netns exec "$P-n1-c" timeout $((FLOW_SECONDS + 20)) ping -q -i 0.01 -c "$COUNT" -W 2 10.244.1.10 \
   >"$LOGDIR/f2.out" 2>&1 &
 f2=$!
-ip netns exec "$P-n2-d" timeout $((FLOW_SECONDS + 30)) iperf3 -c 10.244.1.11 -p 5301 -u -b 20M -l 1000 \
+ip netns exec "$P-n2-d" timeout $((FLOW_SECONDS + 30)) iperf3 -c 10.244.1.11 -p 5301 -u -b 20M -l 1000 -w 2M \
   -t "$FLOW_SECONDS" -J >"$LOGDIR/f3.json" 2>"$LOGDIR/f3.err" &
 f3=$!
 t0=$(now_ms)
+udp_errs() { ip netns exec "$P-n1-c" awk '/^Udp:/ { if (h) { print $4, $6 } else h = 1 }' /proc/net/snmp; }
+udp0=$(udp_errs)
 sleep 1
 
 # new_pod N NAME IP MAC: namespace + veth, then add-pod; checks it is reachable.
@@ -113,7 +117,20 @@ read -r pk lo <<<"${lost:-x x}"
 if [ "$lo" = 0 ] && [ "$pk" -gt 1000 ] 2>/dev/null; then
   pass "flow iperf3 UDP pod d -> pod c: 0 lost datagrams" "$pk datagrams, $lo lost"
 else
-  fail "flow iperf3 UDP pod d -> pod c: 0 lost datagrams" "${lost:-no result: $(tail -c 300 "$LOGDIR/f3.err" "$LOGDIR/f3.json" | tr '\n' ' ')}"
+  fail "flow iperf3 UDP pod d -> pod c: 0 lost datagrams" "${lost:+$pk datagrams, $lo lost; pod c UDP InErrors/RcvbufErrors $udp0 -> $(udp_errs)}${lost:-no result: $(tail -c 300 "$LOGDIR/f3.err" "$LOGDIR/f3.json" | tr '\n' ' ')}"
+fi
+
+# Where frames went missing, if any: the daemons' own counters, the kernel's on the way.
+if [ "$FAILS" != 0 ]; then
+  echo "--- pod c UDP InErrors RcvbufErrors: before $udp0, after $(udp_errs)"
+  for l in "$P-n2-d eth0" "$P-node2 veth-pod-d" "$P-node1 veth-pod-c" "$P-n1-c eth0"; do
+    read -r ns dev <<<"$l"
+    echo "--- $dev in ${ns#"$P"-}: $(ip netns exec "$ns" ip -s -o link show "$dev" | sed -E 's/.*RX: *//; s/\\ +/ /g')"
+  done
+  for n in 1 2; do
+    echo "--- node$n podswitchctl stats (ports, worker, drops)"
+    ctl "$n" stats | grep -E 'port |handoff|sleeps|busy|_[a-z]+ +[0-9]+$' | sed 's/^/    /'
+  done
 fi
 
 check "after the churn: pod a -> pod c" ping1 "$P-n1-a" 10.244.1.11
