@@ -174,6 +174,18 @@ for c in "9 MiB of garbage|$req" "9 MiB replace request|$LOGDIR/req-big-replace"
   fi
 done
 
+# The same through podswitchctl: it shows the daemon's error (not a broken pipe).
+python3 -c 'import sys; sys.stdout.write(open(sys.argv[1]).read() + "#" * (9 << 20) + "\n")' \
+  "$E2E_ROOT/config/node1-vxlan.toml" >"$LOGDIR/big.toml"
+out=$(ctl 1 program replace "$LOGDIR/big.toml" 2>&1)
+rc=$?
+snapshot "$LOGDIR/after"
+if [ "$rc" = 1 ] && grep -q 'request larger than' <<<"$out" && cmp -s "$LOGDIR/before" "$LOGDIR/after"; then
+  pass "oversized: podswitchctl program replace (9 MiB file): daemon's error shown, dumps unchanged" "$out"
+else
+  fail "oversized: podswitchctl program replace (9 MiB file): daemon's error shown, dumps unchanged" "exit $rc: $out $(diff "$LOGDIR/before" "$LOGDIR/after" | head -4 | tr '\n' ' ')"
+fi
+
 # One connection: garbage, then a valid request on the same connection is still served.
 printf 'garbage\n{"cmd":"version"}\n' >"$req"
 resp=$(timeout 20 python3 -c '
