@@ -1,17 +1,24 @@
 //! Classification test of `xdp_uplink` with BPF_PROG_TEST_RUN (no interfaces
-//! needed). Needs root (CAP_BPF + CAP_NET_ADMIN); skipped otherwise.
+//! needed). Needs root (CAP_BPF + CAP_NET_ADMIN); skipped when not root, and fails when
+//! root is refused (a skip as root would hide that the classification never ran).
 use std::net::Ipv4Addr;
 
+use podswitch::daemon::sys::euid;
 use podswitch::port::xdp_prog::{Counter, ProgKind, UplinkConfig, XdpProgram};
 
 const XDP_PASS: u32 = 2;
 
-/// Load, or None (test skipped) when we lack the privileges to load BPF.
+/// Load, or None (test skipped) when we are not root and lack the privileges to load BPF.
 fn load(kind: ProgKind) -> Option<XdpProgram> {
     match XdpProgram::load(kind) {
         Ok(p) => Some(p),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            eprintln!("skipped: {e}");
+            assert_ne!(
+                euid(),
+                0,
+                "running as root but loading {kind:?} was refused ({e}): not skipping"
+            );
+            eprintln!("skipped (not root): {e}");
             None
         }
         Err(e) => panic!("load {kind:?}: {e}"),
@@ -162,6 +169,7 @@ fn uplink_classification() {
             Counter::Vxlan,
         ),
     ];
+    let n = cases.len();
     for (name, frame, want) in cases {
         let before = prog.counters().expect("counters");
         let rc = prog.test_run(&frame).expect("test_run");
@@ -175,6 +183,7 @@ fn uplink_classification() {
         }
         assert_eq!(bumped, expect, "{name}: counters");
     }
+    eprintln!("uplink_classification: {n} frames classified by BPF_PROG_TEST_RUN");
 
     // Disable everything: all pass.
     prog.set_config(&UplinkConfig {

@@ -585,11 +585,16 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
         .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    s.write_all(&line).map_err(|e| e.to_string())?;
+    // The daemon answers a request it refuses (e.g. one over MAX_REQUEST) before reading
+    // all of it and closes: the write then fails, but the error reply is there to read.
+    let sent = s.write_all(&line);
     let mut rd = BufReader::new(s);
     let mut out = String::new();
-    rd.read_line(&mut out).map_err(|e| e.to_string())?;
-    serde_json::from_str(&out).map_err(|e| format!("bad response: {e}"))
+    match (rd.read_line(&mut out), sent) {
+        (Ok(n), _) if n > 0 => serde_json::from_str(&out).map_err(|e| format!("bad response: {e}")),
+        (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
+        (Ok(_), Ok(())) => Err("connection closed without a response".into()),
+    }
 }
 
 pub fn port_is_uplink(e: &PortEntry) -> bool {

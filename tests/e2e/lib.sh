@@ -1,0 +1,308 @@
+# shellcheck shell=bash
+# Shared by the end-to-end tests (tests/e2e/*.sh, root only): builds the release binaries
+# with cargo (a no-op when they are up to date), sources lab/netns.sh and starts/stops the
+# two-node cluster of the lab (vxlan overlay) under a prefix unique to this run, so several
+# runs and other people's labs can coexist. Everything the run made is removed by a trap,
+# also on failure.
+#
+#   source "$(dirname "$0")/lib.sh"
+#   cluster_up                 # fabric, node1/node2, host ports, pods a,c (node1), b,d (node2),
+#                              # podswitchd on both nodes
+#   check "name" cmd args...   # PASS/FAIL line, counts failures
+#   finish                     # summary; exit status 1 if any check failed
+#
+# Environment: E2E_PREFIX (default pe<pid>), PODSWITCH_BIN (skip the build, use these
+# binaries), E2E_IPV6=0 (switch IPv6 off in every namespace: no ND/MLD noise in counters),
+# E2E_KEEP_LOGS=1 (keep the daemon logs).
+
+set -uo pipefail
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "tests/e2e/lib.sh is sourced by the tests, not run"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "FAIL  $(basename "$0"): end-to-end tests need root (network namespaces, XDP)"
+  exit 1
+fi
+
+E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+E2E_NAME=$(basename "$0" .sh)
+cd "$E2E_ROOT" || exit 1
+export PATH="$HOME/.cargo/bin:$PATH"
+P=${E2E_PREFIX:-pe$$}
+# Interface names built from the prefix ("$P-n1" in the fabric) must fit in 15 characters.
+if [ ${#P} -gt 10 ]; then
+  echo "FAIL  prefix $P is too long (interface names max 15 characters)"
+  exit 1
+fi
+# shellcheck source=lab/netns.sh
+source "$E2E_ROOT/lab/netns.sh"
+
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/$P-e2e.XXXXXX")
+CHECKS=0
+FAILS=0
+declare -a DPID=()
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+pass() {
+  CHECKS=$((CHECKS + 1))
+  printf 'PASS  %s%s\n' "$1" "${2:+  [$2]}"
+}
+
+fail() {
+  CHECKS=$((CHECKS + 1))
+  FAILS=$((FAILS + 1))
+  printf 'FAIL  %s%s\n' "$1" "${2:+  [$2]}"
+}
+
+# check NAME CMD...: runs CMD (output kept in the log dir); PASS if it exits 0.
+check() {
+  local name=$1 out="$LOGDIR/check.out"
+  shift
+  if "$@" >"$out" 2>&1; then
+    pass "$name"
+  else
+    fail "$name" "$(tail -n 3 "$out" | tr '\n' ' ' | cut -c1-300)"
+  fi
+}
+
+# check_fails NAME CMD...: PASS if CMD exits non-zero.
+check_fails() {
+  local name=$1 out="$LOGDIR/check.out"
+  shift
+  if "$@" >"$out" 2>&1; then
+    fail "$name" "succeeded: $(tail -n 2 "$out" | tr '\n' ' ' | cut -c1-200)"
+  else
+    pass "$name"
+  fi
+}
+
+# Stops the test: a check that everything after it depends on failed.
+die() {
+  fail "$1" "${2:-}"
+  echo "$E2E_NAME: aborted"
+  exit 1
+}
+
+finish() {
+  echo "$E2E_NAME: $((CHECKS - FAILS))/$CHECKS checks passed"
+  [ "$FAILS" = 0 ] || exit 1
+  exit 0
+}
+
+# ---------------------------------------------------------------------------------------
+# Build and binaries
+
+e2e_build() {
+  if [ -n "${PODSWITCH_BIN:-}" ]; then
+    BIN=$PODSWITCH_BIN
+  else
+    local target=${CARGO_TARGET_DIR:-$E2E_ROOT/target}
+    mkdir -p "$target"
+    # One build at a time even when several tests start together.
+    if ! flock -w 1800 "$target/.e2e-build.lock" cargo build --release --bins -q; then
+      echo "FAIL  $E2E_NAME: cargo build --release failed"
+      exit 1
+    fi
+    BIN=$target/release
+  fi
+  [ -x "$BIN/podswitchd" ] && [ -x "$BIN/podswitchctl" ] || {
+    echo "FAIL  $E2E_NAME: no podswitchd/podswitchctl in $BIN"
+    exit 1
+  }
+}
+
+sock() { echo "/run/podswitch/$P-node$1.sock"; }
+ctl() {
+  local n=$1
+  shift
+  timeout 30 "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"
+}
+nsx_t() {
+  local ns=$1
+  shift
+  timeout 60 ip netns exec "$ns" "$@"
+}
+
+# raw_request SOCKET FILE: sends FILE's bytes as they are (no client-side validation) and
+# prints the reply line. Reads while it sends, so a reply to an oversized request that
+# the daemon cuts short is still seen.
+raw_request() {
+  timeout 60 python3 -c '
+import socket, sys, threading
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+data = open(sys.argv[2], "rb").read()
+def send():
+    try:
+        s.sendall(data)
+    except OSError as e:
+        sys.stderr.write("send stopped: %s\n" % e)
+threading.Thread(target=send, daemon=True).start()
+buf = b""
+while b"\n" not in buf:
+    try:
+        chunk = s.recv(65536)
+    except OSError as e:
+        sys.stderr.write("recv: %s\n" % e)
+        break
+    if not chunk:
+        break
+    buf += chunk
+sys.stdout.write(buf.decode("utf-8", "replace"))
+sys.exit(0 if buf else 3)
+' "$1" "$2"
+}
+
+# ctl_generation N: the table generation node N's daemon reports.
+ctl_generation() {
+  local f="$LOGDIR/version.req"
+  printf '{"cmd":"version"}\n' >"$f"
+  raw_request "$(sock "$1")" "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])'
+}
+
+# ---------------------------------------------------------------------------------------
+# The cluster (the lab's two nodes, vxlan overlay)
+
+cleanup() {
+  local rc=$? n pid
+  for n in "${!DPID[@]}"; do
+    pid=${DPID[$n]}
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+  done
+  for n in "${!DPID[@]}"; do
+    pid=${DPID[$n]}
+    [ -n "$pid" ] && timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+  done
+  netns_cleanup >/dev/null 2>&1
+  if [ "$FAILS" != 0 ] || [ "$rc" != 0 ]; then
+    local f
+    for f in "$LOGDIR"/node*.log; do
+      [ -e "$f" ] || continue
+      echo "--- $(basename "$f") (last lines)"
+      tail -n 15 "$f"
+    done
+  fi
+  if [ "${E2E_KEEP_LOGS:-0}" = 1 ]; then
+    echo "logs kept in $LOGDIR"
+  else
+    rm -rf "$LOGDIR"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Pods: node name ip mac
+PODS=(
+  "1 a 10.244.1.10 0a:58:0a:f4:01:0a"
+  "1 c 10.244.1.11 0a:58:0a:f4:01:0b"
+  "2 b 10.244.2.20 0a:58:0a:f4:02:14"
+  "2 d 10.244.2.21 0a:58:0a:f4:02:15"
+)
+NODE_IP=([1]=192.168.1.10 [2]=192.168.1.11)
+
+cluster_net_up() {
+  netns_cleanup >/dev/null 2>&1
+  fabric_up
+  node_up 1 192.168.1.10 02:00:c0:a8:01:10
+  node_up 2 192.168.1.11 02:00:c0:a8:01:11
+  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
+  host_port 2 02:00:0a:f4:02:fe 10.244.2.1
+  local p n name ip mac
+  for p in "${PODS[@]}"; do
+    read -r n name ip mac <<<"$p"
+    pod_up "$n" "$name" "$ip" "$mac" "10.244.$n.1"
+  done
+  if [ "${E2E_IPV6:-1}" = 0 ]; then
+    local ns
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
+      ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1
+    done
+  fi
+}
+
+# start_node N [CORE]: podswitchd in node N's namespace; waits (10 s max) for its socket.
+start_node() {
+  local n=$1 core=${2:-$(($1 - 1))} i
+  ip netns exec "$P-node$n" "$BIN/podswitchd" run --config "$E2E_ROOT/config/node$n-vxlan.toml" \
+    --socket "$(sock "$n")" --cores "$core" >>"$LOGDIR/node$n.log" 2>&1 &
+  DPID[n]=$!
+  for i in $(seq 1 100); do
+    if ! kill -0 "${DPID[n]}" 2>/dev/null; then
+      echo "podswitchd on node$n exited:"
+      tail -n 20 "$LOGDIR/node$n.log"
+      return 1
+    fi
+    [ -S "$(sock "$n")" ] && ctl "$n" version >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "podswitchd on node$n did not answer within 10 s:"
+  tail -n 20 "$LOGDIR/node$n.log"
+  return 1
+}
+
+# stop_node N [SIGNAL]: signals node N's podswitchd and waits (15 s max) for it to exit.
+stop_node() {
+  local n=$1 sig=${2:-TERM} pid=${DPID[$1]:-}
+  [ -n "$pid" ] || return 1
+  kill "-$sig" "$pid" 2>/dev/null || return 1
+  timeout 15 tail --pid="$pid" -f /dev/null 2>/dev/null
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "podswitchd $pid on node$n still running 15 s after SIG$sig"
+    return 1
+  fi
+  { wait "$pid"; } 2>/dev/null
+  DPID[n]=
+  return 0
+}
+
+cluster_up() {
+  e2e_build
+  echo "$E2E_NAME: cluster prefix $P-"
+  cluster_net_up >"$LOGDIR/net.log" 2>&1 || die "namespaces created" "$(tail -n 3 "$LOGDIR/net.log")"
+  start_node 1 || die "podswitchd started on node1"
+  start_node 2 || die "podswitchd started on node2"
+  # First traffic: every path answers (ARP settles) before the checks start.
+  wait_ping "$P-n1-a" 10.244.2.20 10 || die "pod a -> pod b works after start"
+}
+
+# ---------------------------------------------------------------------------------------
+# Traffic helpers
+
+ping1() { timeout 5 ip netns exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# wait_ping NS DST SECONDS: succeeds as soon as one ping answers; WAITED = seconds taken.
+wait_ping() {
+  local ns=$1 dst=$2 max=$3 start i ok=1
+  start=$(now_ms)
+  for i in $(seq 1 $((max * 5))); do
+    if ping1 "$ns" "$dst"; then
+      ok=0
+      break
+    fi
+    [ $(($(now_ms) - start)) -gt $((max * 1000)) ] && break
+    sleep 0.1
+  done
+  WAITED=$(awk -v ms=$(($(now_ms) - start)) 'BEGIN { printf "%.1f", ms / 1000 }')
+  return $ok
+}
+
+# loss_of "ping output": the packet loss figure ("0%").
+loss_of() { grep -o '[0-9.]*% packet loss' <<<"$1" | cut -d' ' -f1; }
+
+# proc_cpu_ticks PID: utime+stime of a process in clock ticks.
+proc_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# xdp_attached NODE_NS: lists interfaces of the namespace with an XDP program attached.
+xdp_attached() {
+  ip netns exec "$1" ip -d -o link show 2>/dev/null | grep -E 'prog/xdp|xdpgeneric|xdpdrv| xdp ' |
+    awk -F': ' '{print $2}' | cut -d@ -f1
+}
