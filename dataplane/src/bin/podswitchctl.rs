@@ -20,10 +20,10 @@ pub const DEFAULT_SOCKET: &str = "/run/podswitch/podswitchd.sock";
 )]
 struct Cli {
     /// Control socket of the daemon.
-    #[arg(long, short, default_value = DEFAULT_SOCKET, env = "PODSWITCH_SOCKET")]
+    #[arg(long, short, global = true, default_value = DEFAULT_SOCKET, env = "PODSWITCH_SOCKET")]
     socket: PathBuf,
     /// Output format.
-    #[arg(long, short, value_enum, default_value = "text")]
+    #[arg(long, short, global = true, value_enum, default_value = "text")]
     output: Format,
     #[command(subcommand)]
     cmd: Cmd,
@@ -166,9 +166,9 @@ fn to_requests(cmd: Cmd) -> Result<Vec<Request>, String> {
 
 fn to_request(cmd: Cmd) -> Result<Request, String> {
     Ok(match cmd {
-        Cmd::Version => Request::Version,
+        Cmd::Version => Request::Version {},
         Cmd::Dump { table } => Request::Dump { table },
-        Cmd::Stats => Request::Stats,
+        Cmd::Stats => Request::Stats {},
         Cmd::Trace { in_port, frame } => Request::Trace { in_port, frame },
         Cmd::Raw { json } => {
             return serde_json::from_str(&json).map_err(|e| format!("bad request: {e}"));

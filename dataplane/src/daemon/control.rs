@@ -230,7 +230,7 @@ impl Control {
         let view = self.views.load();
         let snap = &view.snap;
         let r: Result<(String, serde_json::Value), String> = match req {
-            Request::Version => Ok((
+            Request::Version {} => Ok((
                 format!("podswitchd {}", env!("CARGO_PKG_VERSION")),
                 json!({"version": env!("CARGO_PKG_VERSION")}),
             )),
@@ -254,7 +254,7 @@ impl Control {
                     "unknown table {other:?}: ports, macs, fib, neighbours, tunnels, flows, services, conntrack, config"
                 )),
             },
-            Request::Stats => Ok(self.stats()),
+            Request::Stats {} => Ok(self.stats()),
             Request::Replace { config } => NodeConfig::from_toml(&config)
                 .and_then(|new| {
                     self.apply(|c| {
@@ -491,8 +491,8 @@ pub fn serve(
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let listener = super::sys::with_umask(0o077, || UnixListener::bind(path))
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -15,13 +15,13 @@ pub const MAX_REQUEST: usize = 8 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    Version,
+    Version {},
     /// Tables: ports, macs, fib, neighbours, tunnels, flows, config (+ services, conntrack
     /// once Service NAT is in).
     Dump {
         table: String,
     },
-    Stats,
+    Stats {},
     /// Full replace from a configuration file's text.
     Replace {
         config: String,

@@ -91,6 +91,17 @@ pub fn peer_uid(s: &impl AsRawFd) -> std::io::Result<u32> {
     Ok(cred.uid)
 }
 
+/// Runs `f` with the process umask set to `mask` (e.g. so a socket is never created wider
+/// than 0600, not even for the moment before its chmod).
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process file-creation mask; it cannot fail.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let r = f();
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    r
+}
+
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and has no preconditions.
     unsafe { libc::geteuid() }
