@@ -128,6 +128,7 @@ check() {
   check_ping "node1 -> pod A (host port)" "$P-node1" 10.244.1.10
   check_ping "node1 -> pod B (host port + $OVERLAY)" "$P-node1" 10.244.2.20
   check_ping "pod B -> node1 192.168.1.10" "$P-n2-b" 192.168.1.10
+  check_ping "pod A -> fabric 192.168.1.1 (masquerade)" "$P-n1-a" 192.168.1.1
   # Path MTU: pods have MTU 1500, the VXLAN path 1450: podswitch answers frag-needed.
   if [ "$OVERLAY" = vxlan ]; then
     local out

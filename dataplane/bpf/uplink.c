@@ -66,6 +66,14 @@ struct vlanhdr {
 	__u16 proto;
 };
 
+struct icmp_echo {
+	__u8 type;
+	__u8 code;
+	__u16 csum;
+	__u16 id;
+	__u16 seq;
+};
+
 struct iphdr {
 	__u8 ihl_version; /* little-endian bitfield order: ihl in low nibble */
 	__u8 tos;
@@ -88,6 +96,7 @@ struct l4ports {
 #define ETH_P_IP 0x0800
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
+#define IPPROTO_ICMP 1
 #define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
@@ -100,6 +109,7 @@ struct l4ports {
 #define CFG_POD_CIDR (1u << 2)
 #define CFG_SVC_CIDR (1u << 3)
 #define CFG_NODEPORT (1u << 4)
+#define CFG_SNAT (1u << 5)
 #define MAX_POD_CIDRS 8
 
 struct cidr {
@@ -115,6 +125,8 @@ struct uplink_config {
 	__u16 vxlan_port; /* host byte order */
 	__u16 nodeport_lo; /* host byte order, inclusive */
 	__u16 nodeport_hi; /* host byte order, inclusive */
+	__u16 snat_lo; /* host byte order, inclusive: replies of masqueraded flows */
+	__u16 snat_hi;
 	__u16 _pad;
 	__u32 n_pod_cidrs;
 	struct cidr pod_cidrs[MAX_POD_CIDRS];
@@ -129,6 +141,7 @@ enum counter {
 	C_SVC = 4,
 	C_NODEPORT = 5,
 	C_NO_SOCKET = 6, /* subset of the above with no socket at rx_queue_index -> kernel */
+	C_SNAT = 7,      /* replies to masqueraded flows (node address, SNAT port range) */
 	C_MAX = 8,
 };
 
@@ -232,8 +245,20 @@ int xdp_uplink(struct xdp_md *ctx)
 		goto pass;
 	}
 
+	/* Echo replies to masqueraded pings: the identifier is the SNAT "port". */
+	if (ip->protocol == IPPROTO_ICMP && (flags & CFG_SNAT) &&
+	    !(ip->frag_off & bswap16(IP_MF | IP_OFFSET))) {
+		struct icmp_echo *ic = (void *)ip + ihl;
+		if ((void *)(ic + 1) > data_end)
+			goto pass;
+		__u16 id = bswap16(ic->id);
+		if (ic->type == 0 && id >= cfg->snat_lo && id <= cfg->snat_hi)
+			return to_xsk(ctx, C_SNAT);
+		goto pass;
+	}
+
 	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
-		goto pass; /* ICMP etc. to the node */
+		goto pass; /* other ICMP etc. to the node */
 
 	/* Fragments to the node address: the kernel reassembles (a non-first
 	 * fragment has no L4 header, so we could not classify it consistently). */
@@ -252,6 +277,11 @@ int xdp_uplink(struct xdp_md *ctx)
 	/* (e) NodePort range, TCP or UDP */
 	if ((flags & CFG_NODEPORT) && dport >= cfg->nodeport_lo && dport <= cfg->nodeport_hi)
 		return to_xsk(ctx, C_NODEPORT);
+
+	/* (f) replies to masqueraded pod flows: the SNAT port range, kept clear of the
+	 * kernel's own ephemeral ports by configuration. */
+	if ((flags & CFG_SNAT) && dport >= cfg->snat_lo && dport <= cfg->snat_hi)
+		return to_xsk(ctx, C_SNAT);
 
 pass:
 	count(C_PASS);

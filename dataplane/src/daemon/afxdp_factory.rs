@@ -15,9 +15,6 @@ use std::collections::HashMap;
 
 pub struct AfXdpFactory {
     pub mode: XdpMode,
-    /// Service CIDR and NodePort range the uplink program hands to podswitch.
-    pub service_cidr: Option<(std::net::Ipv4Addr, u8)>,
-    pub nodeport_range: Option<(u16, u16)>,
     programs: Mutex<HashMap<String, XdpProgram>>,
 }
 
@@ -25,27 +22,57 @@ impl AfXdpFactory {
     pub fn new(mode: XdpMode) -> Self {
         AfXdpFactory {
             mode,
-            service_cidr: Some((std::net::Ipv4Addr::new(10, 96, 0, 0), 12)),
-            nodeport_range: Some((30000, 32767)),
             programs: Mutex::new(HashMap::new()),
         }
     }
 
-    fn uplink_config(&self, snap: &Snapshot) -> UplinkConfig {
+    /// What the uplink program steers to podswitch, from the snapshot: tunnels to the node
+    /// address, the pod subnet (host-gw peers), externalIPs and LoadBalancer IPs, the Service
+    /// CIDR, NodePorts, and replies to masqueraded flows (the SNAT port range).
+    fn uplink_config(snap: &Snapshot) -> UplinkConfig {
+        use std::net::Ipv4Addr;
         let n = &snap.node;
-        let mut pod_cidrs = vec![(std::net::Ipv4Addr::from(n.pod_cidr.addr), n.pod_cidr.len)];
-        // Host-gw peers route their pods' traffic to this node's pod subnet directly.
-        pod_cidrs.truncate(8);
+        let nat = &snap.config.nat;
+        let mut owned = vec![(Ipv4Addr::from(n.pod_cidr.addr), n.pod_cidr.len)];
+        let mut external: Vec<Ipv4Addr> = snap
+            .config
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.external_ips
+                    .iter()
+                    .chain(s.load_balancer_ips.iter())
+                    .copied()
+            })
+            .collect();
+        external.sort();
+        external.dedup();
+        for ip in external {
+            if owned.len() == MAX_OWNED {
+                eprintln!(
+                    "podswitchd: uplink filter holds {MAX_OWNED} prefixes; external IP {ip} not steered"
+                );
+                continue;
+            }
+            owned.push((ip, 32));
+        }
+        let svc = nat.service_cidr;
         UplinkConfig {
-            node_addr: std::net::Ipv4Addr::from(n.address),
+            node_addr: Ipv4Addr::from(n.address),
             vxlan_port: Some(n.vxlan.port),
             ipip: true,
-            pod_cidrs,
-            service_cidr: self.service_cidr,
-            nodeport_range: self.nodeport_range,
+            pod_cidrs: owned,
+            service_cidr: Some((Ipv4Addr::from(svc.addr), svc.len)),
+            nodeport_range: Some((nat.node_port_range[0], nat.node_port_range[1])),
+            snat_range: nat
+                .masquerade
+                .then_some((nat.snat_port_range[0], nat.snat_port_range[1])),
         }
     }
 }
+
+/// Prefixes the uplink program matches by destination (its pod-CIDR table).
+const MAX_OWNED: usize = 8;
 
 fn rx_queues(ifname: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
@@ -62,7 +89,7 @@ impl PortFactory for AfXdpFactory {
     fn open(&self, entry: &PortEntry, snap: &Snapshot) -> Result<Vec<Box<dyn Port>>, String> {
         let name = entry.name.as_str();
         let prog = if entry.kind == PortKind::Uplink {
-            XdpProgram::attach_uplink(name, &self.uplink_config(snap), self.mode)
+            XdpProgram::attach_uplink(name, &Self::uplink_config(snap), self.mode)
         } else {
             XdpProgram::attach_redirect_all(name, self.mode)
         }
@@ -94,6 +121,15 @@ impl PortFactory for AfXdpFactory {
         }
         self.programs.lock().insert(entry.name.clone(), prog);
         Ok(socks)
+    }
+
+    fn update(&self, snap: &Snapshot) {
+        let name = &snap.ports[usize::from(snap.uplink)].name;
+        if let Some(p) = self.programs.lock().get(name)
+            && let Err(e) = p.set_config(&Self::uplink_config(snap))
+        {
+            eprintln!("podswitchd: cannot update the uplink filter of {name}: {e}");
+        }
     }
 
     fn close(&self, entry: &PortEntry) {

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub trait PortFactory: Send + Sync {
     fn open(&self, entry: &PortEntry, snap: &Snapshot) -> Result<Vec<Box<dyn Port>>, String>;
     fn close(&self, entry: &PortEntry);
+    /// The tables changed: refresh what the port set-up derives from them (the uplink filter).
+    fn update(&self, _snap: &Snapshot) {}
 }
 
 struct PortSlot {
@@ -188,6 +190,7 @@ impl Control {
             }
         }
         inner.generation = snap.generation;
+        self.factory.update(&snap);
         self.views.publish(View {
             snap,
             owner,

@@ -43,6 +43,7 @@ const CFG_IPIP: u32 = 1 << 1;
 const CFG_POD_CIDR: u32 = 1 << 2;
 const CFG_SVC_CIDR: u32 = 1 << 3;
 const CFG_NODEPORT: u32 = 1 << 4;
+const CFG_SNAT: u32 = 1 << 5;
 
 /// Requested XDP attach mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +115,7 @@ pub enum Counter {
     /// Matched one of the classes above (which was counted too) but no AF_XDP
     /// socket is bound at the queue: given to the kernel.
     NoSocket = 6,
+    Snat = 7,
 }
 const N_COUNTERS: usize = 8;
 
@@ -131,6 +133,9 @@ pub struct UplinkConfig {
     pub service_cidr: Option<(Ipv4Addr, u8)>,
     /// (e) TCP/UDP to `node_addr` with destination port in `lo..=hi`.
     pub nodeport_range: Option<(u16, u16)>,
+    /// Source ports (and ICMP echo identifiers) podswitch's masquerade uses: replies to
+    /// the node address in this range belong to the switch.
+    pub snat_range: Option<(u16, u16)>,
 }
 
 impl Default for UplinkConfig {
@@ -142,6 +147,7 @@ impl Default for UplinkConfig {
             pod_cidrs: Vec::new(),
             service_cidr: None,
             nodeport_range: None,
+            snat_range: None,
         }
     }
 }
@@ -157,11 +163,13 @@ struct UplinkConfigRaw {
     vxlan_port: u16,
     nodeport_lo: u16,
     nodeport_hi: u16,
+    snat_lo: u16,
+    snat_hi: u16,
     _pad: u16,
     n_pod_cidrs: u32,
     pod_cidrs: [[u32; 2]; MAX_POD_CIDRS],
 }
-const _: () = assert!(std::mem::size_of::<UplinkConfigRaw>() == 92);
+const _: () = assert!(std::mem::size_of::<UplinkConfigRaw>() == 96);
 
 /// (addr, mask) both in network byte order as the BPF side compares raw `daddr`.
 fn cidr_be(addr: Ipv4Addr, len: u8) -> io::Result<(u32, u32)> {
@@ -208,6 +216,14 @@ impl UplinkConfig {
             r.flags |= CFG_NODEPORT;
             r.nodeport_lo = lo;
             r.nodeport_hi = hi;
+        }
+        if let Some((lo, hi)) = self.snat_range {
+            if lo > hi {
+                return Err(invalid(format!("bad SNAT port range {lo}-{hi}")));
+            }
+            r.flags |= CFG_SNAT;
+            r.snat_lo = lo;
+            r.snat_hi = hi;
         }
         Ok(r)
     }
@@ -422,6 +438,7 @@ impl XdpProgram {
             Counter::ServiceCidr,
             Counter::NodePort,
             Counter::NoSocket,
+            Counter::Snat,
         ] {
             out[c as usize] = self.counter(c)?;
         }
