@@ -279,13 +279,11 @@ impl Control {
                 Ok(())
             }),
             Request::RemovePod { name } => self.change(|c| {
-                let n = c.pods.len();
-                c.pods.retain(|p| p.name != name && p.port != name);
-                if c.pods.len() == n {
-                    Err(format!("no pod {name:?}"))
-                } else {
-                    Ok(())
-                }
+                remove_where(
+                    &mut c.pods,
+                    |p| p.name == name || p.port == name,
+                    || format!("no pod {name:?}"),
+                )
             }),
             Request::AddRoute { route } => self.change(|c| {
                 c.routes.retain(|r| r.prefix != route.prefix);
@@ -293,13 +291,11 @@ impl Control {
                 Ok(())
             }),
             Request::RemoveRoute { prefix } => self.change(|c| {
-                let n = c.routes.len();
-                c.routes.retain(|r| r.prefix != prefix);
-                if c.routes.len() == n {
-                    Err(format!("no route {prefix}"))
-                } else {
-                    Ok(())
-                }
+                remove_where(
+                    &mut c.routes,
+                    |r| r.prefix == prefix,
+                    || format!("no route {prefix}"),
+                )
             }),
             Request::AddPeer { peer } => self.change(|c| {
                 c.peers.retain(|p| p.name != peer.name);
@@ -307,13 +303,11 @@ impl Control {
                 Ok(())
             }),
             Request::RemovePeer { name } => self.change(|c| {
-                let n = c.peers.len();
-                c.peers.retain(|p| p.name != name);
-                if c.peers.len() == n {
-                    Err(format!("no peer {name:?}"))
-                } else {
-                    Ok(())
-                }
+                remove_where(
+                    &mut c.peers,
+                    |p| p.name == name,
+                    || format!("no peer {name:?}"),
+                )
             }),
             Request::AddService { service } => self.change(|c| {
                 c.services
@@ -322,14 +316,11 @@ impl Control {
                 Ok(())
             }),
             Request::RemoveService { namespace, name } => self.change(|c| {
-                let n = c.services.len();
-                c.services
-                    .retain(|s| !(s.name == name && s.namespace == namespace));
-                if c.services.len() == n {
-                    Err(format!("no service {namespace}/{name}"))
-                } else {
-                    Ok(())
-                }
+                remove_where(
+                    &mut c.services,
+                    |s| s.name == name && s.namespace == namespace,
+                    || format!("no service {namespace}/{name}"),
+                )
             }),
             Request::AddNeighbour { neighbour } => self.change(|c| {
                 c.neighbours.retain(|n| n.ip != neighbour.ip);
@@ -337,13 +328,11 @@ impl Control {
                 Ok(())
             }),
             Request::RemoveNeighbour { ip } => self.change(|c| {
-                let n = c.neighbours.len();
-                c.neighbours.retain(|x| x.ip != ip);
-                if c.neighbours.len() == n {
-                    Err(format!("no neighbour {ip}"))
-                } else {
-                    Ok(())
-                }
+                remove_where(
+                    &mut c.neighbours,
+                    |x| x.ip == ip,
+                    || format!("no neighbour {ip}"),
+                )
             }),
             Request::Trace { in_port, frame } => (|| {
                 let port = snap
@@ -473,6 +462,17 @@ impl Control {
         text.push_str(&dump::stats_text(&c));
         (text, json!({"workers": workers, "pipeline": c.to_json()}))
     }
+}
+
+/// Removes the items matching `gone`; an error naming the item when nothing matched.
+fn remove_where<T>(
+    v: &mut Vec<T>,
+    gone: impl Fn(&T) -> bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let n = v.len();
+    v.retain(|x| !gone(x));
+    if v.len() == n { Err(what()) } else { Ok(()) }
 }
 
 /// Serves the control socket until `stop` is set. The socket is mode 0600 and only root

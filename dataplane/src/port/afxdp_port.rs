@@ -849,30 +849,6 @@ impl Port for AfXdpPort {
     }
 }
 
-/// Block in poll(POLLIN) on `fds` for at most `timeout_ms`; returns how many
-/// are readable (0 on timeout or EINTR). For idle waits on `Port::raw_fd()`s.
-pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<usize> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: p is a live array of p.len() pollfds.
-    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(rc as usize)
-}
-
 fn xsk_options(fd: RawFd) -> io::Result<u32> {
     let mut opt = libc::xdp_options { flags: 0 };
     let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
