@@ -52,6 +52,7 @@ check "ping flannel node2 (src 10.244.2.0) -> pod A" ping_ok "$P-node2" 10.244.1
 check "ping pod A -> flannel node2's flannel.1 10.244.2.0" ping_ok "$A" 10.244.2.0
 check "ping pod A -> cni0 gateway 10.244.2.1" ping_ok "$A" 10.244.2.1
 check "ping 1400 bytes -M do pod B -> pod A" ping_ok "$B" -M do -s 1400 10.244.1.10
+check "ping -M do -s 1472 A (MTU 1500) -> B fails, mtu=1450" frag_needed "$A" 10.244.2.20 1472 1450
 check "iperf3 UDP pod C -> pod D" iperf_udp "$C" "$D" 10.244.2.21
 check "iperf3 UDP pod D -> pod C" iperf_udp "$D" "$C" 10.244.1.11
 cap_stop fab

@@ -10,6 +10,7 @@
 #                            flannel's per-peer state (neighbour, FDB, onlink route)
 #   kernel_pod N NAME IP MAC MTU   a pod on node N's cni0 bridge
 #   cap_start NAME NS DEV FILTER [COUNT] / cap_stop NAME   tcpdump on an interface
+#   frag_needed NS DST SIZE MTU   ping -M do must fail with mtu=MTU
 #   check NAME CMD...        runs CMD, prints PASS/FAIL NAME (+ detail), counts failures
 
 BIN=${PODSWITCH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
@@ -165,6 +166,18 @@ ping_ok() {
   shift
   out=$(nsx "$ns" ping -c 3 -i 0.2 -W 2 "$@" 2>&1) || { echo "$out" | tail -2; return 1; }
   echo "$out" | grep -o 'rtt.*' | cut -d/ -f5 | sed 's/$/ ms avg/'
+}
+
+# frag_needed SRC_NS DST PAYLOAD PATH_MTU: ping -M do must fail with mtu=PATH_MTU.
+frag_needed() {
+  local ns=$1 dst=$2 size=$3 mtu=$4 out
+  nsx "$ns" ip route flush cache >/dev/null 2>&1 || true
+  if out=$(nsx "$ns" ping -M do -s "$size" -c 2 -i 0.3 -W 2 "$dst" 2>&1); then
+    echo "ping unexpectedly succeeded"
+    return 1
+  fi
+  echo "$out" | grep -Eio "(frag needed.*|message too long.*)mtu ?= ?$mtu" | head -1 | grep . ||
+    { echo "$out" | tail -3; return 1; }
 }
 
 # iperf_tcp CLIENT_NS SERVER_NS SERVER_IP [SECONDS|BYTES(K/M/G)] [extra iperf3 args]:
