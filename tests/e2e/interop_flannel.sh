@@ -26,7 +26,8 @@ cleanup() {
   netns_cleanup
   rm -rf "$TMPD"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 build_release
 
 echo "== interop_flannel: podswitch (node1) <-> flannel vxlan kernel node (node2), prefix $P"

@@ -25,7 +25,8 @@ cleanup() {
   netns_cleanup
   rm -rf "$TMPD"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 build_release
 
 echo "== overlay_modes: podswitch <-> podswitch, prefix $P"

@@ -3,7 +3,8 @@
 # harness (sourced after lab/netns.sh, with $P, $ROOT and $TMPD set by the caller).
 #
 #   build_release            cargo build --release --bins unless the binaries are newer
-#   start_psw N CONFIG CORE  podswitchd on node N (waits for its control socket)
+#   start_psw N CONFIG CORE  podswitchd on node N (waits for its control socket); the
+#                            command prefix $PSW_WRAP (e.g. taskset) is put in front
 #   psw_ctl N ARGS...        podswitchctl against node N
 #   flannel_node N ADDR      node N configured as flannel's vxlan backend configures it
 #   flannel_peer N PEER_N PEER_ADDR PEER_SUBNET_ID
@@ -59,7 +60,8 @@ start_psw() {
   local n=$1 cfg=$2 cores=$3 log="$TMPD/podswitchd-node$1.log" i
   shift 3
   mkdir -p /run/podswitch
-  ip netns exec "$P-node$n" "$BIN/podswitchd" run --config "$cfg" --socket "$(sock "$n")" \
+  # shellcheck disable=SC2086 # PSW_WRAP is a command prefix, e.g. "taskset -c 0"
+  ip netns exec "$P-node$n" ${PSW_WRAP:-} "$BIN/podswitchd" run --config "$cfg" --socket "$(sock "$n")" \
     --cores "$cores" "$@" >"$log" 2>&1 &
   PSW_PID[$n]=$!
   for i in $(seq 1 100); do
@@ -98,7 +100,6 @@ flannel_node() {
   nsx "$ns" ip link set cni0 mtu 1450
   nsx "$ns" ip addr add "10.244.$n.1/24" dev cni0
   nsx "$ns" ip link set cni0 up
-  no_offload "$ns" flannel.1
 }
 
 # flannel_peer N PEER_N PEER_ADDR: what flanneld programs for one remote subnet.
@@ -183,7 +184,7 @@ frag_needed() {
 # iperf_tcp CLIENT_NS SERVER_NS SERVER_IP [SECONDS|BYTES(K/M/G)] [extra iperf3 args]:
 # prints Gbit/s and the bytes received.
 iperf_tcp() {
-  local cns=$1 sns=$2 sip=$3 t=${4:-3} js len
+  local cns=$1 sns=$2 sip=$3 t=${4:-3} js len spid
   shift 3
   [ $# -gt 0 ] && shift
   case $t in
@@ -191,22 +192,24 @@ iperf_tcp() {
     *) len=(-t "$t") ;;
   esac
   nsx "$sns" timeout 40 iperf3 -s -1 -p 5301 >/dev/null 2>&1 &
+  spid=$!
   sleep 0.3
   js=$(nsx "$cns" timeout 30 iperf3 -c "$sip" -p 5301 "${len[@]}" -J "$@") || {
-    echo "$js" | grep -o '"error".*' | head -1; wait 2>/dev/null; return 1; }
-  wait 2>/dev/null || true
+    echo "$js" | grep -o '"error".*' | head -1; kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; return 1; }
+  wait "$spid" 2>/dev/null || true
   echo "$js" | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; b=e["sum_received"]["bytes"]; print("%.2f Gbit/s, %d bytes" % (e["sum_received"]["bits_per_second"]/1e9, b)); sys.exit(0 if b > 0 else 1)'
 }
 
 # iperf_udp CLIENT_NS SERVER_NS SERVER_IP: 2 s at 50 Mbit/s, 1200-byte datagrams;
 # passes when at least 95% arrive.
 iperf_udp() {
-  local cns=$1 sns=$2 sip=$3 js
+  local cns=$1 sns=$2 sip=$3 js spid
   nsx "$sns" timeout 20 iperf3 -s -1 -p 5302 >/dev/null 2>&1 &
+  spid=$!
   sleep 0.3
   js=$(nsx "$cns" timeout 15 iperf3 -c "$sip" -p 5302 -u -b 50M -l 1200 -t 2 -J) || {
-    echo "$js" | grep -o '"error".*' | head -1; wait 2>/dev/null; return 1; }
-  wait 2>/dev/null || true
+    echo "$js" | grep -o '"error".*' | head -1; kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; return 1; }
+  wait "$spid" 2>/dev/null || true
   echo "$js" | python3 -c '
 import json, sys
 e = json.load(sys.stdin)["end"]
