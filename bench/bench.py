@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Helpers of bench/harness.sh (standard library, plus matplotlib for the chart).
+
+  bench.py snap OUT --pids P1,P2 --sockets S1,S2 --ctl PODSWITCHCTL --rx-ns NS --tx-ns NS
+      counters at one instant: /proc/stat, /proc/PID/stat of podswitchd, podswitchctl stats
+      (json), the receiving pod's rx and the sending pod's tx packet counters
+  bench.py rr-server PORT          TCP echo server (one connection at a time)
+  bench.py rr-client HOST PORT SECONDS SIZE
+      sequential request/response over one TCP connection (TCP_NODELAY); prints JSON
+  bench.py report RAW_DIR OUT_DIR MD_FILE
+      turns the raw snapshots / tool outputs into results.json, a terminal table, a PNG
+      chart and the markdown table
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ns_counter(ns, path):
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat", path], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.strip())
+
+
+def snap(argv):
+    out = argv[0]
+    opts = dict(zip(argv[1::2], argv[2::2]))
+    d = {"t": time.monotonic()}
+    with open("/proc/stat") as f:
+        d["stat"] = [int(x) for x in f.readline().split()[1:]]
+    d["pids"] = {}
+    for pid in filter(None, opts.get("--pids", "").split(",")):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime, stime are fields 14 and 15 of stat (after "pid (comm)": index 11, 12)
+        d["pids"][pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    d["psw"] = []
+    for s in filter(None, opts.get("--sockets", "").split(",")):
+        r = subprocess.run([opts["--ctl"], "--socket", s, "-o", "json", "stats"],
+                           capture_output=True, text=True, timeout=10)
+        v = json.loads(r.stdout)
+        d["psw"].append(v.get("data", v))
+    d["rx"] = ns_counter(opts["--rx-ns"], "/sys/class/net/eth0/statistics/rx_packets")
+    d["tx"] = ns_counter(opts["--tx-ns"], "/sys/class/net/eth0/statistics/tx_packets")
+    with open(out, "w") as f:
+        json.dump(d, f)
+
+
+def rr_server(argv):
+    port = int(argv[0])
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(1)
+    ls.settimeout(60)
+    c, _ = ls.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        c.sendall(b)
+
+
+def rr_client(argv):
+    host, port, seconds, size = argv[0], int(argv[1]), float(argv[2]), int(argv[3])
+    s = None
+    for _ in range(50):
+        try:
+            s = socket.create_connection((host, port), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    if s is None:
+        sys.exit("rr-client: cannot connect")
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"x" * size
+
+    def one():
+        t0 = time.perf_counter_ns()
+        s.sendall(msg)
+        got = 0
+        while got < size:
+            b = s.recv(size - got)
+            if not b:
+                sys.exit("rr-client: connection closed")
+            got += len(b)
+        return time.perf_counter_ns() - t0
+
+    for _ in range(200):  # warm-up (ARP, caches, the daemons' poll loops)
+        one()
+    lat = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and len(lat) < 200000:
+        lat.append(one())
+    s.close()
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))] / 1000.0
+
+    print(json.dumps({"samples": len(lat), "size": size, "p50_us": pct(50), "p90_us": pct(90),
+                      "p99_us": pct(99), "max_us": lat[-1] / 1000.0,
+                      "mean_us": sum(lat) / len(lat) / 1000.0}))
+
+
+# ---- report -------------------------------------------------------------------------------
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def window(raw, path, wl):
+    """Counter deltas over the steady-state window of one workload."""
+    a = load(f"{raw}/{path}-{wl}-before.json")
+    b = load(f"{raw}/{path}-{wl}-after.json")
+    dt = b["t"] - a["t"]
+    st = [y - x for x, y in zip(a["stat"], b["stat"])]
+    # /proc/stat cpu: user nice system idle iowait irq softirq steal ...
+    hz = CLK_TCK
+    w = {
+        "seconds": dt,
+        "softirq_s": st[6] / hz,
+        "busy_s": (st[0] + st[1] + st[2] + st[5] + st[6]) / hz,
+        "rx_packets": b["rx"] - a["rx"],
+        "tx_packets": b["tx"] - a["tx"],
+        "podswitchd_cpu_s": sum(b["pids"][p] - a["pids"].get(p, 0) for p in b["pids"]),
+        "nodes": [],
+    }
+    for na, nb in zip(a.get("psw", []), b.get("psw", [])):
+        busy = sum(x["busy_cycles"] for x in nb["workers"]) - sum(x["busy_cycles"] for x in na["workers"])
+        idle = sum(x["idle_cycles"] for x in nb["workers"]) - sum(x["idle_cycles"] for x in na["workers"])
+        pk = sum(x["rx_packets"] for x in nb["workers"]) - sum(x["rx_packets"] for x in na["workers"])
+        stages = {}
+        sa = {s["stage"]: s for s in na["pipeline"]["stages"]}
+        for s in nb["pipeline"]["stages"]:
+            p0 = sa.get(s["stage"], {"packets": 0, "ns_per_packet": 0.0})
+            dp = s["packets"] - p0["packets"]
+            if dp > 0:
+                dns = s["ns_per_packet"] * s["packets"] - p0["ns_per_packet"] * p0["packets"]
+                stages[s["stage"]] = round(max(dns, 0.0) / dp, 1)
+        drops = {}
+        da = na["pipeline"].get("drops", {})
+        for stage, reasons in nb["pipeline"].get("drops", {}).items():
+            for r, n in reasons.items():
+                dn = n - da.get(stage, {}).get(r, 0)
+                if dn:
+                    drops[r] = dn
+        w["nodes"].append({
+            "rx_packets": pk, "busy_cycles": busy,
+            "tsc_hz": (busy + idle) / dt if dt > 0 else 0,
+            "busy_cycles_per_packet": busy / pk if pk else None,
+            "busy_fraction": busy / (busy + idle) if busy + idle else 0,
+            "stage_ns_per_packet": stages, "drops": drops,
+        })
+    return w
+
+
+def report(argv):
+    raw, outdir, md = argv[0], argv[1], argv[2]
+    meta = load(f"{raw}/meta.json")
+    res = {"meta": meta, "paths": {}}
+    for path in ("podswitch", "kernel"):
+        r = {}
+        for n in (1, 4):
+            j = load(f"{raw}/{path}-tcp{n}.json")
+            e = j["end"]
+            r[f"tcp{n}"] = {
+                "gbit_s": e["sum_received"]["bits_per_second"] / 1e9,
+                "retransmits": e["sum_sent"].get("retransmits"),
+                "window": window(raw, path, f"tcp{n}"),
+            }
+        w = window(raw, path, "udp64")
+        mp = w["rx_packets"] / 1e6
+        r["udp64"] = {
+            "rx_pps": w["rx_packets"] / w["seconds"],
+            "offered_pps": w["tx_packets"] / w["seconds"],
+            "dataplane_cpu_s": w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"],
+            "window": w,
+        }
+        u = r["udp64"]
+        u["dataplane_cpu_s_per_mpkt"] = u["dataplane_cpu_s"] / mp if mp else None
+        u["softirq_cpu_s_per_mpkt"] = w["softirq_s"] / mp if mp else None
+        u["machine_busy_s_per_mpkt"] = w["busy_s"] / mp if mp else None
+        r["rr"] = load(f"{raw}/{path}-rr.json")
+        r["rr"]["window"] = window(raw, path, "rr")
+        res["paths"][path] = r
+
+    def cyc(path, wl, node):
+        if path != "podswitch":
+            return None
+        ns = res["paths"][path][wl]["window"]["nodes"] if wl != "udp64" else res["paths"][path]["udp64"]["window"]["nodes"]
+        return ns[node]["busy_cycles_per_packet"] if len(ns) > node else None
+
+    P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
+    rows = [
+        ("TCP 1 stream (Gbit/s)", P["tcp1"]["gbit_s"], K["tcp1"]["gbit_s"], True),
+        ("TCP 4 streams (Gbit/s)", P["tcp4"]["gbit_s"], K["tcp4"]["gbit_s"], True),
+        ("UDP 64 B received (kpps)", P["udp64"]["rx_pps"] / 1e3, K["udp64"]["rx_pps"] / 1e3, True),
+        ("UDP 64 B offered (kpps)", P["udp64"]["offered_pps"] / 1e3, K["udp64"]["offered_pps"] / 1e3, None),
+        ("dataplane CPU s / Mpkt (*)", P["udp64"]["dataplane_cpu_s_per_mpkt"], K["udp64"]["dataplane_cpu_s_per_mpkt"], False),
+        ("softirq CPU s / Mpkt (all cores)", P["udp64"]["softirq_cpu_s_per_mpkt"], K["udp64"]["softirq_cpu_s_per_mpkt"], False),
+        ("machine busy CPU s / Mpkt", P["udp64"]["machine_busy_s_per_mpkt"], K["udp64"]["machine_busy_s_per_mpkt"], False),
+        ("RR latency p50 (us)", P["rr"]["p50_us"], K["rr"]["p50_us"], False),
+        ("RR latency p99 (us)", P["rr"]["p99_us"], K["rr"]["p99_us"], False),
+        ("RR transactions/s (1 connection)", 1e6 / P["rr"]["mean_us"], 1e6 / K["rr"]["mean_us"], True),
+    ]
+    for wl, name in (("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64", "UDP 64 B"), ("rr", "RR")):
+        for node in (0, 1):
+            rows.append((f"busy cycles/pkt node{node + 1} {name}", cyc("podswitch", wl, node), None, None))
+    res["table"] = [{"metric": m, "podswitch": p, "kernel": k,
+                     "ratio": (p / k if p is not None and k else None), "higher_is_better": h}
+                    for m, p, k, h in rows]
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.2f}"
+
+    head = f"{'metric':<38} {'podswitch':>11} {'kernel':>11} {'ratio':>7}"
+    lines = [head, "-" * len(head)]
+    for r in res["table"]:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(f"{r['metric']:<38} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
+    print("\n".join(lines))
+
+    # Per-stage ns of the 64-byte workload (where podswitch's time goes).
+    stage_lines = []
+    for i, n in enumerate(P["udp64"]["window"]["nodes"]):
+        st = ", ".join(f"{k} {v}" for k, v in n["stage_ns_per_packet"].items())
+        stage_lines.append(f"node{i + 1}: {st}")
+        if n["drops"]:
+            stage_lines.append(f"node{i + 1} drops: " + ", ".join(f"{k} {v}" for k, v in n["drops"].items()))
+    print("\npodswitch per-stage ns/packet (UDP 64 B):")
+    print("\n".join("  " + s for s in stage_lines))
+
+    os.makedirs(outdir, exist_ok=True)
+    with open(f"{outdir}/results.json", "w") as f:
+        json.dump(res, f, indent=1)
+    chart(res, f"{outdir}/results.png")
+
+    m = meta
+    with open(md, "w") as f:
+        f.write("# Benchmark harness results\n\n")
+        f.write("Produced by `make bench` (`bench/harness.sh`); the lead merges this file into "
+                "BENCHMARKS.md.\n\n")
+        f.write(f"- Run: {m['date']}, podswitch {m['commit']}\n")
+        f.write(f"- Machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, "
+                f"{m['virt']}\n")
+        f.write(f"- Placement: {m['placement']}\n")
+        f.write(f"- Paths: {m['paths']}\n")
+        f.write(f"- Workloads: {m['workloads']}\n\n")
+        f.write("| metric | podswitch | kernel (flannel vxlan) | ratio |\n|---|---:|---:|---:|\n")
+        for r in res["table"]:
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+            f.write(f"| {r['metric']} | {fmt(r['podswitch'])} | {fmt(r['kernel'])} | {ratio} |\n")
+        f.write("\n(*) dataplane CPU: podswitch = utime+stime of both podswitchd processes "
+                "(/proc/PID/stat, includes softirq work done in their context, e.g. AF_XDP "
+                "copy-mode transmit); kernel = softirq time of all cores (/proc/stat). This "
+                "kernel has no IRQ time accounting, so softirq time is tick-sampled.\n\n")
+        f.write("podswitch per-stage ns/packet during the 64-byte run:\n\n")
+        for s in stage_lines:
+            f.write(f"- {s}\n")
+        f.write("\n" + m.get("notes", "") + "\n")
+    print(f"\nresults: {outdir}/results.json, {outdir}/results.png, {md}")
+
+
+def chart(res, png):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not available: no chart")
+        return
+    P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
+    panels = [
+        ("TCP throughput (Gbit/s)", ["1 stream", "4 streams"],
+         [P["tcp1"]["gbit_s"], P["tcp4"]["gbit_s"]], [K["tcp1"]["gbit_s"], K["tcp4"]["gbit_s"]]),
+        ("UDP 64 B (kpps received)", ["pps"], [P["udp64"]["rx_pps"] / 1e3], [K["udp64"]["rx_pps"] / 1e3]),
+        ("CPU s per million packets", ["dataplane", "machine"],
+         [P["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, P["udp64"]["machine_busy_s_per_mpkt"] or 0],
+         [K["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, K["udp64"]["machine_busy_s_per_mpkt"] or 0]),
+        ("Request/response latency (us)", ["p50", "p99"],
+         [P["rr"]["p50_us"], P["rr"]["p99_us"]], [K["rr"]["p50_us"], K["rr"]["p99_us"]]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2))
+    for ax, (title, labels, pv, kv) in zip(axes, panels):
+        x = range(len(labels))
+        b1 = ax.bar([i - 0.2 for i in x], pv, 0.4, label="podswitch")
+        b2 = ax.bar([i + 0.2 for i in x], kv, 0.4, label="kernel flannel")
+        for bars in (b1, b2):
+            for b in bars:
+                ax.annotate(f"{b.get_height():.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels)
+        ax.set_title(title, fontsize=10)
+    axes[-1].legend(fontsize=8, loc="upper left")
+    m = res["meta"]
+    fig.suptitle(f"podswitch vs kernel flannel VXLAN path - {m['cpu']}, {m['cores']} cores, "
+                 f"kernel {m['kernel']} ({m['date']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report}[cmd](args)
