@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Services end to end, with real clients (curl, python sockets) in the pod and fabric
+# Services end to end, with real clients (curl, iperf3, python sockets) in the pod and fabric
 # namespaces of the two-node vxlan cluster. Both nodes get the same Services (like
 # kube-proxy on every node). Every pod runs a small server: HTTP on 8080 answering with the
 # pod's name, UDP echo on 9090 answering "<pod> <payload length>"; both log the client
@@ -8,7 +8,8 @@
 #  1. ClusterIP with endpoints on both nodes, from a pod on each node: many fresh TCP
 #     connections (curl) all answered by both endpoints; a UDP Service answered, the reply
 #     coming from ClusterIP:port.
-#  2. NodePort (externalTrafficPolicy Cluster) from the fabric to node1's and node2's address.
+#  2. NodePort (externalTrafficPolicy Cluster) from the fabric to node1's and node2's address;
+#     the endpoints see the client SNATed to the address of the node it reached.
 #  3. externalTrafficPolicy Local: the endpoint sees the fabric's address (192.168.1.1);
 #     the NodePort of the node without a local endpoint does not answer, and that node
 #     counts the drop as svc_no_local_endpoints.
@@ -22,6 +23,8 @@
 #  8. Path MTU through a ClusterIP (endpoint across the VXLAN path, MTU 1450): a 1472-byte
 #     DF datagram to ClusterIP:port makes the client's kernel learn mtu 1450 for the
 #     ClusterIP (podswitch's frag-needed translated back), then a 1422-byte one is answered.
+#  9. TCP through a ClusterIP across the VXLAN path: iperf3 both ways; the MSS each end sees
+#     in the handshake is clamped to at most 1410.
 source "$(dirname "$0")/lib.sh"
 
 E2E_IPV6=0
@@ -198,6 +201,16 @@ cluster_ip = "10.96.0.17"
 ports = [{ name = "dns", protocol = "udp", port = 53, target_port = 9090 }]
 EOF
   endpoint 10.244.2.20
+  cat <<'EOF'
+
+# bulk: TCP ClusterIP, only endpoint across the VXLAN path from pod a (check 9).
+[[service]]
+name = "bulk"
+type = "ClusterIP"
+cluster_ip = "10.96.0.18"
+ports = [{ name = "iperf", protocol = "tcp", port = 80, target_port = 5201 }]
+EOF
+  endpoint 10.244.2.20
 } >"$SVC"
 
 for n in 1 2; do
@@ -281,9 +294,23 @@ done
 # ---------------------------------------------------------------------------------------
 # 2. NodePort, externalTrafficPolicy Cluster, from the fabric
 
+# new_clients POD LINES: the client addresses pod POD logged after its first LINES lines.
+new_clients() {
+  tail -n +$(($2 + 1)) "$LOGDIR/server-$1.log" | awk '{print $2}'
+}
+
 for n in 1 2; do
+  lb=$(wc -l <"$LOGDIR/server-b.log")
+  lc=$(wc -l <"$LOGDIR/server-c.log")
   check_http "2. NodePort ${NODE_IP[n]}:30080 from the fabric: $N connections answered" \
     "$NS_FAB" "http://${NODE_IP[n]}:30080/" "$N"
+  # Policy Cluster: the client is SNATed to the address of the node it reached.
+  clients=$({ new_clients b "$lb"; new_clients c "$lc"; } | sort | uniq -c | awk '{printf "%s%s x%d", sep, $2, $1; sep=", "}')
+  if [ "$clients" = "${NODE_IP[n]} x$N" ]; then
+    pass "2. NodePort ${NODE_IP[n]}:30080: endpoints saw the client SNATed to ${NODE_IP[n]}" "$clients"
+  else
+    fail "2. NodePort ${NODE_IP[n]}:30080: endpoints saw the client SNATed to ${NODE_IP[n]}" "saw: ${clients:-nothing}"
+  fi
 done
 
 # ---------------------------------------------------------------------------------------
@@ -292,7 +319,7 @@ done
 before_lines=$(wc -l <"$LOGDIR/server-b.log")
 check_http "3. Local NodePort 192.168.1.11:30081 (local endpoint) from the fabric: 10 answered" \
   "$NS_FAB" http://192.168.1.11:30081/ 10 pod-b
-clients=$(tail -n +$((before_lines + 1)) "$LOGDIR/server-b.log" | awk '$1 == "tcp" {print $2}' | sort | uniq -c |
+clients=$(new_clients b "$before_lines" | sort | uniq -c |
   awk '{printf "%s%s x%d", sep, $2, $1; sep=", "}')
 if [ "$clients" = "192.168.1.1 x10" ]; then
   pass "3. Local: pod b saw the client address 192.168.1.1 (preserved)" "$clients"
@@ -316,8 +343,7 @@ fi
 before_lines=$(wc -l <"$LOGDIR/server-a.log")
 check_http "4. hairpin: pod a -> 10.96.0.13:80 (only endpoint pod a): 10 answered by itself" \
   "$NS_A" http://10.96.0.13/ 10 pod-a
-echo "      pod a saw clients: $(tail -n +$((before_lines + 1)) "$LOGDIR/server-a.log" |
-  awk '{print $2}' | sort | uniq -c | awk '{printf "%s x%d ", $2, $1}')"
+echo "      pod a saw clients: $(new_clients a "$before_lines" | sort | uniq -c | awk '{printf "%s x%d ", $2, $1}')"
 
 # ---------------------------------------------------------------------------------------
 # 5. sessionAffinity ClientIP
@@ -562,5 +588,45 @@ if grep -q '^SMALL ok' <<<"$out"; then
 else
   fail "8. a 1422-byte DF datagram to 10.96.0.17:53 is answered by pod b" "$(head -n 1 <<<"$out" | cut -d';' -f5)"
 fi
+
+# ---------------------------------------------------------------------------------------
+# 9. TCP through a ClusterIP across the VXLAN path (pod a -> 10.96.0.18:80 -> pod b:5201)
+
+ip netns exec "$NS_B" iperf3 -s -D -p 5201 >/dev/null 2>&1
+for i in $(seq 1 30); do
+  ip netns exec "$NS_B" ss -Hltn 'sport = :5201' | grep -q . && break
+  sleep 0.1
+done
+# The handshake as each end sees it: the SYN in pod b, the SYN-ACK in pod a.
+timeout 20 ip netns exec "$NS_B" tcpdump -nn -l -i eth0 -c 1 \
+  'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn and dst port 5201' >"$LOGDIR/syn.txt" 2>/dev/null &
+dump_b=$!
+timeout 20 ip netns exec "$NS_A" tcpdump -nn -l -i eth0 -c 1 \
+  'tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack) and src port 80' >"$LOGDIR/synack.txt" 2>/dev/null &
+dump_a=$!
+sleep 1 # tcpdump attached
+for dir in "" -R; do
+  js=$(timeout 30 ip netns exec "$NS_A" iperf3 -c 10.96.0.18 -p 80 -t 2 -J $dir 2>&1)
+  res=$(python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+if "error" in d:
+    print("error", d["error"]); sys.exit()
+e = d["end"]
+print("%.2f Gbit/s, %d retransmits" % (e["sum_received"]["bits_per_second"] / 1e9, e["sum_sent"].get("retransmits", -1)))
+' <<<"$js" 2>&1)
+  name="9. iperf3${dir:+ $dir} pod a -> ClusterIP 10.96.0.18:80 -> pod b (node2), 2 s"
+  if [[ $res == *Gbit/s* ]] && [[ $res != 0.00* ]]; then pass "$name" "$res"; else fail "$name" "$res"; fi
+done
+wait "$dump_b" "$dump_a"
+for f in syn synack; do
+  mss=$(grep -o 'mss [0-9]*' "$LOGDIR/$f.txt" | head -n 1 | cut -d' ' -f2)
+  where=$([ $f = syn ] && echo "SYN seen in pod b" || echo "SYN-ACK seen in pod a")
+  if [ -n "$mss" ] && [ "$mss" -le 1410 ]; then
+    pass "9. $where: MSS clamped to at most 1410 (VXLAN path)" "mss $mss"
+  else
+    fail "9. $where: MSS clamped to at most 1410 (VXLAN path)" "$(head -n 1 "$LOGDIR/$f.txt")"
+  fi
+done
 
 finish
