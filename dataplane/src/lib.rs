@@ -11,6 +11,7 @@ pub mod config;
 pub mod conntrack;
 pub mod daemon;
 pub mod dump;
+mod hugepages;
 pub mod pipeline;
 pub mod port;
 pub mod tables;

@@ -32,7 +32,6 @@
 mod dump;
 mod index;
 mod key;
-mod mem;
 mod stale;
 mod table;
 pub mod tcp;

@@ -170,8 +170,11 @@ impl Conntrack {
                     index_mask: index.mask(),
                     slab: entries.as_ptr() as usize,
                 };
-                super::mem::advise_huge_pages(pf.index, index.bytes());
-                super::mem::advise_huge_pages(pf.slab, per_shard * std::mem::size_of::<Entry>());
+                crate::hugepages::advise_huge_pages(pf.index, index.bytes());
+                crate::hugepages::advise_huge_pages(
+                    pf.slab,
+                    per_shard * std::mem::size_of::<Entry>(),
+                );
                 Padded(
                     Mutex::new(Shard {
                         index,

@@ -3,7 +3,7 @@
 
 /// Advises the kernel that `[addr, addr + len)` should be backed by huge pages (best effort;
 /// only the 2 MiB-aligned part inside the range is advised).
-pub(super) fn advise_huge_pages(addr: usize, len: usize) {
+pub(crate) fn advise_huge_pages(addr: usize, len: usize) {
     const HUGE: usize = 2 << 20;
     let start = addr.next_multiple_of(HUGE);
     let end = (addr + len) / HUGE * HUGE;
