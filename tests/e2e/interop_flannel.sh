@@ -15,20 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 P=${E2E_PREFIX:-pf$$}
-TMPD=$(mktemp -d)
 # shellcheck source=lab/netns.sh
 source lab/netns.sh
 # shellcheck source=tests/e2e/lib/interop.sh
 source tests/e2e/lib/interop.sh
-need_root
-cleanup() {
-  cap_stop_all
-  netns_cleanup
-  rm -rf "$TMPD"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-build_release
+interop_begin
 
 echo "== interop_flannel: podswitch (node1) <-> flannel vxlan kernel node (node2), prefix $P"
 fabric_up

@@ -14,20 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 P=${E2E_PREFIX:-po$$}
-TMPD=$(mktemp -d)
 # shellcheck source=lab/netns.sh
 source lab/netns.sh
 # shellcheck source=tests/e2e/lib/interop.sh
 source tests/e2e/lib/interop.sh
-need_root
-cleanup() {
-  cap_stop_all
-  netns_cleanup
-  rm -rf "$TMPD"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-build_release
+interop_begin
 
 echo "== overlay_modes: podswitch <-> podswitch, prefix $P"
 # Fabric: br0 192.168.1.0/24 (node1, node2) routed to br1 192.168.2.0/24 (node3).

@@ -14,20 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 P=${E2E_PREFIX:-pm$$}
-TMPD=$(mktemp -d)
 # shellcheck source=lab/netns.sh
 source lab/netns.sh
 # shellcheck source=tests/e2e/lib/interop.sh
 source tests/e2e/lib/interop.sh
-need_root
-cleanup() {
-  cap_stop_all
-  netns_cleanup
-  rm -rf "$TMPD"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-build_release
+interop_begin
 
 echo "== pmtu: podswitch <-> podswitch over VXLAN, pods MTU 1500, prefix $P"
 fabric_up

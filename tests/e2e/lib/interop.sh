@@ -33,6 +33,22 @@ check() {
   fi
 }
 
+# The common start of these tests: root check, a temp dir and a cleanup trap (captures,
+# namespaces, temp dir; also on failure or interrupt), release binaries.
+interop_begin() {
+  need_root
+  TMPD=$(mktemp -d)
+  trap interop_cleanup EXIT
+  trap 'exit 130' INT TERM
+  build_release
+}
+
+interop_cleanup() {
+  cap_stop_all
+  netns_cleanup
+  rm -rf "$TMPD"
+}
+
 need_root() {
   if [ "$(id -u)" != 0 ]; then
     echo "SKIP: needs root (network namespaces, XDP)"
