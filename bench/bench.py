@@ -361,12 +361,24 @@ def report(argv):
             r["rr"]["window"] = window(raw, path, "rr")
         svc = {}
         for n in meta.get("service_counts", []):
-            if not present(path, f"svc{n}"):
+            rounds = []
+            for k in range(1, meta.get("service_rounds", 1) + 1):
+                if not present(path, f"svc{n}-{k}"):
+                    continue
+                c = load(f"{raw}/{path}-svc{n}-{k}.json")
+                c.update(load(f"{raw}/{path}-svc{n}-{k}-program.json"))
+                c["window"] = window(raw, path, f"svc{n}-{k}")
+                rounds.append(c)
+            if not rounds:
                 continue
-            c = load(f"{raw}/{path}-svc{n}.json")
-            c.update(load(f"{raw}/{path}-svc{n}-program.json"))
-            c["window"] = window(raw, path, f"svc{n}")
-            svc[str(n)] = c
+            med = sorted(rounds, key=lambda c: c["conns_per_s"])[(len(rounds) - 1) // 2]
+            svc[str(n)] = {"conns_per_s": med["conns_per_s"],
+                           "conns_per_s_rounds": [c["conns_per_s"] for c in rounds],
+                           "program_ms": sorted(c["program_ms"] for c in rounds)[(len(rounds) - 1) // 2],
+                           "podswitchd_cpu_s_per_kconn": (med["window"]["podswitchd_cpu_s"] /
+                                                          (med["conns_per_s"] * med["window"]["seconds"] / 1e3)
+                                                          if med["conns_per_s"] else None),
+                           "rounds": rounds}
         if svc:
             r["services"] = svc
         res["paths"][path] = r
@@ -450,6 +462,14 @@ def report(argv):
         stage_lines.append(f"node{i + 1}: {st}")
         if n["drops"]:
             stage_lines.append(f"node{i + 1} drops: " + ", ".join(f"{k} {v}" for k, v in n["drops"].items()))
+    svc_lines = []
+    for path in ("podswitch", "kernel"):
+        for c, v in res["paths"][path].get("services", {}).items():
+            svc_lines.append(f"{path}, {int(c):,} Services: " +
+                             " / ".join(f"{x:,.0f}" for x in v["conns_per_s_rounds"]))
+    if svc_lines:
+        print("\nnew conns/s of each round (the table shows the median):")
+        print("\n".join("  " + s for s in svc_lines))
     if stage_lines:
         print("\npodswitch per-stage ns/packet (UDP 64 B):")
         print("\n".join("  " + s for s in stage_lines))
@@ -481,6 +501,11 @@ def report(argv):
                 "(/proc/PID/stat, includes softirq work done in their context, e.g. AF_XDP "
                 "copy-mode transmit); kernel = softirq time of all cores (/proc/stat). This "
                 "kernel has no IRQ time accounting, so softirq time is tick-sampled.\n\n")
+        if svc_lines:
+            f.write("New connections/s of each round (the table shows the median):\n\n")
+            for s in svc_lines:
+                f.write(f"- {s}\n")
+            f.write("\n")
         if stage_lines:
             f.write("podswitch per-stage ns/packet during the 64-byte run:\n\n")
         for s in stage_lines:
@@ -519,7 +544,7 @@ def chart(res, png):
                        [K["services"][c]["conns_per_s"] / 1e3 for c in counts]))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 4 * len(panels)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 4 * len(panels)), 4.2), squeeze=False)
     axes = axes[0]
     for ax, (title, labels, pv, kv) in zip(axes, panels):
         x = range(len(labels))
@@ -532,7 +557,7 @@ def chart(res, png):
         ax.set_xticks(list(x))
         ax.set_xticklabels(labels)
         ax.set_title(title, fontsize=10)
-    axes[-1].legend(fontsize=8, loc="upper left")
+    axes[-1].legend(fontsize=8, loc="best")
     m = res["meta"]
     fig.suptitle(f"podswitch vs kernel flannel VXLAN path - {m['cpu']}, {m['cores']} cores, "
                  f"kernel {m['kernel']} ({m['date']})", fontsize=10)

@@ -29,6 +29,7 @@
 # output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
+# BENCH_SVC_ROUNDS (interleaved rounds over the counts, median reported, default 3),
 # BENCH_IPTABLES_RESTORE (default iptables-restore; iptables-legacy-restore for the legacy
 # backend).
 set -euo pipefail
@@ -44,6 +45,7 @@ MD=${BENCH_MD:-BENCHMARKS-harness.md}
 WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services} "
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
 SVC_CONC=${BENCH_SVC_CONCURRENCY:-32}
+SVC_ROUNDS=${BENCH_SVC_ROUNDS:-3}
 IPT_RESTORE=${BENCH_IPTABLES_RESTORE:-iptables-restore}
 wl_on() { [[ $WORKLOADS == *" $1 "* ]]; }
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -205,8 +207,11 @@ measure() {
 # iptables-restore), then new TCP connections/s from pod A to the LAST Service's ClusterIP
 # (endpoint pod B:8080 on node2).
 services() {
-  local path=$1 n vip spid t0 t1 node
+  local path=$1 n vip spid t0 t1 node r
   nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+  # Rounds interleave the counts (1, 1k, 10k, 1, ...) so that load changes on a shared
+  # machine hit every count alike; the report takes the median of the rounds.
+  for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $SVC_COUNTS; do
     vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt")
     "$PY" bench/bench.py svc-gen "$n" config/node2-vxlan.toml "$TMPD/svc-node2.toml" /dev/null >/dev/null
@@ -222,15 +227,16 @@ services() {
     done
     t1=$(date +%s%N)
     echo "{\"services\": $n, \"vip\": \"$vip\", \"program_ms\": $(((t1 - t0) / 1000000))}" \
-      >"$RAW/$path-svc$n-program.json"
-    echo "bench: [$path] new TCP connections to $vip:80 (the last of $n Services, programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
+      >"$RAW/$path-svc$n-$r-program.json"
+    echo "bench: [$path] round $r: new TCP connections to $vip:80 (the last of $n Services, programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
     nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
     spid=$!
     sleep 0.3
-    run_wl "$path" "svc$n" "$DUR" "$RAW/$path-svc$n.json" \
+    run_wl "$path" "svc$n-$r" "$DUR" "$RAW/$path-svc$n-$r.json" \
       nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$vip" 80 "$DUR" "$SVC_CONC"
     wait "$spid" 2>/dev/null || true
-    echo "bench: [$path] $n Services: $(cat "$RAW/$path-svc$n.json")"
+    echo "bench: [$path] $n Services, round $r: $(cat "$RAW/$path-svc$n-$r.json")"
+  done
   done
 }
 
@@ -258,8 +264,8 @@ json.dump({
   "cores": $(nproc), "kernel": "$(uname -r)", "virt": "$virt",
   "seconds_per_workload": $DUR, "rr_seconds": $RR_SECONDS,
   "workloads_run": "$(echo $WORKLOADS)",
-  "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')],
-  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; program ms = both nodes")",
+  "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
+  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off. kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
