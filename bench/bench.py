@@ -7,13 +7,29 @@
   bench.py rr-server PORT          TCP echo server (one connection at a time)
   bench.py rr-client HOST PORT SECONDS SIZE
       sequential request/response over one TCP connection (TCP_NODELAY); prints JSON
+  bench.py svc-gen N BASE_TOML OUT_TOML OUT_IPTABLES
+      N ClusterIP Services (TCP port 80 -> 8080, one endpoint each; the LAST one, the
+      target, has pod B 10.244.2.20): the node configuration BASE_TOML with N [[service]]
+      tables appended (for `podswitchctl program replace`), and the same Services as
+      kube-proxy's iptables mode writes them (an iptables-restore file of the nat table);
+      prints the target VIP
+  bench.py cc-server PORT SECONDS  TCP accept, send 1 byte, close (as fast as possible),
+                                   for SECONDS
+  bench.py cc-client HOST PORT SECONDS CONCURRENCY
+      new TCP connections with CONCURRENCY in flight (non-blocking, epoll): connect,
+      receive the byte, close with RST (SO_LINGER 0: no TIME_WAIT on either side);
+      counts connections completed over SECONDS after a 1 s warm-up; prints JSON
   bench.py report RAW_DIR OUT_DIR MD_FILE
       turns the raw snapshots / tool outputs into results.json, a terminal table, a PNG
       chart and the markdown table
 """
+import base64
+import hashlib
 import json
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -109,6 +125,152 @@ def rr_client(argv):
                       "mean_us": sum(lat) / len(lat) / 1000.0}))
 
 
+# ---- services: new connections/s -----------------------------------------------------
+
+SVC_BASE = (10 << 24) | (96 << 16) | 1000   # 10.96.3.232: first ClusterIP
+TARGET_EP = "10.244.2.20"
+
+
+def ip4(n):
+    return socket.inet_ntoa(struct.pack("!I", n))
+
+
+def kube_hash(prefix, s):
+    """kube-proxy's chain names: prefix + first 16 base32 chars of sha256."""
+    return prefix + base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:16]
+
+
+def svc_gen(argv):
+    n, base, out_toml, out_ipt = int(argv[0]), argv[1], argv[2], argv[3]
+    svcs = []
+    for i in range(n):
+        vip = ip4(SVC_BASE + i)
+        # Endpoints spread over both pod CIDRs; the target (last) one is pod B.
+        ep = TARGET_EP if i == n - 1 else f"10.244.{1 + i % 2}.{100 + i % 100}"
+        svcs.append((f"svc-{i:05d}", vip, ep))
+    with open(out_toml, "w") as f:
+        f.write(open(base).read())
+        f.write(f"\n# {n} benchmark Services (bench.py svc-gen)\n")
+        for name, vip, ep in svcs:
+            f.write(f'\n[[service]]\nname = "{name}"\nnamespace = "bench"\ncluster_ip = "{vip}"\n'
+                    f'ports = [{{ name = "http", protocol = "tcp", port = 80, target_port = 8080 }}]\n'
+                    f'endpoints = [{{ ip = "{ep}" }}]\n')
+    # kube-proxy (iptables mode) for a ClusterIP with one endpoint, nat table only.
+    chains = [":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+              ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
+              ":KUBE-POSTROUTING - [0:0]"]
+    rules = ["-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES",
+             "-A POSTROUTING -j KUBE-POSTROUTING",
+             "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+             "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+             "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+             "-A KUBE-POSTROUTING -j MASQUERADE --random-fully"]
+    for name, vip, ep in svcs:
+        sp = f"bench/{name}:http"
+        svc = kube_hash("KUBE-SVC-", sp)
+        sep = kube_hash("KUBE-SEP-", sp + f"tcp:{ep}:8080")
+        chains += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
+        rules += [f"-A KUBE-SERVICES -d {vip}/32 -p tcp -m tcp --dport 80 -j {svc}",
+                  f"-A {svc} ! -s 10.244.0.0/16 -d {vip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ",
+                  f"-A {svc} -j {sep}",
+                  f"-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ",
+                  f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:8080"]
+    with open(out_ipt, "w") as f:
+        f.write("*nat\n" + "\n".join(chains) + "\n" + "\n".join(rules) + "\nCOMMIT\n")
+    print(svcs[-1][1])
+
+
+def cc_server(argv):
+    port, seconds = int(argv[0]), float(argv[1])
+    end = time.monotonic() + seconds
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(4096)
+    ls.settimeout(0.5)
+    while time.monotonic() < end:
+        try:
+            c, _ = ls.accept()
+        except socket.timeout:
+            continue
+        try:
+            c.send(b"x")
+        except OSError:
+            pass
+        c.close()
+
+
+def cc_client(argv):
+    host, port, seconds, conc = argv[0], int(argv[1]), float(argv[2]), int(argv[3])
+    ep = select.epoll()
+    socks = {}
+    linger = struct.pack("ii", 1, 0)
+    stats = {"completed": 0, "errors": 0, "timeouts": 0}
+    started = {}
+
+    def open_one():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        try:
+            s.connect((host, port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            stats["errors"] += 1
+            s.close()
+            return
+        fd = s.fileno()
+        socks[fd] = s
+        started[fd] = time.monotonic()
+        ep.register(fd, select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP)
+
+    def done(fd, ok):
+        s = socks.pop(fd)
+        started.pop(fd, None)
+        ep.unregister(fd)
+        s.close()
+        if ok:
+            stats["completed"] += 1
+        else:
+            stats["errors"] += 1
+
+    t0 = time.monotonic()
+    t_start, t_end = t0 + 1.0, t0 + 1.0 + seconds
+    counted_from = None
+    next_check = t0 + 1.0
+    while True:
+        now = time.monotonic()
+        if counted_from is None and now >= t_start:
+            counted_from = dict(stats, t=now)
+        if now >= t_end:
+            break
+        while len(socks) < conc:
+            open_one()
+            if stats["errors"] > 100000:
+                sys.exit("cc-client: too many errors")
+        for fd, ev in ep.poll(0.2):
+            s = socks[fd]
+            try:
+                b = s.recv(16)
+                done(fd, len(b) > 0)
+            except BlockingIOError:
+                pass
+            except OSError:
+                done(fd, False)
+        if now >= next_check:  # connections stuck for 3 s (a lost SYN): drop and count
+            next_check = now + 1.0
+            for fd in [f for f, t in started.items() if now - t > 3.0]:
+                stats["timeouts"] += 1
+                done(fd, False)
+    now = time.monotonic()
+    c0 = counted_from or dict(stats, t=t0)
+    dt = now - c0["t"]
+    res = {k: stats[k] - c0[k] for k in ("completed", "errors", "timeouts")}
+    res.update(seconds=dt, concurrency=conc, conns_per_s=res["completed"] / dt if dt > 0 else 0)
+    print(json.dumps(res))
+
+
 # ---- report -------------------------------------------------------------------------------
 
 def load(path):
@@ -166,9 +328,14 @@ def report(argv):
     raw, outdir, md = argv[0], argv[1], argv[2]
     meta = load(f"{raw}/meta.json")
     res = {"meta": meta, "paths": {}}
+    def present(path, wl):
+        return os.path.exists(f"{raw}/{path}-{wl}-after.json")
+
     for path in ("podswitch", "kernel"):
         r = {}
         for n in (1, 4):
+            if not present(path, f"tcp{n}"):
+                continue
             j = load(f"{raw}/{path}-tcp{n}.json")
             e = j["end"]
             r[f"tcp{n}"] = {
@@ -176,46 +343,100 @@ def report(argv):
                 "retransmits": e["sum_sent"].get("retransmits"),
                 "window": window(raw, path, f"tcp{n}"),
             }
-        w = window(raw, path, "udp64")
-        mp = w["rx_packets"] / 1e6
-        r["udp64"] = {
-            "rx_pps": w["rx_packets"] / w["seconds"],
-            "offered_pps": w["tx_packets"] / w["seconds"],
-            "dataplane_cpu_s": w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"],
-            "window": w,
-        }
-        u = r["udp64"]
-        u["dataplane_cpu_s_per_mpkt"] = u["dataplane_cpu_s"] / mp if mp else None
-        u["softirq_cpu_s_per_mpkt"] = w["softirq_s"] / mp if mp else None
-        u["machine_busy_s_per_mpkt"] = w["busy_s"] / mp if mp else None
-        r["rr"] = load(f"{raw}/{path}-rr.json")
-        r["rr"]["window"] = window(raw, path, "rr")
+        if present(path, "udp64"):
+            w = window(raw, path, "udp64")
+            mp = w["rx_packets"] / 1e6
+            r["udp64"] = {
+                "rx_pps": w["rx_packets"] / w["seconds"],
+                "offered_pps": w["tx_packets"] / w["seconds"],
+                "dataplane_cpu_s": w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"],
+                "window": w,
+            }
+            u = r["udp64"]
+            u["dataplane_cpu_s_per_mpkt"] = u["dataplane_cpu_s"] / mp if mp else None
+            u["softirq_cpu_s_per_mpkt"] = w["softirq_s"] / mp if mp else None
+            u["machine_busy_s_per_mpkt"] = w["busy_s"] / mp if mp else None
+        if present(path, "rr"):
+            r["rr"] = load(f"{raw}/{path}-rr.json")
+            r["rr"]["window"] = window(raw, path, "rr")
+        svc = {}
+        for n in meta.get("service_counts", []):
+            rounds = []
+            for k in range(1, meta.get("service_rounds", 1) + 1):
+                if not present(path, f"svc{n}-{k}"):
+                    continue
+                c = load(f"{raw}/{path}-svc{n}-{k}.json")
+                c.update(load(f"{raw}/{path}-svc{n}-{k}-program.json"))
+                c["window"] = window(raw, path, f"svc{n}-{k}")
+                rounds.append(c)
+            if not rounds:
+                continue
+            med = sorted(rounds, key=lambda c: c["conns_per_s"])[(len(rounds) - 1) // 2]
+            svc[str(n)] = {"conns_per_s": med["conns_per_s"],
+                           "conns_per_s_rounds": [c["conns_per_s"] for c in rounds],
+                           "program_ms": sorted(c["program_ms"] for c in rounds)[(len(rounds) - 1) // 2],
+                           "podswitchd_cpu_s_per_kconn": (med["window"]["podswitchd_cpu_s"] /
+                                                          (med["conns_per_s"] * med["window"]["seconds"] / 1e3)
+                                                          if med["conns_per_s"] else None),
+                           "rounds": rounds}
+        if svc:
+            r["services"] = svc
         res["paths"][path] = r
 
     def cyc(path, wl, node):
-        if path != "podswitch":
+        if path != "podswitch" or wl not in res["paths"][path]:
             return None
-        ns = res["paths"][path][wl]["window"]["nodes"] if wl != "udp64" else res["paths"][path]["udp64"]["window"]["nodes"]
+        ns = res["paths"][path][wl]["window"]["nodes"]
         return ns[node]["busy_cycles_per_packet"] if len(ns) > node else None
 
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
-    rows = [
-        ("TCP 1 stream (Gbit/s)", P["tcp1"]["gbit_s"], K["tcp1"]["gbit_s"], True),
-        ("TCP 4 streams (Gbit/s)", P["tcp4"]["gbit_s"], K["tcp4"]["gbit_s"], True),
-        ("UDP 64 B received (kpps)", P["udp64"]["rx_pps"] / 1e3, K["udp64"]["rx_pps"] / 1e3, True),
-        ("UDP 64 B offered (kpps)", P["udp64"]["offered_pps"] / 1e3, K["udp64"]["offered_pps"] / 1e3, None),
-        ("dataplane CPU s / Mpkt (*)", P["udp64"]["dataplane_cpu_s_per_mpkt"], K["udp64"]["dataplane_cpu_s_per_mpkt"], False),
-        ("softirq CPU s / Mpkt (all cores)", P["udp64"]["softirq_cpu_s_per_mpkt"], K["udp64"]["softirq_cpu_s_per_mpkt"], False),
-        ("machine busy CPU s / Mpkt", P["udp64"]["machine_busy_s_per_mpkt"], K["udp64"]["machine_busy_s_per_mpkt"], False),
-        ("RR latency p50 (us)", P["rr"]["p50_us"], K["rr"]["p50_us"], False),
-        ("RR latency p99 (us)", P["rr"]["p99_us"], K["rr"]["p99_us"], False),
-        ("RR transactions/s (1 connection)", 1e6 / P["rr"]["mean_us"], 1e6 / K["rr"]["mean_us"], True),
-    ]
+    both = [wl for wl in ("tcp1", "tcp4", "udp64", "rr", "services") if wl in P and wl in K]
+    rows = []
+    if "tcp1" in both:
+        rows.append(("TCP 1 stream (Gbit/s)", P["tcp1"]["gbit_s"], K["tcp1"]["gbit_s"], True))
+    if "tcp4" in both:
+        rows.append(("TCP 4 streams (Gbit/s)", P["tcp4"]["gbit_s"], K["tcp4"]["gbit_s"], True))
+    if "udp64" in both:
+        rows += [
+            ("UDP 64 B received (kpps)", P["udp64"]["rx_pps"] / 1e3, K["udp64"]["rx_pps"] / 1e3, True),
+            ("UDP 64 B offered (kpps)", P["udp64"]["offered_pps"] / 1e3, K["udp64"]["offered_pps"] / 1e3, None),
+            ("dataplane CPU s / Mpkt (*)", P["udp64"]["dataplane_cpu_s_per_mpkt"], K["udp64"]["dataplane_cpu_s_per_mpkt"], False),
+            ("softirq CPU s / Mpkt (all cores)", P["udp64"]["softirq_cpu_s_per_mpkt"], K["udp64"]["softirq_cpu_s_per_mpkt"], False),
+            ("machine busy CPU s / Mpkt", P["udp64"]["machine_busy_s_per_mpkt"], K["udp64"]["machine_busy_s_per_mpkt"], False),
+        ]
+    if "rr" in both:
+        rows += [
+            ("RR latency p50 (us)", P["rr"]["p50_us"], K["rr"]["p50_us"], False),
+            ("RR latency p99 (us)", P["rr"]["p99_us"], K["rr"]["p99_us"], False),
+            ("RR transactions/s (1 connection)", 1e6 / P["rr"]["mean_us"], 1e6 / K["rr"]["mean_us"], True),
+        ]
+    if "services" in both:
+        counts = [c for c in map(str, meta.get("service_counts", []))
+                  if c in P["services"] and c in K["services"]]
+
+        def label(c):
+            c = int(c)
+            return f"{c // 1000}k" if c >= 1000 and c % 1000 == 0 else str(c)
+
+        for c in counts:
+            rows.append((f"new conns/s, {label(c)} Services", P["services"][c]["conns_per_s"],
+                         K["services"][c]["conns_per_s"], True))
+        if len(counts) >= 2:
+            lo, hi = counts[0], counts[-1]
+            rows.append((f"new conns/s ratio {label(hi)}/{label(lo)} Services",
+                         P["services"][hi]["conns_per_s"] / P["services"][lo]["conns_per_s"],
+                         K["services"][hi]["conns_per_s"] / K["services"][lo]["conns_per_s"], "no-ratio"))
+        for c in counts:
+            rows.append((f"program {label(c)} Services, 2 nodes (ms)", P["services"][c]["program_ms"],
+                         K["services"][c]["program_ms"], False))
     for wl, name in (("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64", "UDP 64 B"), ("rr", "RR")):
+        if wl not in P:
+            continue
         for node in (0, 1):
             rows.append((f"busy cycles/pkt node{node + 1} {name}", cyc("podswitch", wl, node), None, None))
     res["table"] = [{"metric": m, "podswitch": p, "kernel": k,
-                     "ratio": (p / k if p is not None and k else None), "higher_is_better": h}
+                     "ratio": (p / k if p is not None and k and h != "no-ratio" else None),
+                     "higher_is_better": None if h == "no-ratio" else h}
                     for m, p, k, h in rows]
 
     def fmt(v):
@@ -227,22 +448,31 @@ def report(argv):
             return f"{v:.1f}"
         return f"{v:.2f}"
 
-    head = f"{'metric':<38} {'podswitch':>11} {'kernel':>11} {'ratio':>7}"
+    head = f"{'metric':<42} {'podswitch':>11} {'kernel':>11} {'ratio':>7}"
     lines = [head, "-" * len(head)]
     for r in res["table"]:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        lines.append(f"{r['metric']:<38} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
+        lines.append(f"{r['metric']:<42} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
     print("\n".join(lines))
 
     # Per-stage ns of the 64-byte workload (where podswitch's time goes).
     stage_lines = []
-    for i, n in enumerate(P["udp64"]["window"]["nodes"]):
+    for i, n in enumerate(P["udp64"]["window"]["nodes"] if "udp64" in P else []):
         st = ", ".join(f"{k} {v}" for k, v in n["stage_ns_per_packet"].items())
         stage_lines.append(f"node{i + 1}: {st}")
         if n["drops"]:
             stage_lines.append(f"node{i + 1} drops: " + ", ".join(f"{k} {v}" for k, v in n["drops"].items()))
-    print("\npodswitch per-stage ns/packet (UDP 64 B):")
-    print("\n".join("  " + s for s in stage_lines))
+    svc_lines = []
+    for path in ("podswitch", "kernel"):
+        for c, v in res["paths"][path].get("services", {}).items():
+            svc_lines.append(f"{path}, {int(c):,} Services: " +
+                             " / ".join(f"{x:,.0f}" for x in v["conns_per_s_rounds"]))
+    if svc_lines:
+        print("\nnew conns/s of each round (the table shows the median):")
+        print("\n".join("  " + s for s in svc_lines))
+    if stage_lines:
+        print("\npodswitch per-stage ns/packet (UDP 64 B):")
+        print("\n".join("  " + s for s in stage_lines))
 
     os.makedirs(outdir, exist_ok=True)
     with open(f"{outdir}/results.json", "w") as f:
@@ -259,7 +489,10 @@ def report(argv):
                 f"{m['virt']}\n")
         f.write(f"- Placement: {m['placement']}\n")
         f.write(f"- Paths: {m['paths']}\n")
-        f.write(f"- Workloads: {m['workloads']}\n\n")
+        f.write(f"- Workloads: {m['workloads']}\n")
+        if m.get("services"):
+            f.write(f"- Services: {m['services']}\n")
+        f.write("\n")
         f.write("| metric | podswitch | kernel (flannel vxlan) | ratio |\n|---|---:|---:|---:|\n")
         for r in res["table"]:
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
@@ -268,7 +501,13 @@ def report(argv):
                 "(/proc/PID/stat, includes softirq work done in their context, e.g. AF_XDP "
                 "copy-mode transmit); kernel = softirq time of all cores (/proc/stat). This "
                 "kernel has no IRQ time accounting, so softirq time is tick-sampled.\n\n")
-        f.write("podswitch per-stage ns/packet during the 64-byte run:\n\n")
+        if svc_lines:
+            f.write("New connections/s of each round (the table shows the median):\n\n")
+            for s in svc_lines:
+                f.write(f"- {s}\n")
+            f.write("\n")
+        if stage_lines:
+            f.write("podswitch per-stage ns/packet during the 64-byte run:\n\n")
         for s in stage_lines:
             f.write(f"- {s}\n")
         f.write("\n" + m.get("notes", "") + "\n")
@@ -284,17 +523,29 @@ def chart(res, png):
         print("matplotlib not available: no chart")
         return
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
-    panels = [
-        ("TCP throughput (Gbit/s)", ["1 stream", "4 streams"],
-         [P["tcp1"]["gbit_s"], P["tcp4"]["gbit_s"]], [K["tcp1"]["gbit_s"], K["tcp4"]["gbit_s"]]),
-        ("UDP 64 B (kpps received)", ["pps"], [P["udp64"]["rx_pps"] / 1e3], [K["udp64"]["rx_pps"] / 1e3]),
-        ("CPU s per million packets", ["dataplane", "machine"],
-         [P["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, P["udp64"]["machine_busy_s_per_mpkt"] or 0],
-         [K["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, K["udp64"]["machine_busy_s_per_mpkt"] or 0]),
-        ("Request/response latency (us)", ["p50", "p99"],
-         [P["rr"]["p50_us"], P["rr"]["p99_us"]], [K["rr"]["p50_us"], K["rr"]["p99_us"]]),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2))
+    panels = []
+    if "tcp1" in P and "tcp4" in P and "tcp1" in K and "tcp4" in K:
+        panels.append(("TCP throughput (Gbit/s)", ["1 stream", "4 streams"],
+                       [P["tcp1"]["gbit_s"], P["tcp4"]["gbit_s"]], [K["tcp1"]["gbit_s"], K["tcp4"]["gbit_s"]]))
+    if "udp64" in P and "udp64" in K:
+        panels += [
+            ("UDP 64 B (kpps received)", ["pps"], [P["udp64"]["rx_pps"] / 1e3], [K["udp64"]["rx_pps"] / 1e3]),
+            ("CPU s per million packets", ["dataplane", "machine"],
+             [P["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, P["udp64"]["machine_busy_s_per_mpkt"] or 0],
+             [K["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, K["udp64"]["machine_busy_s_per_mpkt"] or 0]),
+        ]
+    if "rr" in P and "rr" in K:
+        panels.append(("Request/response latency (us)", ["p50", "p99"],
+                       [P["rr"]["p50_us"], P["rr"]["p99_us"]], [K["rr"]["p50_us"], K["rr"]["p99_us"]]))
+    if "services" in P and "services" in K:
+        counts = [c for c in P["services"] if c in K["services"]]
+        panels.append(("New TCP conns/s through a ClusterIP (k)", [f"{int(c):,} svc" for c in counts],
+                       [P["services"][c]["conns_per_s"] / 1e3 for c in counts],
+                       [K["services"][c]["conns_per_s"] / 1e3 for c in counts]))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 4 * len(panels)), 4.2), squeeze=False)
+    axes = axes[0]
     for ax, (title, labels, pv, kv) in zip(axes, panels):
         x = range(len(labels))
         b1 = ax.bar([i - 0.2 for i in x], pv, 0.4, label="podswitch")
@@ -306,7 +557,7 @@ def chart(res, png):
         ax.set_xticks(list(x))
         ax.set_xticklabels(labels)
         ax.set_title(title, fontsize=10)
-    axes[-1].legend(fontsize=8, loc="upper left")
+    axes[-1].legend(fontsize=8, loc="best")
     m = res["meta"]
     fig.suptitle(f"podswitch vs kernel flannel VXLAN path - {m['cpu']}, {m['cores']} cores, "
                  f"kernel {m['kernel']} ({m['date']})", fontsize=10)
@@ -316,4 +567,5 @@ def chart(res, png):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report}[cmd](args)
+    {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report,
+     "svc-gen": svc_gen, "cc-server": cc_server, "cc-client": cc_client}[cmd](args)

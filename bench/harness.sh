@@ -9,6 +9,11 @@
 #   request/response latency p50/p99               bench/bench.py rr-client/rr-server
 #                                                  (64-byte messages, one TCP connection)
 #   busy cycles per packet                         podswitchctl -o json stats (per node)
+#   new TCP connections/s through a ClusterIP      bench/bench.py cc-client/cc-server, with
+#   with 1, 1,000 and 10,000 Services defined      1k/10k Services (target: the last one);
+#                                                  podswitch: `program replace` on both
+#                                                  nodes; kernel: kube-proxy's iptables
+#                                                  rules (nat table) in both node namespaces
 #
 # Placement (2 cores): both nodes' podswitchd pinned to core 0 (taskset + --cores 0,
 # adaptive polling), every traffic tool (iperf3 client and server, trafgen, rr) on core 1.
@@ -21,7 +26,12 @@
 # Knobs: BENCH_SECONDS (measured seconds per workload, default 5), BENCH_RR_SECONDS (3),
 # BENCH_PSW_CORES (cores of node1's and node2's podswitchd, default "0 0"),
 # BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_MD (markdown
-# output, default BENCHMARKS-harness.md).
+# output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
+# e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
+# counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
+# BENCH_SVC_ROUNDS (interleaved rounds over the counts, median reported, default 3),
+# BENCH_IPTABLES_RESTORE (default iptables-restore; iptables-legacy-restore for the legacy
+# backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,6 +42,12 @@ RR_SECONDS=${BENCH_RR_SECONDS:-3}
 PSW_CORES=${BENCH_PSW_CORES:-0 0}
 PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
+WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services} "
+SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
+SVC_CONC=${BENCH_SVC_CONCURRENCY:-32}
+SVC_ROUNDS=${BENCH_SVC_ROUNDS:-3}
+IPT_RESTORE=${BENCH_IPTABLES_RESTORE:-iptables-restore}
+wl_on() { [[ $WORKLOADS == *" $1 "* ]]; }
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench-results/$STAMP
 RAW=$OUT/raw
@@ -156,27 +172,72 @@ measure() {
   echo "bench: [$path] ping check"
   ping_ok "$A" 10.244.2.20 >/dev/null || { echo "bench: $path: pod A cannot reach pod B"; return 1; }
   local n
-  for n in 1 4; do
-    echo "bench: [$path] TCP, $n stream(s), ${DUR}s"
-    nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+  if wl_on tcp; then
+    for n in 1 4; do
+      echo "bench: [$path] TCP, $n stream(s), ${DUR}s"
+      nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+      spid=$!
+      sleep 0.3
+      run_wl "$path" "tcp$n" "$DUR" "$RAW/$path-tcp$n.json" \
+        nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c 10.244.2.20 -p 5201 -t $((DUR + 2)) -P "$n" -J
+      wait "$spid" 2>/dev/null || true
+    done
+  fi
+  if wl_on udp; then
+    echo "bench: [$path] 64-byte UDP (trafgen), ${DUR}s"
+    run_wl "$path" udp64 "$DUR" "$RAW/$path-udp64.log" \
+      nsx "$A" "${TOOL[@]}" timeout -s INT $((DUR + 2)) trafgen --dev eth0 --conf "$TMPD/udp64.trafgen" \
+      --cpus 1 --gap 0
+    sleep 0.5
+  fi
+  if wl_on rr; then
+    echo "bench: [$path] request/response, ${RR_SECONDS}s"
+    nsx "$B" "${TOOL[@]}" timeout $((RR_SECONDS + 20)) "$PY" bench/bench.py rr-server 5400 &
     spid=$!
     sleep 0.3
-    run_wl "$path" "tcp$n" "$DUR" "$RAW/$path-tcp$n.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c 10.244.2.20 -p 5201 -t $((DUR + 2)) -P "$n" -J
+    run_wl "$path" rr "$RR_SECONDS" "$RAW/$path-rr.json" \
+      nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client 10.244.2.20 5400 $((RR_SECONDS + 2)) 64
     wait "$spid" 2>/dev/null || true
+  fi
+  if wl_on services; then services "$path"; fi
+}
+
+# services PATH: for each Service count, program the Services on both nodes (podswitch:
+# node config + Services in one `program replace`; kernel: kube-proxy's nat table through
+# iptables-restore), then new TCP connections/s from pod A to the LAST Service's ClusterIP
+# (endpoint pod B:8080 on node2).
+services() {
+  local path=$1 n vip spid t0 t1 node r
+  nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+  # Rounds interleave the counts (1, 1k, 10k, 1, ...) so that load changes on a shared
+  # machine hit every count alike; the report takes the median of the rounds.
+  for r in $(seq 1 "$SVC_ROUNDS"); do
+  for n in $SVC_COUNTS; do
+    vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt")
+    "$PY" bench/bench.py svc-gen "$n" config/node2-vxlan.toml "$TMPD/svc-node2.toml" /dev/null >/dev/null
+    t0=$(date +%s%N)
+    for node in 1 2; do
+      if [ "$path" = podswitch ]; then
+        psw_ctl "$node" program replace "$TMPD/svc-node$node.toml" >"$TMPD/program.out" 2>&1 ||
+          { echo "bench: podswitch node$node: program replace ($n Services) failed:"; tail -3 "$TMPD/program.out"; return 1; }
+      else
+        nsx "$P-node$node" "$IPT_RESTORE" <"$TMPD/svc.ipt" ||
+          { echo "bench: kernel node$node: $IPT_RESTORE ($n Services) failed"; return 1; }
+      fi
+    done
+    t1=$(date +%s%N)
+    echo "{\"services\": $n, \"vip\": \"$vip\", \"program_ms\": $(((t1 - t0) / 1000000))}" \
+      >"$RAW/$path-svc$n-$r-program.json"
+    echo "bench: [$path] round $r: new TCP connections to $vip:80 (the last of $n Services, programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
+    nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
+    spid=$!
+    sleep 0.3
+    run_wl "$path" "svc$n-$r" "$DUR" "$RAW/$path-svc$n-$r.json" \
+      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$vip" 80 "$DUR" "$SVC_CONC"
+    wait "$spid" 2>/dev/null || true
+    echo "bench: [$path] $n Services, round $r: $(cat "$RAW/$path-svc$n-$r.json")"
   done
-  echo "bench: [$path] 64-byte UDP (trafgen), ${DUR}s"
-  run_wl "$path" udp64 "$DUR" "$RAW/$path-udp64.log" \
-    nsx "$A" "${TOOL[@]}" timeout -s INT $((DUR + 2)) trafgen --dev eth0 --conf "$TMPD/udp64.trafgen" \
-    --cpus 1 --gap 0
-  sleep 0.5
-  echo "bench: [$path] request/response, ${RR_SECONDS}s"
-  nsx "$B" "${TOOL[@]}" timeout $((RR_SECONDS + 20)) "$PY" bench/bench.py rr-server 5400 &
-  spid=$!
-  sleep 0.3
-  run_wl "$path" rr "$RR_SECONDS" "$RAW/$path-rr.json" \
-    nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client 10.244.2.20 5400 $((RR_SECONDS + 2)) 64
-  wait "$spid" 2>/dev/null || true
+  done
 }
 
 echo "bench: podswitch path (prefix $P)"
@@ -202,6 +263,9 @@ json.dump({
   "date": "$(date -u +%Y-%m-%dT%H:%MZ)", "commit": "$commit", "cpu": "$cpu",
   "cores": $(nproc), "kernel": "$(uname -r)", "virt": "$virt",
   "seconds_per_workload": $DUR, "rr_seconds": $RR_SECONDS,
+  "workloads_run": "$(echo $WORKLOADS)",
+  "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
+  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off. kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
