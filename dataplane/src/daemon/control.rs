@@ -9,7 +9,7 @@ use crate::config::NodeConfig;
 use crate::dump;
 use crate::pipeline::Counters;
 use crate::port::Port;
-use crate::tables::{PortEntry, PortKind, Snapshot, build::build};
+use crate::tables::{PortEntry, Snapshot, build::build};
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -598,8 +598,4 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
         (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
         (Ok(_), Ok(())) => Err("connection closed without a response".into()),
     }
-}
-
-pub fn port_is_uplink(e: &PortEntry) -> bool {
-    e.kind == PortKind::Uplink
 }

@@ -1,7 +1,8 @@
 //! Forwarding tables and the immutable snapshot the pipeline reads.
 //!
 //! The control side turns a [`NodeConfig`](crate::config::NodeConfig) into a [`Snapshot`]
-//! (`build`), then publishes it through [`SnapshotCell`]; workers load one snapshot per batch.
+//! (`build`); the daemon publishes it (with port ownership) through `daemon::view::ViewCell`
+//! and workers load one snapshot per loop iteration.
 
 pub mod build;
 pub mod fasthash;
@@ -10,6 +11,4 @@ pub mod maglev;
 pub mod services;
 pub mod snapshot;
 
-pub use snapshot::{
-    PeerEntry, PortEntry, PortId, PortKind, RouteEntry, RouteTarget, Snapshot, SnapshotCell,
-};
+pub use snapshot::{PeerEntry, PortEntry, PortId, PortKind, RouteEntry, RouteTarget, Snapshot};

@@ -4,9 +4,7 @@ use super::fasthash::FastMap;
 use super::lpm::{Lpm, Prefix};
 use crate::config::{IcmpSettings, NodeConfig, Overlay, VxlanSettings};
 use crate::wire::Mac;
-use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::sync::Arc;
 
 pub type PortId = u16;
 
@@ -149,20 +147,5 @@ impl Snapshot {
         self.fib
             .lookup(dst)
             .and_then(|i| self.routes.get(i as usize))
-    }
-}
-
-/// The publication point: the control side stores, workers load once per batch.
-pub struct SnapshotCell(ArcSwap<Snapshot>);
-
-impl SnapshotCell {
-    pub fn new(s: Snapshot) -> Self {
-        SnapshotCell(ArcSwap::from_pointee(s))
-    }
-    pub fn load(&self) -> Arc<Snapshot> {
-        self.0.load_full()
-    }
-    pub fn publish(&self, s: Snapshot) {
-        self.0.store(Arc::new(s));
     }
 }
