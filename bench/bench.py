@@ -324,6 +324,86 @@ def window(raw, path, wl):
     return w
 
 
+def ovs_pmd_stats(path):
+    """packets received / processing (busy) cycles of the PMD threads in pmd-stats-show."""
+    pk = cyc = 0
+    pmd = False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("pmd thread"):
+                pmd = True
+            elif line and not line[0].isspace():
+                pmd = False  # "main thread:" and anything else
+            if not pmd:
+                continue
+            t = line.strip()
+            if t.startswith("packets received:"):
+                pk += int(t.split(":")[1])
+            elif t.startswith("processing cycles:"):
+                cyc += int(t.split(":")[1].split()[0])
+    return pk, cyc
+
+
+def p2p_report(raw):
+    """Port-to-port 64-byte forwarding: podswitchd vs Open vSwitch (afxdp ports)."""
+    out = {}
+    for path in ("podswitch", "ovs"):
+        if not os.path.exists(f"{raw}/{path}-p2p64-after.json"):
+            continue
+        w = window(raw, path, "p2p64")
+        mp = w["rx_packets"] / 1e6
+        r = {"rx_pps": w["rx_packets"] / w["seconds"], "offered_pps": w["tx_packets"] / w["seconds"],
+             "forwarder_cpu_s_per_mpkt": w["podswitchd_cpu_s"] / mp if mp else None,
+             "forwarder_cpu_share": w["podswitchd_cpu_s"] / w["seconds"], "window": w}
+        if path == "podswitch":
+            n = w["nodes"][0] if w["nodes"] else {}
+            r["busy_cycles_per_packet"] = n.get("busy_cycles_per_packet")
+            r["busy_fraction"] = n.get("busy_fraction")
+        else:
+            pk, cyc = ovs_pmd_stats(f"{raw}/ovs-p2p64-pmd-stats.txt")
+            r.update(pmd_packets=pk, pmd_busy_cycles=cyc,
+                     busy_cycles_per_packet=cyc / pk if pk else None)
+            if os.path.exists(f"{raw}/ovs-meta.json"):
+                r.update(load(f"{raw}/ovs-meta.json"))
+        out[path] = r
+    if not out:
+        return {}
+    P, O = out.get("podswitch", {}), out.get("ovs", {})
+    rows = [("64 B forwarded (kpps)", "rx_pps", 1e-3, True),
+            ("64 B offered by trafgen (kpps)", "offered_pps", 1e-3, None),
+            ("busy cycles/pkt (forwarder)", "busy_cycles_per_packet", 1, False),
+            ("forwarder CPU s / Mpkt (process)", "forwarder_cpu_s_per_mpkt", 1, False),
+            ("forwarder process CPU share of the window (%)", "forwarder_cpu_share", 100, None)]
+    table = []
+    for m, k, scale, h in rows:
+        p = P.get(k) * scale if P.get(k) is not None else None
+        o = O.get(k) * scale if O.get(k) is not None else None
+        table.append({"metric": m, "podswitch": p, "ovs": o,
+                      "ratio": p / o if p is not None and o else None, "higher_is_better": h})
+    ovs_v = O.get("version", "Open vSwitch")
+    setup = (f"podswitchd --cores 0 (node1's config, L2 bridging to pod C's MAC), busy cycles from "
+             f"podswitchctl stats; {ovs_v}, userspace datapath (datapath_type=netdev), "
+             f"type=afxdp ports xdp-mode={O.get('xdp_mode', '?')}, pmd-cpu-mask=0x1, in_port->output "
+             f"flows, busy cycles = pmd-stats-show processing cycles / packets received; trafgen "
+             f"in pod A on core 1; ratio = podswitch / OVS"
+             + ("" if O else "; OVS skipped (see the harness output)")
+             + ". Both forwarders poll without sleeping under load, so a CPU share well under "
+             "100% means other work ran on core 0 during the window: busy cycles are TSC cycles "
+             "and then include the time taken away, the CPU s / Mpkt figure does not")
+    return {"paths": out, "table": table, "setup": setup}
+
+
+def p2p_table(p2p, fmt):
+    if not p2p:
+        return []
+    head = f"{'port-to-port (one node)':<42} {'podswitch':>11} {'OVS afxdp':>11} {'ratio':>7}"
+    lines = [head, "-" * len(head)]
+    for r in p2p["table"]:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(f"{r['metric']:<42} {fmt(r['podswitch']):>11} {fmt(r['ovs']):>11} {ratio:>7}")
+    return lines
+
+
 def report(argv):
     raw, outdir, md = argv[0], argv[1], argv[2]
     meta = load(f"{raw}/meta.json")
@@ -389,6 +469,7 @@ def report(argv):
         ns = res["paths"][path][wl]["window"]["nodes"]
         return ns[node]["busy_cycles_per_packet"] if len(ns) > node else None
 
+    res["p2p"] = p2p_report(raw)
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
     both = [wl for wl in ("tcp1", "tcp4", "udp64", "rr", "services") if wl in P and wl in K]
     rows = []
@@ -453,7 +534,11 @@ def report(argv):
     for r in res["table"]:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         lines.append(f"{r['metric']:<42} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
-    print("\n".join(lines))
+    if len(lines) > 2:
+        print("\n".join(lines))
+    p2p_lines = p2p_table(res["p2p"], fmt)
+    if p2p_lines:
+        print("\n" + "\n".join(p2p_lines))
 
     # Per-stage ns of the 64-byte workload (where podswitch's time goes).
     stage_lines = []
@@ -497,6 +582,13 @@ def report(argv):
         for r in res["table"]:
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
             f.write(f"| {r['metric']} | {fmt(r['podswitch'])} | {fmt(r['kernel'])} | {ratio} |\n")
+        if res["p2p"]:
+            f.write(f"\nPort-to-port forwarding, 64-byte frames, one node (pod A -> forwarder -> pod C), "
+                    f"same run, same veths: {res['p2p']['setup']}\n\n")
+            f.write("| metric | podswitch | Open vSwitch afxdp | ratio |\n|---|---:|---:|---:|\n")
+            for r in res["p2p"]["table"]:
+                ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+                f.write(f"| {r['metric']} | {fmt(r['podswitch'])} | {fmt(r['ovs'])} | {ratio} |\n")
         f.write("\n(*) dataplane CPU: podswitch = utime+stime of both podswitchd processes "
                 "(/proc/PID/stat, includes softirq work done in their context, e.g. AF_XDP "
                 "copy-mode transmit); kernel = softirq time of all cores (/proc/stat). This "
@@ -542,6 +634,11 @@ def chart(res, png):
         panels.append(("New TCP conns/s through a ClusterIP (k)", [f"{int(c):,} svc" for c in counts],
                        [P["services"][c]["conns_per_s"] / 1e3 for c in counts],
                        [K["services"][c]["conns_per_s"] / 1e3 for c in counts]))
+    p2p = res.get("p2p") or {}
+    pp, po = p2p.get("paths", {}).get("podswitch", {}), p2p.get("paths", {}).get("ovs", {})
+    if pp.get("busy_cycles_per_packet") and po.get("busy_cycles_per_packet"):
+        panels.append(("Port-to-port 64 B: busy cycles/pkt\n(2nd bar: Open vSwitch afxdp)", ["cycles/pkt"],
+                       [pp["busy_cycles_per_packet"]], [po["busy_cycles_per_packet"]]))
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 4 * len(panels)), 4.2), squeeze=False)

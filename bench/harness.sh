@@ -31,7 +31,22 @@
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
 # BENCH_SVC_ROUNDS (interleaved rounds over the counts, median reported, default 3),
 # BENCH_IPTABLES_RESTORE (default iptables-restore; iptables-legacy-restore for the legacy
-# backend).
+# backend), BENCH_OVS_XDP_MODE (xdp-mode of the OVS afxdp ports, default native: copy
+# mode on veths; "generic" also works, native-with-zerocopy does not on veths).
+#
+# Port-to-port workload (p2p): raw 64-byte L2 forwarding between two pods of ONE node,
+# pod A (trafgen, core 1) -> veth -> forwarder -> veth -> pod C (counted), forwarder on
+# core 0, same namespaces and veths for both forwarders:
+#   podswitchd --cores 0, node1's config, frames addressed to pod C's MAC (L2 bridging);
+#     busy cycles/pkt from podswitchctl -o json stats
+#   Open vSwitch userspace datapath (ovs-vswitchd + ovsdb-server started in the node
+#     namespace with a private run/db directory), bridge datapath_type=netdev, the two pod
+#     veths as type=afxdp ports, pmd-cpu-mask=0x1, one OpenFlow rule each way
+#     (in_port -> output); busy cycles/pkt = "processing cycles" / "packets received" of
+#     dpif-netdev/pmd-stats-show over the window (cleared at its start), the same figure
+#     as pmd-perf-show's cycles/pkt.
+# Skipped with a printed reason when Open vSwitch is not installed and cannot be installed
+# or does not start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -42,7 +57,8 @@ RR_SECONDS=${BENCH_RR_SECONDS:-3}
 PSW_CORES=${BENCH_PSW_CORES:-0 0}
 PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
-WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services} "
+WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services p2p} "
+OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
 SVC_CONC=${BENCH_SVC_CONCURRENCY:-32}
 SVC_ROUNDS=${BENCH_SVC_ROUNDS:-3}
@@ -56,7 +72,66 @@ source lab/netns.sh
 # shellcheck source=tests/e2e/lib/interop.sh
 source tests/e2e/lib/interop.sh
 need_root
+# ---- Open vSwitch (p2p workload): private run/db directory, started in one namespace ----
+OVS_DIR=
+ovs_ctl() { OVS_RUNDIR=$OVS_DIR ovs-appctl -t "$OVS_DIR/ovs-vswitchd.ctl" --timeout=10 "$@"; }
+ovs_vsctl() { ovs-vsctl --db="unix:$OVS_DIR/db.sock" --timeout=10 "$@"; }
+ovs_stop() {
+  [ -n "$OVS_DIR" ] || return 0
+  local f pid i
+  for f in ovs-vswitchd ovsdb-server; do
+    [ -f "$OVS_DIR/$f.pid" ] || continue
+    pid=$(cat "$OVS_DIR/$f.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$OVS_DIR"
+  OVS_DIR=
+}
+# ovs_available: prints why not and fails when Open vSwitch cannot run here.
+ovs_available() {
+  if ! command -v ovs-vswitchd >/dev/null || ! command -v ovsdb-server >/dev/null; then
+    echo "bench: installing openvswitch-switch (Open vSwitch userspace datapath for p2p)"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
+      openvswitch-switch >/dev/null 2>&1 || true
+  fi
+  if ! command -v ovs-vswitchd >/dev/null || ! command -v ovsdb-server >/dev/null; then
+    echo "bench: SKIP OVS p2p: openvswitch-switch is not installed and could not be installed"
+    return 1
+  fi
+  if [ ! -f /usr/share/openvswitch/vswitch.ovsschema ]; then
+    echo "bench: SKIP OVS p2p: /usr/share/openvswitch/vswitch.ovsschema not found"
+    return 1
+  fi
+}
+# ovs_start NS CORE: ovsdb-server + ovs-vswitchd inside NS (process pinned to CORE, PMD on
+# CORE), everything under a private directory; no system OVS instance is touched.
+ovs_start() {
+  local ns=$1 core=$2 i
+  OVS_DIR=$(mktemp -d "$TMPD/ovs.XXXX")
+  export OVS_RUNDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR OVS_SYSCONFDIR=$OVS_DIR
+  ovsdb-tool create "$OVS_DIR/conf.db" /usr/share/openvswitch/vswitch.ovsschema >/dev/null &&
+    nsx "$ns" ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" \
+      --pidfile="$OVS_DIR/ovsdb-server.pid" --unixctl="$OVS_DIR/ovsdb-server.ctl" \
+      --log-file="$OVS_DIR/ovsdb-server.log" -vconsole:off --detach 2>>"$OVS_DIR/start.err" &&
+    ovs_vsctl --no-wait init &&
+    ovs_vsctl --no-wait set Open_vSwitch . other_config:pmd-cpu-mask="$(printf '0x%x' $((1 << core)))" &&
+    nsx "$ns" taskset -c "$core" ovs-vswitchd "unix:$OVS_DIR/db.sock" \
+      --pidfile="$OVS_DIR/ovs-vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
+      --log-file="$OVS_DIR/ovs-vswitchd.log" -vconsole:off --detach 2>>"$OVS_DIR/start.err" || {
+    echo "bench: SKIP OVS p2p: ovsdb-server/ovs-vswitchd did not start"
+    tail -5 "$OVS_DIR"/*.log "$OVS_DIR/start.err" 2>/dev/null
+    return 1
+  }
+  for i in $(seq 1 50); do ovs_ctl version >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "bench: SKIP OVS p2p: ovs-vswitchd does not answer"
+  return 1
+}
+ovs_pid() { cat "$OVS_DIR/ovs-vswitchd.pid"; }
+
 cleanup() {
+  ovs_stop
   cap_stop_all
   netns_cleanup
   rm -rf "$TMPD"
@@ -146,7 +221,7 @@ run_wl() {
   sleep "$secs"
   snap "$RAW/$path-$wl-after.json"
   wait "$pid" || rc=$?
-  if [ "$rc" != 0 ] && [ "$wl" != udp64 ]; then
+  if [ "$rc" != 0 ] && [[ $wl != *64 ]]; then
     echo "bench: $path $wl failed (rc $rc):"
     tail -5 "$out" "$out.err"
     return 1
@@ -240,17 +315,114 @@ services() {
   done
 }
 
-echo "bench: podswitch path (prefix $P)"
-setup_podswitch
-measure podswitch
-for n in 1 2; do psw_ctl "$n" stats >"$RAW/podswitch-node$n-stats.txt" || true; done
-for n in 1 2; do stop_psw "$n"; done
-netns_cleanup
+cat >"$TMPD/p2p64.trafgen" <<'EOF'
+/* 64-byte frame on the wire: pod A -> pod C (same node, same subnet: L2 bridging), UDP 40000 -> 9 */
+{
+  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0b,
+  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0a,
+  0x08, 0x00,
+  0x45, 0x00, const16(46), const16(1), const16(0), 64, 17, csumip(14, 33),
+  10, 244, 1, 10,
+  10, 244, 1, 11,
+  const16(40000), const16(9), const16(26), const16(0),
+  fill(0x00, 18),
+}
+EOF
 
-echo "bench: kernel flannel path"
-setup_kernel
-measure kernel
-netns_cleanup
+# p2p_topology: node1 with its uplink and host port (podswitchd's config wants them) and
+# pods A and C; both forwarders use exactly these veths.
+p2p_topology() {
+  topology
+  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
+  pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1 1500
+  pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1 1500
+  # static neighbours: no ARP through the forwarder during the run
+  nsx "$P-n1-c" ip neigh replace 10.244.1.10 lladdr 0a:58:0a:f4:01:0a dev eth0
+  nsx "$P-n1-a" ip neigh replace 10.244.1.11 lladdr 0a:58:0a:f4:01:0b dev eth0
+}
+
+# p2p_run PATH [OVS]: trafgen from pod A for DUR + 2 s; window from 1 s; for OVS the PMD
+# counters are cleared at the window start and read at its end.
+p2p_run() {
+  local path=$1 ovs=${2:-} pid
+  echo "bench: [$path] port-to-port 64-byte frames (trafgen), ${DUR}s"
+  nsx "$P-n1-a" "${TOOL[@]}" timeout -s INT $((DUR + 2)) trafgen --dev eth0 \
+    --conf "$TMPD/p2p64.trafgen" --cpus 1 --gap 0 >"$RAW/$path-p2p64.log" 2>&1 &
+  pid=$!
+  sleep 1
+  [ -z "$ovs" ] || ovs_ctl dpif-netdev/pmd-stats-clear >/dev/null
+  snap "$RAW/$path-p2p64-before.json"
+  sleep "$DUR"
+  snap "$RAW/$path-p2p64-after.json"
+  if [ -n "$ovs" ]; then
+    ovs_ctl dpif-netdev/pmd-stats-show >"$RAW/$path-p2p64-pmd-stats.txt"
+    ovs_ctl dpif-netdev/pmd-perf-show >"$RAW/$path-p2p64-pmd-perf.txt"
+  fi
+  wait "$pid" || true
+  sleep 0.5
+}
+
+ovs_skip() {
+  echo "bench: SKIP OVS p2p: $1"
+  [ -z "$OVS_DIR" ] || tail -5 "$OVS_DIR/ovs-vswitchd.log" 2>/dev/null || true
+  ovs_stop
+  netns_cleanup
+}
+
+# p2p: podswitchd, then Open vSwitch, as the forwarder between pod A and pod C.
+p2p() {
+  local d err
+  echo "bench: port-to-port forwarding (prefix $P)"
+  p2p_topology
+  # shellcheck disable=SC2086 # extra daemon arguments
+  PSW_WRAP="taskset -c 0" start_psw 1 config/node1-vxlan.toml 0 $PSW_ARGS
+  SNAP_ARGS=(--pids "$(psw_pid 1)" --sockets "$(sock 1)" --ctl "$BIN/podswitchctl"
+    --rx-ns "$P-n1-c" --tx-ns "$P-n1-a")
+  p2p_run podswitch
+  stop_psw 1
+  netns_cleanup
+  ovs_available || return 0
+  p2p_topology
+  ovs_start "$P-node1" 0 || { ovs_skip "ovs-vswitchd did not start"; return 0; }
+  ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev ||
+    { ovs_skip "cannot add a netdev bridge"; return 0; }
+  for d in veth-pod-a veth-pod-c; do
+    ovs_vsctl add-port br0 "$d" -- set interface "$d" type=afxdp options:xdp-mode="$OVS_XDP_MODE" ||
+      { ovs_skip "cannot add afxdp port $d"; return 0; }
+  done
+  { ovs-ofctl del-flows br0 &&
+    ovs-ofctl add-flow br0 in_port=veth-pod-a,actions=output:veth-pod-c &&
+    ovs-ofctl add-flow br0 in_port=veth-pod-c,actions=output:veth-pod-a; } ||
+    { ovs_skip "ovs-ofctl failed"; return 0; }
+  sleep 1
+  for d in veth-pod-a veth-pod-c; do
+    err=$(ovs_vsctl get interface "$d" error 2>/dev/null || echo "?")
+    case $err in '[]' | '') ;; *) ovs_skip "afxdp port $d: $err"; return 0 ;; esac
+  done
+  SNAP_ARGS=(--pids "$(ovs_pid)" --rx-ns "$P-n1-c" --tx-ns "$P-n1-a")
+  p2p_run ovs ovs
+  ovs_vsctl show >"$RAW/ovs-show.txt" 2>&1 || true
+  grep -i afxdp "$OVS_DIR/ovs-vswitchd.log" >"$RAW/ovs-afxdp.log" 2>/dev/null || true
+  printf '{"version": "%s", "xdp_mode": "%s"}\n' "$(ovs-vswitchd --version | head -1)" \
+    "$OVS_XDP_MODE" >"$RAW/ovs-meta.json"
+  ovs_stop
+  netns_cleanup
+}
+
+if wl_on tcp || wl_on udp || wl_on rr || wl_on services; then
+  echo "bench: podswitch path (prefix $P)"
+  setup_podswitch
+  measure podswitch
+  for n in 1 2; do psw_ctl "$n" stats >"$RAW/podswitch-node$n-stats.txt" || true; done
+  for n in 1 2; do stop_psw "$n"; done
+  netns_cleanup
+
+  echo "bench: kernel flannel path"
+  setup_kernel
+  measure kernel
+  netns_cleanup
+fi
+if wl_on p2p; then p2p; fi
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 virt=$(systemd-detect-virt 2>/dev/null || true)
