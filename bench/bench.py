@@ -7,12 +7,12 @@
   bench.py rr-server PORT          TCP echo server (one connection at a time)
   bench.py rr-client HOST PORT SECONDS SIZE
       sequential request/response over one TCP connection (TCP_NODELAY); prints JSON
-  bench.py svc-gen N BASE_TOML OUT_TOML OUT_IPTABLES
+  bench.py svc-gen N BASE_TOML OUT_TOML OUT_IPTABLES [OUT_NFT]
       N ClusterIP Services (TCP port 80 -> 8080, one endpoint each; the LAST one, the
       target, has pod B 10.244.2.20): the node configuration BASE_TOML with N [[service]]
       tables appended (for `podswitchctl program replace`), and the same Services as
-      kube-proxy's iptables mode writes them (an iptables-restore file of the nat table);
-      prints the target VIP
+      kube-proxy's iptables mode writes them (an iptables-restore file of the nat table)
+      and, with OUT_NFT, as its nftables mode does (an nft -f file); prints the target VIP
   bench.py cc-server PORT SECONDS  TCP accept, send 1 byte, close (as fast as possible),
                                    for SECONDS
   bench.py cc-client HOST PORT SECONDS CONCURRENCY
@@ -140,6 +140,42 @@ def kube_hash(prefix, s):
     return prefix + base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:16]
 
 
+def kube_nft(svcs):
+    """The same Services as kube-proxy's nftables mode writes them (nft -f file that
+    replaces `table ip kube-proxy` atomically): a verdict map
+    ip daddr . meta l4proto . th dport -> goto service chain, per-Service and per-endpoint
+    chains with the masquerade mark and the DNAT."""
+    el, chains = [], []
+    for name, vip, ep in svcs:
+        sp = f"bench/{name}:http"
+        h = kube_hash("", sp)[:8]
+        he = kube_hash("", sp + f"tcp:{ep}:8080")[:8]
+        svc = f"service-{h}-bench-{name}-tcp-http"
+        sep = f"endpoint-{he}-bench-{name}-tcp-http__{ep.replace('.', '-')}-8080"
+        el.append(f"{vip} . tcp . 80 : goto {svc}")
+        chains.append(f"  chain {svc} {{\n"
+                      f"    ip daddr {vip} tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n"
+                      f"    goto {sep}\n  }}\n"
+                      f"  chain {sep} {{\n"
+                      f"    ip saddr {ep} jump mark-for-masquerade\n"
+                      f"    meta l4proto tcp dnat to {ep}:8080\n  }}\n")
+    return ("add table ip kube-proxy\ndelete table ip kube-proxy\n"
+            "table ip kube-proxy {\n"
+            "  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n"
+            "    elements = {\n      " + ",\n      ".join(el) + "\n    }\n  }\n"
+            "  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
+            "    jump services\n  }\n"
+            "  chain nat-output {\n    type nat hook output priority -100; policy accept;\n"
+            "    jump services\n  }\n"
+            "  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
+            "    jump masquerading\n  }\n"
+            "  chain mark-for-masquerade {\n    mark set mark or 0x4000\n  }\n"
+            "  chain masquerading {\n    meta mark & 0x4000 == 0 return\n"
+            "    mark set mark xor 0x4000\n    masquerade fully-random\n  }\n"
+            "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n"
+            + "".join(chains) + "}\n")
+
+
 def svc_gen(argv):
     n, base, out_toml, out_ipt = int(argv[0]), argv[1], argv[2], argv[3]
     svcs = []
@@ -177,6 +213,9 @@ def svc_gen(argv):
                   f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:8080"]
     with open(out_ipt, "w") as f:
         f.write("*nat\n" + "\n".join(chains) + "\n" + "\n".join(rules) + "\nCOMMIT\n")
+    if len(argv) > 4:
+        with open(argv[4], "w") as f:
+            f.write(kube_nft(svcs))
     print(svcs[-1][1])
 
 
@@ -411,7 +450,7 @@ def report(argv):
     def present(path, wl):
         return os.path.exists(f"{raw}/{path}-{wl}-after.json")
 
-    for path in ("podswitch", "kernel"):
+    for path in ("podswitch", "kernel", "kernel-nft"):
         r = {}
         for n in (1, 4):
             if not present(path, f"tcp{n}"):
@@ -510,6 +549,26 @@ def report(argv):
         for c in counts:
             rows.append((f"program {label(c)} Services, 2 nodes (ms)", P["services"][c]["program_ms"],
                          K["services"][c]["program_ms"], False))
+    N = res["paths"].get("kernel-nft", {})
+    if "services" in P and "services" in N:
+        ncounts = [c for c in map(str, meta.get("service_counts", []))
+                   if c in P["services"] and c in N["services"]]
+
+        def nlabel(c):
+            c = int(c)
+            return f"{c // 1000}k" if c >= 1000 and c % 1000 == 0 else str(c)
+
+        for c in ncounts:
+            rows.append((f"new conns/s, {nlabel(c)} Svc (kernel: nftables)",
+                         P["services"][c]["conns_per_s"], N["services"][c]["conns_per_s"], True))
+        if len(ncounts) >= 2:
+            lo, hi = ncounts[0], ncounts[-1]
+            rows.append((f"new conns/s ratio {nlabel(hi)}/{nlabel(lo)} (nftables)",
+                         P["services"][hi]["conns_per_s"] / P["services"][lo]["conns_per_s"],
+                         N["services"][hi]["conns_per_s"] / N["services"][lo]["conns_per_s"], "no-ratio"))
+        for c in ncounts:
+            rows.append((f"program {nlabel(c)} Svc, 2 nodes, nftables (ms)",
+                         P["services"][c]["program_ms"], N["services"][c]["program_ms"], False))
     for wl, name in (("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64", "UDP 64 B"), ("rr", "RR")):
         if wl not in P:
             continue
@@ -548,7 +607,7 @@ def report(argv):
         if n["drops"]:
             stage_lines.append(f"node{i + 1} drops: " + ", ".join(f"{k} {v}" for k, v in n["drops"].items()))
     svc_lines = []
-    for path in ("podswitch", "kernel"):
+    for path in ("podswitch", "kernel", "kernel-nft"):
         for c, v in res["paths"][path].get("services", {}).items():
             svc_lines.append(f"{path}, {int(c):,} Services: " +
                              " / ".join(f"{x:,.0f}" for x in v["conns_per_s_rounds"]))

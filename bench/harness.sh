@@ -32,7 +32,11 @@
 # BENCH_SVC_ROUNDS (interleaved rounds over the counts, median reported, default 3),
 # BENCH_IPTABLES_RESTORE (default iptables-restore; iptables-legacy-restore for the legacy
 # backend), BENCH_OVS_XDP_MODE (xdp-mode of the OVS afxdp ports, default native: copy
-# mode on veths; "generic" also works, native-with-zerocopy does not on veths).
+# mode on veths; "generic" also works, native-with-zerocopy does not on veths),
+# BENCH_KUBE_PROXY (kube-proxy modes of the kernel path's services workload, default
+# "iptables nftables": the iptables nat table, and kube-proxy's nftables mode, `table ip
+# kube-proxy` with the service-ips verdict map, ip daddr . meta l4proto . th dport ->
+# goto service chain -> endpoint chain with the DNAT, loaded with nft -f).
 #
 # Port-to-port workload (p2p): raw 64-byte L2 forwarding between two pods of ONE node,
 # pod A (trafgen, core 1) -> veth -> forwarder -> veth -> pod C (counted), forwarder on
@@ -59,6 +63,7 @@ PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
 WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services p2p} "
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
+KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
 SVC_CONC=${BENCH_SVC_CONCURRENCY:-32}
 SVC_ROUNDS=${BENCH_SVC_ROUNDS:-3}
@@ -274,7 +279,22 @@ measure() {
       nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client 10.244.2.20 5400 $((RR_SECONDS + 2)) 64
     wait "$spid" 2>/dev/null || true
   fi
-  if wl_on services; then services "$path"; fi
+  if wl_on services; then
+    if [ "$path" = podswitch ]; then
+      services podswitch
+    else
+      if [[ $KUBE_PROXY_MODES == *" iptables "* ]]; then services kernel; fi
+      if [[ $KUBE_PROXY_MODES == *" nftables "* ]]; then
+        if ! command -v nft >/dev/null; then
+          echo "bench: SKIP kube-proxy nftables variant: nft not installed"
+          return 0
+        fi
+        # the iptables variant's nat table goes away first (an empty restore flushes it)
+        for n in 1 2; do printf '*nat\nCOMMIT\n' | nsx "$P-node$n" "$IPT_RESTORE" 2>/dev/null || true; done
+        services kernel-nft
+      fi
+    fi
+  fi
 }
 
 # services PATH: for each Service count, program the Services on both nodes (podswitch:
@@ -288,13 +308,16 @@ services() {
   # machine hit every count alike; the report takes the median of the rounds.
   for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $SVC_COUNTS; do
-    vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt")
+    vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt" "$TMPD/svc.nft")
     "$PY" bench/bench.py svc-gen "$n" config/node2-vxlan.toml "$TMPD/svc-node2.toml" /dev/null >/dev/null
     t0=$(date +%s%N)
     for node in 1 2; do
       if [ "$path" = podswitch ]; then
         psw_ctl "$node" program replace "$TMPD/svc-node$node.toml" >"$TMPD/program.out" 2>&1 ||
           { echo "bench: podswitch node$node: program replace ($n Services) failed:"; tail -3 "$TMPD/program.out"; return 1; }
+      elif [ "$path" = kernel-nft ]; then
+        nsx "$P-node$node" nft -f "$TMPD/svc.nft" ||
+          { echo "bench: kernel node$node: nft -f ($n Services) failed"; return 1; }
       else
         nsx "$P-node$node" "$IPT_RESTORE" <"$TMPD/svc.ipt" ||
           { echo "bench: kernel node$node: $IPT_RESTORE ($n Services) failed"; return 1; }
@@ -437,7 +460,7 @@ json.dump({
   "seconds_per_workload": $DUR, "rr_seconds": $RR_SECONDS,
   "workloads_run": "$(echo $WORKLOADS)",
   "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
-  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; program ms = both nodes")",
+  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off. kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
