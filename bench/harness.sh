@@ -214,6 +214,19 @@ setup_kernel() {
 
 snap() { "$PY" bench/bench.py snap "$1" "${SNAP_ARGS[@]}"; }
 
+# trafgen's worker (a forked child) pins itself to CPU 0 whatever taskset said, which put it
+# on the forwarder's core; move our trafgen processes (found by this run's private config
+# path) back to the tools' core once they run.
+repin_trafgen() {
+  local pid i
+  for i in 1 2 3 4 5; do
+    sleep 0.2
+    for pid in $(pgrep -f -- "--conf $TMPD/" || true); do
+      taskset -pc "${TOOL[2]}" "$pid" >/dev/null 2>&1 || true
+    done
+  done
+}
+
 # run_wl PATH WL SECONDS OUTFILE CMD...: CMD runs SECONDS + 2 s; counters are sampled
 # from 1 s after the start for SECONDS (the steady state).
 run_wl() {
@@ -221,7 +234,7 @@ run_wl() {
   shift 4
   "$@" >"$out" 2>"$out.err" &
   pid=$!
-  sleep 1
+  repin_trafgen
   snap "$RAW/$path-$wl-before.json"
   sleep "$secs"
   snap "$RAW/$path-$wl-after.json"
@@ -372,7 +385,7 @@ p2p_run() {
   nsx "$P-n1-a" "${TOOL[@]}" timeout -s INT $((DUR + 2)) trafgen --dev eth0 \
     --conf "$TMPD/p2p64.trafgen" --cpus 1 --gap 0 >"$RAW/$path-p2p64.log" 2>&1 &
   pid=$!
-  sleep 1
+  repin_trafgen
   [ -z "$ovs" ] || ovs_ctl dpif-netdev/pmd-stats-clear >/dev/null
   snap "$RAW/$path-p2p64-before.json"
   sleep "$DUR"
