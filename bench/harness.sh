@@ -426,15 +426,16 @@ p2p() {
     ovs_vsctl add-port br0 "$d" -- set interface "$d" type=afxdp options:xdp-mode="$OVS_XDP_MODE" ||
       { ovs_skip "cannot add afxdp port $d"; return 0; }
   done
-  { ovs-ofctl del-flows br0 &&
-    ovs-ofctl add-flow br0 in_port=veth-pod-a,actions=output:veth-pod-c &&
-    ovs-ofctl add-flow br0 in_port=veth-pod-c,actions=output:veth-pod-a; } ||
-    { ovs_skip "ovs-ofctl failed"; return 0; }
   sleep 1
   for d in veth-pod-a veth-pod-c; do
     err=$(ovs_vsctl get interface "$d" error 2>/dev/null || echo "?")
     case $err in '[]' | '') ;; *) ovs_skip "afxdp port $d: $err"; return 0 ;; esac
   done
+  { ovs-ofctl del-flows br0 &&
+    ovs-ofctl add-flow br0 in_port=veth-pod-a,actions=output:veth-pod-c &&
+    ovs-ofctl add-flow br0 in_port=veth-pod-c,actions=output:veth-pod-a; } ||
+    { ovs_skip "ovs-ofctl failed"; return 0; }
+  sleep 0.5
   SNAP_ARGS=(--pids "$(ovs_pid)" --rx-ns "$P-n1-c" --tx-ns "$P-n1-a")
   p2p_run ovs ovs
   ovs_vsctl show >"$RAW/ovs-show.txt" 2>&1 || true
