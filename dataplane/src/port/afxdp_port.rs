@@ -484,22 +484,8 @@ impl AfXdpPort {
 
     /// getsockopt(XDP_STATISTICS).
     pub fn kernel_stats(&self) -> io::Result<XskKernelStats> {
-        // SAFETY: xdp_statistics is plain old data; all-zero is a valid value.
-        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: st is live and len is its size; the kernel writes at most len bytes.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                (&mut st as *mut libc::xdp_statistics).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(os_err("getsockopt XDP_STATISTICS"));
-        }
+        let (st, _): (libc::xdp_statistics, _) =
+            xdp_getsockopt(self.fd.as_raw_fd(), libc::XDP_STATISTICS, "XDP_STATISTICS")?;
         Ok(XskKernelStats {
             rx_dropped: st.rx_dropped,
             rx_invalid_descs: st.rx_invalid_descs,
@@ -625,23 +611,9 @@ impl Socket {
                 Err(_) => 32,
             };
 
-        // SAFETY: xdp_mmap_offsets is plain old data; all-zero is valid.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: off is live and len is its size.
-        let rc = unsafe {
-            libc::getsockopt(
-                sfd,
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(os_err("getsockopt XDP_MMAP_OFFSETS"));
-        }
-        if len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        let (off, len): (libc::xdp_mmap_offsets, _) =
+            xdp_getsockopt(sfd, libc::XDP_MMAP_OFFSETS, "XDP_MMAP_OFFSETS")?;
+        if len != std::mem::size_of::<libc::xdp_mmap_offsets>() {
             return Err(io::Error::other(
                 "kernel too old: no ring flags (need_wakeup needs Linux >= 5.4)",
             ));
@@ -850,22 +822,33 @@ impl Port for AfXdpPort {
 }
 
 fn xsk_options(fd: RawFd) -> io::Result<u32> {
-    let mut opt = libc::xdp_options { flags: 0 };
-    let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
-    // SAFETY: opt is live and len is its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_XDP,
-            libc::XDP_OPTIONS,
-            (&mut opt as *mut libc::xdp_options).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(os_err("getsockopt XDP_OPTIONS"));
-    }
+    let (opt, _): (libc::xdp_options, _) = xdp_getsockopt(fd, libc::XDP_OPTIONS, "XDP_OPTIONS")?;
     Ok(opt.flags)
+}
+
+/// The `SOL_XDP` getsockopt results this file reads: plain C structs of integers, for which
+/// all-zero bytes are a valid value.
+trait XdpSockopt: Copy {}
+impl XdpSockopt for libc::xdp_statistics {}
+impl XdpSockopt for libc::xdp_mmap_offsets {}
+impl XdpSockopt for libc::xdp_options {}
+
+/// getsockopt(SOL_XDP, `opt`) into a `T`; returns it and the length the kernel wrote.
+fn xdp_getsockopt<T: XdpSockopt>(
+    fd: RawFd,
+    opt: libc::c_int,
+    name: &str,
+) -> io::Result<(T, usize)> {
+    // SAFETY: every XdpSockopt type is plain old data; all-zero is a valid value.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: v is live and len is its size; the kernel writes at most len bytes.
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_XDP, opt, (&mut v as *mut T).cast(), &mut len) };
+    if rc != 0 {
+        return Err(os_err(&format!("getsockopt {name}")));
+    }
+    Ok((v, len as usize))
 }
 
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, val: &T, what: &str) -> io::Result<()> {
