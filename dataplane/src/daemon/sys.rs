@@ -53,8 +53,8 @@ impl Drop for EventFd {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout_ms` passes.
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) {
+/// Waits until one of `fds` is readable or `timeout_ms` passes; false on a timeout.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -64,7 +64,9 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) {
         })
         .collect();
     // SAFETY: `p` is a valid array of pollfd of the given length for the call's duration.
-    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    // An error (EINTR) counts as a wake-up: the caller re-checks its queues either way.
+    n != 0
 }
 
 /// The uid of the process at the other end of a Unix stream socket.

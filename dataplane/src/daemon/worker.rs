@@ -71,8 +71,9 @@ pub struct WorkerConfig {
     pub core: Option<usize>,
     /// Never sleep: for dedicated cores.
     pub busy_poll: bool,
-    /// Empty iterations before sleeping in poll().
-    pub idle_spins: u32,
+    /// How long (ns) a worker keeps polling with nothing to do before it sleeps in
+    /// poll(); while it spins it yields the core to any other runnable task.
+    pub idle_spin_ns: u64,
     pub stage_timing: bool,
 }
 
@@ -109,7 +110,8 @@ impl Worker {
             core: self.cfg.core,
             ..Default::default()
         };
-        let mut idle = 0u32;
+        // When the current run of empty iterations began (None: the last one did work).
+        let mut idle_since: Option<u64> = None;
         let mut last_pub = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
@@ -222,15 +224,25 @@ impl Worker {
             let c1 = cycles();
             if work > 0 {
                 st.busy_cycles += c1 - c0;
-                idle = 0;
+                idle_since = None;
             } else {
                 st.idle_cycles += c1 - c0;
-                idle += 1;
-                if !self.cfg.busy_poll && idle > self.cfg.idle_spins {
+                let since = *idle_since.get_or_insert(now_ns);
+                if self.cfg.busy_poll {
+                    // A dedicated core: never sleep, never yield.
+                } else if now_ns.saturating_sub(since) < self.cfg.idle_spin_ns {
+                    // Spinning keeps wake-up latency low, but on a core shared with
+                    // another worker or daemon (two nodes' podswitchd on one core) a
+                    // spinning worker would hold the core for the scheduler's whole slice
+                    // while the other has packets: hand it over at every empty pass.
+                    std::thread::yield_now();
+                    st.idle_cycles += cycles() - c1;
+                } else {
                     self.shared.sleeping.store(true, Ordering::Release);
+                    let mut woken = true;
                     if self.shared.inbox.is_empty() {
                         st.sleeps += 1;
-                        poll_readable(&fds, 100);
+                        woken = poll_readable(&fds, 100);
                     }
                     self.shared.sleeping.store(false, Ordering::Release);
                     self.shared.wake.drain();
@@ -238,7 +250,9 @@ impl Worker {
                     for lp in ports.iter_mut() {
                         lp.port.flush();
                     }
-                    idle = 0;
+                    // After a timeout go straight back to sleep unless work shows up;
+                    // after a wake-up spin again.
+                    idle_since = if woken { None } else { Some(0) };
                     st.idle_cycles += cycles() - c1;
                 }
             }
