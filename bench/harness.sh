@@ -260,6 +260,23 @@ cat >"$TMPD/udp64.trafgen" <<'EOF'
 }
 EOF
 
+# udp_sink NS: the 64-byte UDP flood (to port 9) is dropped and counted at the receiving
+# pod's eth0 ingress hook, as a packet counter would take it. Without it the pod's kernel
+# answers every datagram with an ICMP port unreachable attempt (a route lookup per packet
+# even when the ICMP itself is rate-limited), work that runs in the forwarder's transmit
+# syscall on the podswitch and OVS paths and dominated their cycles per packet. The
+# received count is still eth0's rx_packets (veth counts at the peer's transmit).
+udp_sink() {
+  nsx "$1" nft -f - <<'NFT'
+table netdev bench_sink {
+  chain ingress {
+    type filter hook ingress device "eth0" priority 0; policy accept;
+    udp dport 9 counter drop
+  }
+}
+NFT
+}
+
 measure() {
   local path=$1 spid
   echo "bench: [$path] ping check"
@@ -278,6 +295,7 @@ measure() {
   fi
   if wl_on udp; then
     echo "bench: [$path] 64-byte UDP (trafgen), ${DUR}s"
+    udp_sink "$B"
     run_wl "$path" udp64 "$DUR" "$RAW/$path-udp64.log" \
       nsx "$A" "${TOOL[@]}" timeout -s INT $((DUR + 2)) trafgen --dev eth0 --conf "$TMPD/udp64.trafgen" \
       --cpus 1 --gap 0
@@ -375,6 +393,7 @@ p2p_topology() {
   # static neighbours: no ARP through the forwarder during the run
   nsx "$P-n1-c" ip neigh replace 10.244.1.10 lladdr 0a:58:0a:f4:01:0a dev eth0
   nsx "$P-n1-a" ip neigh replace 10.244.1.11 lladdr 0a:58:0a:f4:01:0b dev eth0
+  udp_sink "$P-n1-c"
 }
 
 # p2p_run PATH [OVS]: trafgen from pod A for DUR + 2 s; window from 1 s; for OVS the PMD
