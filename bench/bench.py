@@ -674,46 +674,61 @@ def chart(res, png):
         print("matplotlib not available: no chart")
         return
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
+    N = res["paths"].get("kernel-nft", {})
+    psw, kern = "podswitch", "kernel flannel"
+    # (title, x labels, [(series name, values)])
     panels = []
     if "tcp1" in P and "tcp4" in P and "tcp1" in K and "tcp4" in K:
         panels.append(("TCP throughput (Gbit/s)", ["1 stream", "4 streams"],
-                       [P["tcp1"]["gbit_s"], P["tcp4"]["gbit_s"]], [K["tcp1"]["gbit_s"], K["tcp4"]["gbit_s"]]))
+                       [(psw, [P["tcp1"]["gbit_s"], P["tcp4"]["gbit_s"]]),
+                        (kern, [K["tcp1"]["gbit_s"], K["tcp4"]["gbit_s"]])]))
     if "udp64" in P and "udp64" in K:
         panels += [
-            ("UDP 64 B (kpps received)", ["pps"], [P["udp64"]["rx_pps"] / 1e3], [K["udp64"]["rx_pps"] / 1e3]),
+            ("UDP 64 B (kpps received)", ["pps"],
+             [(psw, [P["udp64"]["rx_pps"] / 1e3]), (kern, [K["udp64"]["rx_pps"] / 1e3])]),
             ("CPU s per million packets", ["dataplane", "machine"],
-             [P["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, P["udp64"]["machine_busy_s_per_mpkt"] or 0],
-             [K["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, K["udp64"]["machine_busy_s_per_mpkt"] or 0]),
+             [(psw, [P["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, P["udp64"]["machine_busy_s_per_mpkt"] or 0]),
+              (kern, [K["udp64"]["dataplane_cpu_s_per_mpkt"] or 0, K["udp64"]["machine_busy_s_per_mpkt"] or 0])]),
         ]
     if "rr" in P and "rr" in K:
         panels.append(("Request/response latency (us)", ["p50", "p99"],
-                       [P["rr"]["p50_us"], P["rr"]["p99_us"]], [K["rr"]["p50_us"], K["rr"]["p99_us"]]))
+                       [(psw, [P["rr"]["p50_us"], P["rr"]["p99_us"]]),
+                        (kern, [K["rr"]["p50_us"], K["rr"]["p99_us"]])]))
     if "services" in P and "services" in K:
         counts = [c for c in P["services"] if c in K["services"]]
-        panels.append(("New TCP conns/s through a ClusterIP (k)", [f"{int(c):,} svc" for c in counts],
-                       [P["services"][c]["conns_per_s"] / 1e3 for c in counts],
-                       [K["services"][c]["conns_per_s"] / 1e3 for c in counts]))
+        series = [(psw, [P["services"][c]["conns_per_s"] / 1e3 for c in counts]),
+                  ("kube-proxy iptables", [K["services"][c]["conns_per_s"] / 1e3 for c in counts])]
+        if all(c in N.get("services", {}) for c in counts):
+            series.append(("kube-proxy nftables", [N["services"][c]["conns_per_s"] / 1e3 for c in counts]))
+        panels.append(("New TCP conns/s through a ClusterIP (k)", [f"{int(c):,} svc" for c in counts], series))
     p2p = res.get("p2p") or {}
     pp, po = p2p.get("paths", {}).get("podswitch", {}), p2p.get("paths", {}).get("ovs", {})
     if pp.get("busy_cycles_per_packet") and po.get("busy_cycles_per_packet"):
-        panels.append(("Port-to-port 64 B: busy cycles/pkt\n(2nd bar: Open vSwitch afxdp)", ["cycles/pkt"],
-                       [pp["busy_cycles_per_packet"]], [po["busy_cycles_per_packet"]]))
+        panels.append(("Port-to-port 64 B: busy cycles/pkt", ["cycles/pkt"],
+                       [(psw, [pp["busy_cycles_per_packet"]]),
+                        ("Open vSwitch afxdp", [po["busy_cycles_per_packet"]])]))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 4 * len(panels)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(9, 4 * len(panels)), 4.6), squeeze=False)
     axes = axes[0]
-    for ax, (title, labels, pv, kv) in zip(axes, panels):
-        x = range(len(labels))
-        b1 = ax.bar([i - 0.2 for i in x], pv, 0.4, label="podswitch")
-        b2 = ax.bar([i + 0.2 for i in x], kv, 0.4, label="kernel flannel")
-        for bars in (b1, b2):
-            for b in bars:
-                ax.annotate(f"{b.get_height():.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                            ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(list(x))
+    colors = {psw: "tab:blue", kern: "tab:orange", "kube-proxy iptables": "tab:orange",
+              "kube-proxy nftables": "tab:green", "Open vSwitch afxdp": "tab:gray"}
+    for ax, (title, labels, series) in zip(axes, panels):
+        w = 0.8 / len(series)
+        for si, (name, vals) in enumerate(series):
+            off = (si - (len(series) - 1) / 2) * w
+            bars = ax.bar([i + off for i in range(len(labels))], vals, w, label=name, color=colors.get(name))
+            for bar in bars:
+                v = bar.get_height()
+                ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.3g}",
+                            (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(range(len(labels))))
         ax.set_xticklabels(labels)
         ax.set_title(title, fontsize=10)
-    axes[-1].legend(fontsize=8, loc="best")
+        ax.margins(y=0.12)
+        if len(series) > 2 or series[-1][0] != kern:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(series))
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     m = res["meta"]
     fig.suptitle(f"podswitch vs kernel flannel VXLAN path - {m['cpu']}, {m['cores']} cores, "
                  f"kernel {m['kernel']} ({m['date']})", fontsize=10)
@@ -721,7 +736,12 @@ def chart(res, png):
     fig.savefig(png, dpi=110)
 
 
+def chart_cmd(argv):
+    """chart RESULTS.json OUT.png: redraw the chart of an earlier run."""
+    chart(load(argv[0]), argv[1])
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report,
-     "svc-gen": svc_gen, "cc-server": cc_server, "cc-client": cc_client}[cmd](args)
+     "svc-gen": svc_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)
