@@ -195,7 +195,7 @@ pub struct Peer {
     pub overlay: Option<Overlay>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Neighbour {
     pub ip: Ipv4Addr,

@@ -6,6 +6,7 @@
 use crate::config::Overlay;
 use crate::pipeline::Counters;
 use crate::tables::{RouteTarget, Snapshot};
+use crate::wire::Mac;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -151,17 +152,26 @@ pub fn fib(snap: &Snapshot) -> (String, Value) {
 }
 
 pub fn neighbours(snap: &Snapshot) -> (String, Value) {
-    let mut n = snap.neighbours.clone();
+    let mut n: Vec<(Ipv4Addr, Mac, &str)> = snap
+        .neighbours
+        .iter()
+        .map(|(ip, m)| (*ip, *m, "config"))
+        .chain(
+            snap.learned_neighbours
+                .iter()
+                .map(|(ip, m)| (*ip, *m, "kernel-arp")),
+        )
+        .collect();
     n.sort();
     let rows: Vec<Vec<String>> = n
         .iter()
-        .map(|(ip, m)| vec![ip.to_string(), m.to_string()])
+        .map(|(ip, m, o)| vec![ip.to_string(), m.to_string(), o.to_string()])
         .collect();
     let data: Vec<Value> = n
         .iter()
-        .map(|(ip, m)| json!({"ip": ip, "mac": m}))
+        .map(|(ip, m, o)| json!({"ip": ip, "mac": m, "origin": o}))
         .collect();
-    (table(&["IP", "MAC"], &rows), json!(data))
+    (table(&["IP", "MAC", "ORIGIN"], &rows), json!(data))
 }
 
 pub fn tunnels(snap: &Snapshot) -> (String, Value) {

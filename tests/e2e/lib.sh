@@ -8,8 +8,8 @@
 #   source "$(dirname "$0")/lib.sh"
 #   cluster_up                 # fabric, node1/node2, host ports, pods a,c (node1), b,d (node2),
 #                              # podswitchd on both nodes
-#   check "name" cmd args...   # PASS/FAIL line, counts failures
-#   finish                     # summary; exit status 1 if any check failed
+#   check "name" cmd args...   # PASS/FAIL line, counts failures (lib/common.sh: results,
+#   finish                     # build, control socket); finish: exit 1 if any check failed
 #
 # Environment: E2E_PREFIX (default pe<pid>), PODSWITCH_BIN (skip the build, use these
 # binaries), E2E_IPV6=0 (switch IPv6 off in every namespace: no ND/MLD noise in counters),
@@ -21,13 +21,10 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   echo "tests/e2e/lib.sh is sourced by the tests, not run"
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL  $(basename "$0"): end-to-end tests need root (network namespaces, XDP)"
-  exit 1
-fi
-
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-E2E_NAME=$(basename "$0" .sh)
+# shellcheck source=tests/e2e/lib/common.sh
+source "$E2E_ROOT/tests/e2e/lib/common.sh"
+need_root
 cd "$E2E_ROOT" || exit 1
 export PATH="$HOME/.cargo/bin:$PATH"
 P=${E2E_PREFIX:-pe$$}
@@ -40,87 +37,11 @@ fi
 source "$E2E_ROOT/lab/netns.sh"
 
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/$P-e2e.XXXXXX")
-CHECKS=0
-FAILS=0
 declare -a DPID=()
 
 # ---------------------------------------------------------------------------------------
-# Results
+# Binaries and the control socket (build_release, sock, ctl: lib/common.sh)
 
-pass() {
-  CHECKS=$((CHECKS + 1))
-  printf 'PASS  %s%s\n' "$1" "${2:+  [$2]}"
-}
-
-fail() {
-  CHECKS=$((CHECKS + 1))
-  FAILS=$((FAILS + 1))
-  printf 'FAIL  %s%s\n' "$1" "${2:+  [$2]}"
-}
-
-# check NAME CMD...: runs CMD (output kept in the log dir); PASS if it exits 0.
-check() {
-  local name=$1 out="$LOGDIR/check.out"
-  shift
-  if "$@" >"$out" 2>&1; then
-    pass "$name"
-  else
-    fail "$name" "$(tail -n 3 "$out" | tr '\n' ' ' | cut -c1-300)"
-  fi
-}
-
-# check_fails NAME CMD...: PASS if CMD exits non-zero.
-check_fails() {
-  local name=$1 out="$LOGDIR/check.out"
-  shift
-  if "$@" >"$out" 2>&1; then
-    fail "$name" "succeeded: $(tail -n 2 "$out" | tr '\n' ' ' | cut -c1-200)"
-  else
-    pass "$name"
-  fi
-}
-
-# Stops the test: a check that everything after it depends on failed.
-die() {
-  fail "$1" "${2:-}"
-  echo "$E2E_NAME: aborted"
-  exit 1
-}
-
-finish() {
-  echo "$E2E_NAME: $((CHECKS - FAILS))/$CHECKS checks passed"
-  [ "$FAILS" = 0 ] || exit 1
-  exit 0
-}
-
-# ---------------------------------------------------------------------------------------
-# Build and binaries
-
-e2e_build() {
-  if [ -n "${PODSWITCH_BIN:-}" ]; then
-    BIN=$PODSWITCH_BIN
-  else
-    local target=${CARGO_TARGET_DIR:-$E2E_ROOT/target}
-    mkdir -p "$target"
-    # One build at a time even when several tests start together.
-    if ! flock -w 1800 "$target/.e2e-build.lock" cargo build --release --bins -q; then
-      echo "FAIL  $E2E_NAME: cargo build --release failed"
-      exit 1
-    fi
-    BIN=$target/release
-  fi
-  [ -x "$BIN/podswitchd" ] && [ -x "$BIN/podswitchctl" ] || {
-    echo "FAIL  $E2E_NAME: no podswitchd/podswitchctl in $BIN"
-    exit 1
-  }
-}
-
-sock() { echo "/run/podswitch/$P-node$1.sock"; }
-ctl() {
-  local n=$1
-  shift
-  timeout 30 "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"
-}
 nsx_t() {
   local ns=$1
   shift
@@ -180,6 +101,7 @@ cleanup() {
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
   done
   netns_cleanup >/dev/null 2>&1
+  common_cleanup
   if [ "$FAILS" != 0 ] || [ "$rc" != 0 ]; then
     local f
     for f in "$LOGDIR"/node*.log; do
@@ -263,7 +185,7 @@ stop_node() {
 }
 
 cluster_up() {
-  e2e_build
+  build_release
   echo "$E2E_NAME: cluster prefix $P-"
   cluster_net_up >"$LOGDIR/net.log" 2>&1 || die "namespaces created" "$(tail -n 3 "$LOGDIR/net.log")"
   start_node 1 || die "podswitchd started on node1"
@@ -274,26 +196,6 @@ cluster_up() {
 
 # ---------------------------------------------------------------------------------------
 # Traffic helpers
-
-ping1() { timeout 5 ip netns exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# wait_ping NS DST SECONDS: succeeds as soon as one ping answers; WAITED = seconds taken.
-wait_ping() {
-  local ns=$1 dst=$2 max=$3 start i ok=1
-  start=$(now_ms)
-  for i in $(seq 1 $((max * 5))); do
-    if ping1 "$ns" "$dst"; then
-      ok=0
-      break
-    fi
-    [ $(($(now_ms) - start)) -gt $((max * 1000)) ] && break
-    sleep 0.1
-  done
-  WAITED=$(awk -v ms=$(($(now_ms) - start)) 'BEGIN { printf "%.1f", ms / 1000 }')
-  return $ok
-}
 
 # loss_of "ping output": the packet loss figure ("0%").
 loss_of() { grep -o '[0-9.]*% packet loss' <<<"$1" | cut -d' ' -f1; }

@@ -5,11 +5,12 @@ use super::protocol::{MAX_REQUEST, Request, Response};
 use super::sys::{euid, peer_uid};
 use super::view::{Handle, View, ViewCell};
 use super::worker::{WorkerMsg, WorkerShared};
+use crate::config::Neighbour;
 use crate::config::NodeConfig;
 use crate::dump;
 use crate::pipeline::Counters;
 use crate::port::Port;
-use crate::tables::{PortEntry, Snapshot, build::build};
+use crate::tables::{PortEntry, Snapshot, build::build_with_learned, build::unresolved_next_hops};
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
 use serde_json::json;
@@ -38,6 +39,8 @@ struct PortSlot {
 
 struct Inner {
     cfg: NodeConfig,
+    /// Underlay neighbours learned from the kernel (daemon::neigh), kept across changes.
+    learned: Vec<Neighbour>,
     generation: u64,
     ports: HashMap<String, PortSlot>,
     next_handle: Handle,
@@ -62,9 +65,9 @@ impl Control {
         senders: Vec<Sender<WorkerMsg>>,
         factory: Arc<dyn PortFactory>,
     ) -> Result<Self, String> {
-        let snap = build(&cfg, 1)?;
+        let snap = build_with_learned(&cfg, &[], 1)?;
         let views = Arc::new(ViewCell::new(View {
-            snap: build(&cfg, 0)?,
+            snap: build_with_learned(&cfg, &[], 0)?,
             owner: vec![],
             handle: vec![],
         }));
@@ -72,6 +75,7 @@ impl Control {
         let c = Control {
             inner: Mutex::new(Inner {
                 cfg: cfg.clone(),
+                learned: Vec::new(),
                 generation: 0,
                 ports: HashMap::new(),
                 next_handle: 1,
@@ -108,9 +112,32 @@ impl Control {
         let mut inner = self.inner.lock();
         let mut cfg = inner.cfg.clone();
         change(&mut cfg)?;
-        let snap = build(&cfg, inner.generation + 1)?;
+        let snap = build_with_learned(&cfg, &inner.learned, inner.generation + 1)?;
         self.commit(&mut inner, cfg, snap)?;
         Ok(inner.generation)
+    }
+
+    /// The uplink's name and the underlay next hops that have no configured MAC.
+    pub fn unresolved_next_hops(&self) -> (String, Vec<std::net::Ipv4Addr>) {
+        let inner = self.inner.lock();
+        (
+            inner.cfg.uplink.name.clone(),
+            unresolved_next_hops(&inner.cfg),
+        )
+    }
+
+    /// Replaces the learned neighbours; publishes a new snapshot only when they changed.
+    pub fn set_learned(&self, mut learned: Vec<Neighbour>) -> Result<Option<u64>, String> {
+        learned.sort_by_key(|n| n.ip);
+        let mut inner = self.inner.lock();
+        if inner.learned == learned {
+            return Ok(None);
+        }
+        let cfg = inner.cfg.clone();
+        let snap = build_with_learned(&cfg, &learned, inner.generation + 1)?;
+        self.commit(&mut inner, cfg, snap)?;
+        inner.learned = learned;
+        Ok(Some(inner.generation))
     }
 
     fn commit(&self, inner: &mut Inner, cfg: NodeConfig, snap: Snapshot) -> Result<(), String> {

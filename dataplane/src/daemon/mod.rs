@@ -10,6 +10,7 @@ pub mod afxdp_factory;
 pub mod clock;
 pub mod control;
 pub mod handoff;
+pub mod neigh;
 pub mod protocol;
 pub mod sys;
 pub mod view;
@@ -89,6 +90,14 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         threads.push(t);
     }
+    let resolver = std::thread::Builder::new()
+        .name("psw-neigh".into())
+        .spawn({
+            let (control, stop) = (control.clone(), stop.clone());
+            move || neigh::run(control, stop)
+        })
+        .map_err(|e| e.to_string())?;
+    threads.push(resolver);
     let server = control::serve(control.clone(), &opts.socket, stop.clone());
     let server = match server {
         Ok(s) => s,

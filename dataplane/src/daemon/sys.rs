@@ -1,5 +1,6 @@
 //! The few system calls the daemon makes directly: eventfd wake-ups, poll, peer
-//! credentials and the cycle counter. All `unsafe` of the daemon lives here.
+//! credentials, the cycle counter and one netlink request (neighbour resolution). All
+//! `unsafe` of the daemon lives here.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -107,4 +108,101 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and has no preconditions.
     unsafe { libc::geteuid() }
+}
+
+/// The interface index of `name` in this network namespace.
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+/// Asks the kernel to resolve (or refresh) its neighbour entry for `ip` on interface
+/// `ifindex`, as `ip neigh replace IP dev DEV use` does: RTM_NEWNEIGH with NTF_USE makes
+/// the kernel send an ARP request now if the entry is missing, stale or failed. Waits for
+/// the kernel's acknowledgement.
+pub fn neigh_use(ifindex: u32, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
+    const NDA_DST: u16 = 1;
+    const NTF_USE: u8 = 0x01;
+    const NUD_PERMANENT: u16 = 0x80; // ignored with NTF_USE; what iproute2 sends
+    // nlmsghdr (16) + ndmsg (12) + rtattr NDA_DST (4 + 4)
+    let mut msg = [0u8; 36];
+    msg[0..4].copy_from_slice(&36u32.to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWNEIGH.to_ne_bytes());
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_REPLACE | libc::NLM_F_CREATE) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg[16] = libc::AF_INET as u8;
+    msg[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg[24..26].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    msg[26] = NTF_USE;
+    msg[28..30].copy_from_slice(&8u16.to_ne_bytes());
+    msg[30..32].copy_from_slice(&NDA_DST.to_ne_bytes());
+    msg[32..36].copy_from_slice(&ip.octets());
+
+    // SAFETY: plain socket creation with constant arguments; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created by us and is closed exactly once, by this guard.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval for the call's duration; SO_RCVTIMEO bounds the wait.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: a zeroed sockaddr_nl with only the family set addresses the kernel (pid 0).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are valid for reads of the given lengths.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // NLMSG_ERROR carries the errno (0 = ack) right after the 16-byte header.
+    let n = n as usize;
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == libc::NLMSG_ERROR as u16 {
+        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if err != 0 {
+            return Err(std::io::Error::from_raw_os_error(-err));
+        }
+    }
+    Ok(())
 }

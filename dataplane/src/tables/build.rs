@@ -3,7 +3,7 @@
 use super::fasthash::FastMap;
 use super::lpm::{Lpm, Prefix};
 use super::snapshot::*;
-use crate::config::{NodeConfig, Overlay};
+use crate::config::{Neighbour, NodeConfig, Overlay};
 use crate::wire::{Mac, ethernet, ipv4, udp, vxlan};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -19,6 +19,33 @@ pub fn overlay_overhead(o: Overlay) -> u16 {
 
 /// Validates `cfg` and builds the snapshot; on error returns every problem found, one per line.
 pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
+    build_with_learned(cfg, &[], generation)
+}
+
+/// Underlay next hops the configuration needs a MAC for but does not give one: peer node
+/// addresses, the uplink gateway and `via` next hops without a `[[neighbour]]` entry. The
+/// daemon resolves these through the kernel's ARP on the uplink (`daemon::neigh`).
+pub fn unresolved_next_hops(cfg: &NodeConfig) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = cfg
+        .peers
+        .iter()
+        .map(|p| p.address)
+        .chain(cfg.uplink.gateway)
+        .chain(cfg.routes.iter().filter_map(|r| r.via))
+        .filter(|ip| !cfg.neighbours.iter().any(|n| n.ip == *ip))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// As [`build`], with neighbours learned at run time (kernel ARP on the uplink) added under
+/// the configured ones: a configured `[[neighbour]]` always wins.
+pub fn build_with_learned(
+    cfg: &NodeConfig,
+    learned: &[Neighbour],
+    generation: u64,
+) -> Result<Snapshot, String> {
     let mut errs: Vec<String> = Vec::new();
     let n = &cfg.node;
     let gateway = cfg.gateway();
@@ -171,8 +198,17 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         pod_ports.push((p.ip, id, &p.name));
     }
 
-    // Neighbours.
+    // Neighbours: learned ones first, configured ones over them.
     let mut neigh: FastMap<[u8; 4], Mac> = FastMap::default();
+    let learned: Vec<(Ipv4Addr, Mac)> = learned
+        .iter()
+        .filter(|l| !cfg.neighbours.iter().any(|n| n.ip == l.ip))
+        .filter(|l| !l.mac.is_multicast() && !l.mac.is_zero())
+        .map(|l| (l.ip, l.mac))
+        .collect();
+    for (ip, mac) in &learned {
+        neigh.insert(ip.octets(), *mac);
+    }
     for nb in &cfg.neighbours {
         if nb.mac.is_multicast() || nb.mac.is_zero() {
             errs.push(format!(
@@ -377,6 +413,7 @@ pub fn build(cfg: &NodeConfig, generation: u64) -> Result<Snapshot, String> {
         peers,
         peer_by_addr,
         neighbours: cfg.neighbours.iter().map(|n| (n.ip, n.mac)).collect(),
+        learned_neighbours: learned,
         services,
         nat,
         config: cfg.clone(),

@@ -121,6 +121,8 @@ pub struct Snapshot {
     pub peer_by_addr: FastMap<[u8; 4], u16>,
     /// Neighbours (underlay next hops) as configured.
     pub neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
+    /// Neighbours learned from the kernel's ARP on the uplink (none configured for them).
+    pub learned_neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
     /// Services (frontends, endpoints, Maglev tables) and NAT settings.
     pub services: super::services::ServiceTable,
     pub nat: super::services::NatInfo,

@@ -1,37 +1,23 @@
 # shellcheck shell=bash
 # Helpers shared by the interop / overlay / PMTU end-to-end tests and the benchmark
-# harness (sourced after lab/netns.sh, with $P, $ROOT and $TMPD set by the caller).
+# harness (sourced after lab/netns.sh, with $P set by the caller; interop_begin makes
+# $TMPD).
 #
-#   build_release            cargo build --release --bins unless the binaries are newer
 #   start_psw N CONFIG CORE  podswitchd on node N (waits for its control socket); the
 #                            command prefix $PSW_WRAP (e.g. taskset) is put in front
-#   psw_ctl N ARGS...        podswitchctl against node N
 #   flannel_node N ADDR      node N configured as flannel's vxlan backend configures it
 #   flannel_peer N PEER_N PEER_ADDR PEER_SUBNET_ID
 #                            flannel's per-peer state (neighbour, FDB, onlink route)
 #   kernel_pod N NAME IP MAC MTU   a pod on node N's cni0 bridge
 #   cap_start NAME NS DEV FILTER [COUNT] / cap_stop NAME   tcpdump on an interface
 #   frag_needed NS DST SIZE MTU   ping -M do must fail with mtu=MTU
-#   check NAME CMD...        runs CMD, prints PASS/FAIL NAME (+ detail), counts failures
+#   results (check, pass, fail, finish), need_root, build_release, sock, psw_ctl/ctl:
+#                            tests/e2e/lib/common.sh
 
-BIN=${PODSWITCH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
-FAILS=0
+# shellcheck source=tests/e2e/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 declare -A CAP_PID=()
 declare -A PSW_PID=()
-
-pass() { printf 'PASS  %-58s %s\n' "$1" "${2:-}"; }
-fail() { printf 'FAIL  %-58s %s\n' "$1" "${2:-}"; FAILS=$((FAILS + 1)); }
-
-# check NAME CMD...: CMD's last output line is the detail.
-check() {
-  local name=$1 out
-  shift
-  if out=$("$@" 2>&1); then
-    pass "$name" "$(echo "$out" | tail -1)"
-  else
-    fail "$name" "$(echo "$out" | tail -3 | tr '\n' ' ')"
-  fi
-}
 
 # The common start of these tests: root check, a temp dir and a cleanup trap (captures,
 # namespaces, temp dir; also on failure or interrupt), release binaries.
@@ -46,30 +32,9 @@ interop_begin() {
 interop_cleanup() {
   cap_stop_all
   netns_cleanup
+  common_cleanup
   rm -rf "$TMPD"
 }
-
-need_root() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "SKIP: needs root (network namespaces, XDP)"
-    exit 0
-  fi
-}
-
-build_release() {
-  export PATH="$HOME/.cargo/bin:$PATH"
-  if [ -n "${PODSWITCH_BIN:-}" ]; then return 0; fi
-  if [ -x "$BIN/podswitchd" ] && [ -x "$BIN/podswitchctl" ] &&
-    [ -z "$(find "$ROOT/dataplane" "$ROOT/Cargo.lock" -newer "$BIN/podswitchd" \
-      \( -name '*.rs' -o -name '*.c' -o -name '*.toml' -o -name Cargo.lock \) -print -quit)" ]; then
-    return 0
-  fi
-  echo "building podswitch (release)"
-  (cd "$ROOT" && cargo build --release --bins -q)
-}
-
-sock() { echo "/run/podswitch/$P-node$1.sock"; }
-psw_ctl() { local n=$1; shift; "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"; }
 
 # start_psw N CONFIG CORES [extra podswitchd args...]
 start_psw() {
