@@ -17,7 +17,8 @@
 // BTF (built without -g) so the 2020-era libbpf vendored by libbpf-sys 0.3 can
 // load it with "legacy" SEC("maps") map definitions.
 //
-// Must stay in sync with `UplinkConfigRaw` / `Counter` in src/xdp_prog.rs.
+// Must stay in sync with `UplinkConfigRaw` / `Counter` / `MAX_OWNED_PREFIXES` in
+// src/port/xdp_prog.rs.
 
 typedef unsigned char __u8;
 typedef unsigned short __u16;
@@ -40,7 +41,9 @@ enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LPM_TRIE 11
 #define BPF_MAP_TYPE_XSKMAP 17
+#define BPF_F_NO_PREALLOC (1u << 0)
 
 /* Legacy map definition understood by every libbpf version. */
 struct bpf_map_def {
@@ -97,6 +100,11 @@ struct l4ports {
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IPPROTO_ICMP 1
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 #define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
@@ -106,16 +114,12 @@ struct l4ports {
 /* ---- configuration (array map, 1 entry, written by the loader) ---- */
 #define CFG_VXLAN (1u << 0)
 #define CFG_IPIP (1u << 1)
-#define CFG_POD_CIDR (1u << 2)
+#define CFG_OWNED (1u << 2) /* owned_prefixes holds at least one entry */
 #define CFG_SVC_CIDR (1u << 3)
 #define CFG_NODEPORT (1u << 4)
 #define CFG_SNAT (1u << 5)
-#define MAX_POD_CIDRS 8
-
-struct cidr {
-	__u32 addr; /* network byte order, already masked */
-	__u32 mask; /* network byte order */
-};
+/* Capacity of owned_prefixes; MAX_OWNED_PREFIXES in src/port/xdp_prog.rs. */
+#define MAX_OWNED_PREFIXES 65536
 
 struct uplink_config {
 	__u32 flags;
@@ -128,8 +132,14 @@ struct uplink_config {
 	__u16 snat_lo; /* host byte order, inclusive: replies of masqueraded flows */
 	__u16 snat_hi;
 	__u16 _pad;
-	__u32 n_pod_cidrs;
-	struct cidr pod_cidrs[MAX_POD_CIDRS];
+};
+
+/* ---- owned destination prefixes (LPM trie, written by the loader) ----
+ * The pod CIDR (host-gw peers route pod traffic to the node) and every Service
+ * externalIP / LoadBalancer IP (/32). The value is the counter class of a match. */
+struct lpm_v4_key {
+	__u32 prefixlen; /* 0..32 */
+	__u32 addr;      /* network byte order */
 };
 
 /* ---- counters (per-CPU array, index = enum counter) ---- */
@@ -142,7 +152,9 @@ enum counter {
 	C_NODEPORT = 5,
 	C_NO_SOCKET = 6, /* subset of the above with no socket at rx_queue_index -> kernel */
 	C_SNAT = 7,      /* replies to masqueraded flows (node address, SNAT port range) */
-	C_MAX = 8,
+	C_SNAT_ICMP_ERROR = 8, /* ICMP errors to the node quoting a masqueraded flow */
+	C_EXTERNAL = 9,  /* destination is a Service externalIP / LoadBalancer IP */
+	C_MAX = 10,
 };
 
 struct bpf_map_def SEC("maps") xsks_map = {
@@ -157,6 +169,14 @@ struct bpf_map_def SEC("maps") uplink_cfg = {
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct uplink_config),
 	.max_entries = 1,
+};
+
+struct bpf_map_def SEC("maps") owned_prefixes = {
+	.type = BPF_MAP_TYPE_LPM_TRIE,
+	.key_size = sizeof(struct lpm_v4_key),
+	.value_size = sizeof(__u32),
+	.max_entries = MAX_OWNED_PREFIXES,
+	.map_flags = BPF_F_NO_PREALLOC, /* required for LPM tries */
 };
 
 struct bpf_map_def SEC("maps") xdp_counters = {
@@ -219,16 +239,13 @@ int xdp_uplink(struct xdp_md *ctx)
 	__u32 daddr = ip->daddr;
 	__u32 flags = cfg->flags;
 
-	/* (c) host-gw: destination inside a pod CIDR */
-	if (flags & CFG_POD_CIDR) {
-		__u32 n = cfg->n_pod_cidrs;
-#pragma unroll
-		for (int i = 0; i < MAX_POD_CIDRS; i++) {
-			if (i >= n)
-				break;
-			if ((daddr & cfg->pod_cidrs[i].mask) == cfg->pod_cidrs[i].addr)
-				return to_xsk(ctx, C_POD);
-		}
+	/* (c) host-gw: destination inside the pod CIDR; Service externalIPs and
+	 * LoadBalancer IPs. One longest-prefix lookup whatever their number. */
+	if (flags & CFG_OWNED) {
+		struct lpm_v4_key k = { .prefixlen = 32, .addr = daddr };
+		__u32 *cls = bpf_map_lookup_elem(&owned_prefixes, &k);
+		if (cls)
+			return to_xsk(ctx, *cls == C_EXTERNAL ? C_EXTERNAL : C_POD);
 	}
 
 	/* (d) destination inside the Service CIDR */
@@ -245,15 +262,51 @@ int xdp_uplink(struct xdp_md *ctx)
 		goto pass;
 	}
 
-	/* Echo replies to masqueraded pings: the identifier is the SNAT "port". */
+	/* Echo replies to masqueraded pings: the identifier is the SNAT "port". ICMP
+	 * errors about masqueraded flows (PMTU, TTL, unreachable from outside the
+	 * cluster): the quoted packet left the node with source = node address and a
+	 * source port / echo identifier in the SNAT range; podswitch translates the
+	 * error back to the pod, the kernel knows nothing about such a flow. */
 	if (ip->protocol == IPPROTO_ICMP && (flags & CFG_SNAT) &&
 	    !(ip->frag_off & bswap16(IP_MF | IP_OFFSET))) {
 		struct icmp_echo *ic = (void *)ip + ihl;
 		if ((void *)(ic + 1) > data_end)
 			goto pass;
-		__u16 id = bswap16(ic->id);
-		if (ic->type == 0 && id >= cfg->snat_lo && id <= cfg->snat_hi)
-			return to_xsk(ctx, C_SNAT);
+		if (ic->type == ICMP_ECHOREPLY) {
+			__u16 id = bswap16(ic->id);
+			if (id >= cfg->snat_lo && id <= cfg->snat_hi)
+				return to_xsk(ctx, C_SNAT);
+			goto pass;
+		}
+		if (ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED &&
+		    ic->type != ICMP_PARAMETERPROB)
+			goto pass;
+		/* The quote: IPv4 header (options allowed) + at least 8 bytes. */
+		struct iphdr *qip = (void *)(ic + 1);
+		if ((void *)(qip + 1) > data_end)
+			goto pass;
+		if ((qip->ihl_version >> 4) != 4)
+			goto pass;
+		__u32 qihl = (qip->ihl_version & 0x0f) * 4;
+		if (qihl < sizeof(*qip))
+			goto pass;
+		if (qip->saddr != cfg->node_addr)
+			goto pass;
+		/* A quoted non-first fragment carries no L4 header. */
+		if (qip->frag_off & bswap16(IP_OFFSET))
+			goto pass;
+		struct icmp_echo *ql4 = (void *)qip + qihl; /* 8 bytes: ports or echo header */
+		if ((void *)(ql4 + 1) > data_end)
+			goto pass;
+		__u16 qport;
+		if (qip->protocol == IPPROTO_TCP || qip->protocol == IPPROTO_UDP)
+			qport = bswap16(((struct l4ports *)ql4)->source);
+		else if (qip->protocol == IPPROTO_ICMP && ql4->type == ICMP_ECHO)
+			qport = bswap16(ql4->id);
+		else
+			goto pass;
+		if (qport >= cfg->snat_lo && qport <= cfg->snat_hi)
+			return to_xsk(ctx, C_SNAT_ICMP_ERROR);
 		goto pass;
 	}
 

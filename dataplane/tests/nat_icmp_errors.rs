@@ -50,6 +50,53 @@ fn frag_needed_about_a_masqueraded_tcp_flow() {
 }
 
 #[test]
+fn frag_needed_about_a_masqueraded_udp_flow() {
+    let mut n = Node::new(&config());
+    let payload = [0x5a; 600];
+    let (_, p) = n
+        .send(
+            "veth-pod-a",
+            udp(MAC_A, MAC_GW, POD_A, INET, 47000, 4433, &payload),
+        )
+        .one();
+    assert_eq!(p.src, NODE);
+    let snat_port = p.sport;
+    assert_ne!(snat_port, 47000, "masqueraded: a port of the SNAT range");
+    // Routers quote 8 bytes of UDP (RFC 792) or as much as fits (RFC 1812): both come back.
+    for (what, extra) in [("8-byte quote", 8), ("whole datagram quoted", p.ip.len())] {
+        let err = icmp_error(
+            MAC_ROUTER,
+            MAC_UPLINK,
+            ROUTER_IP,
+            NODE,
+            3,
+            4,
+            mtu_rest(576),
+            &quote_of(&p, extra),
+        );
+        let (port, e) = n.send("eth0", err).one();
+        assert_eq!(port, "veth-pod-a", "{what}");
+        assert_eq!(
+            (e.src, e.dst, e.icmp_type, e.icmp_code),
+            (ROUTER_IP, POD_A, 3, 4),
+            "{what}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([e.l4()[6], e.l4()[7]]),
+            576,
+            "{what}: next-hop MTU kept"
+        );
+        // Quoted IPv4 checksum (and, with the whole datagram, the UDP checksum) verified.
+        let q = e.quote();
+        assert_eq!(
+            (q.src, q.dst, q.sport, q.dport),
+            (POD_A, INET, 47000, 4433),
+            "{what}"
+        );
+    }
+}
+
+#[test]
 fn port_unreachable_from_a_udp_service_endpoint() {
     let mut n = Node::new(&config());
     for sport in 50000..50040u16 {

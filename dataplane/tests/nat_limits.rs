@@ -189,3 +189,36 @@ fn config_errors_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn more_external_ips_than_the_uplink_filter_holds_are_refused() {
+    use podswitch::port::xdp_prog::MAX_OWNED_PREFIXES;
+    use std::net::Ipv4Addr;
+    let ext = |i: usize| Ipv4Addr::from(0xc6_12_00_00u32 + i as u32); // 198.18.0.0/15
+    let mut cfg = config();
+    let base: std::collections::HashSet<Ipv4Addr> = cfg
+        .services
+        .iter()
+        .flat_map(|s| s.external_ips.iter().chain(&s.load_balancer_ips).copied())
+        .collect();
+    // The pod CIDR takes one entry: MAX - 1 distinct external IPs fit.
+    let n = MAX_OWNED_PREFIXES - 1 - base.len();
+    let web = cfg.services.iter_mut().find(|s| s.name == "web").unwrap();
+    web.external_ips.extend((0..n).map(ext));
+    podswitch::tables::build::build(&cfg, 1).expect("MAX - 1 external IPs fit");
+    // One more does not.
+    web_add_external(&mut cfg, ext(n));
+    let err = podswitch::tables::build::build(&cfg, 1).err().unwrap();
+    assert!(
+        err.contains(&format!(
+            "{MAX_OWNED_PREFIXES} distinct external/LoadBalancer IPs: the uplink filter holds at most {}",
+            MAX_OWNED_PREFIXES - 1
+        )),
+        "{err}"
+    );
+}
+
+fn web_add_external(cfg: &mut podswitch::config::NodeConfig, ip: std::net::Ipv4Addr) {
+    let web = cfg.services.iter_mut().find(|s| s.name == "web").unwrap();
+    web.external_ips.push(ip);
+}

@@ -1,7 +1,8 @@
 //! Opens switch ports as AF_XDP sockets and attaches the XDP programs that feed them.
 //!
 //! The uplink gets `xdp_uplink`, which redirects only podswitch's traffic (VXLAN/IPIP to
-//! the node, pod subnets, Service addresses, NodePorts) and passes the rest — and
+//! the node, pod subnets, Service addresses, NodePorts, replies and ICMP errors of
+//! masqueraded flows) and passes the rest — and
 //! everything when no socket is bound — to the kernel, so the node's own traffic never
 //! depends on podswitchd. Pod and host ports get `xdp_redirect_all`.
 
@@ -28,12 +29,13 @@ impl AfXdpFactory {
 
     /// What the uplink program steers to podswitch, from the snapshot: tunnels to the node
     /// address, the pod subnet (host-gw peers), externalIPs and LoadBalancer IPs, the Service
-    /// CIDR, NodePorts, and replies to masqueraded flows (the SNAT port range).
+    /// CIDR, NodePorts, and replies and ICMP errors of masqueraded flows (the SNAT port
+    /// range). The number of external IPs is bounded by `tables::build` (the program's
+    /// prefix map capacity), so none is left out.
     fn uplink_config(snap: &Snapshot) -> UplinkConfig {
         use std::net::Ipv4Addr;
         let n = &snap.node;
         let nat = &snap.config.nat;
-        let mut owned = vec![(Ipv4Addr::from(n.pod_cidr.addr), n.pod_cidr.len)];
         let mut external: Vec<Ipv4Addr> = snap
             .config
             .services
@@ -47,21 +49,13 @@ impl AfXdpFactory {
             .collect();
         external.sort();
         external.dedup();
-        for ip in external {
-            if owned.len() == MAX_OWNED {
-                eprintln!(
-                    "podswitchd: uplink filter holds {MAX_OWNED} prefixes; external IP {ip} not steered"
-                );
-                continue;
-            }
-            owned.push((ip, 32));
-        }
         let svc = nat.service_cidr;
         UplinkConfig {
             node_addr: Ipv4Addr::from(n.address),
             vxlan_port: Some(n.vxlan.port),
             ipip: true,
-            pod_cidrs: owned,
+            pod_cidrs: vec![(Ipv4Addr::from(n.pod_cidr.addr), n.pod_cidr.len)],
+            external_ips: external,
             service_cidr: Some((Ipv4Addr::from(svc.addr), svc.len)),
             nodeport_range: Some((nat.node_port_range[0], nat.node_port_range[1])),
             snat_range: nat
@@ -70,9 +64,6 @@ impl AfXdpFactory {
         }
     }
 }
-
-/// Prefixes the uplink program matches by destination (its pod-CIDR table).
-const MAX_OWNED: usize = 8;
 
 fn rx_queues(ifname: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
@@ -123,12 +114,13 @@ impl PortFactory for AfXdpFactory {
         Ok(socks)
     }
 
-    fn update(&self, snap: &Snapshot) {
+    fn update(&self, snap: &Snapshot) -> Result<(), String> {
         let name = &snap.ports[usize::from(snap.uplink)].name;
-        if let Some(p) = self.programs.lock().get(name)
-            && let Err(e) = p.set_config(&Self::uplink_config(snap))
-        {
-            eprintln!("podswitchd: cannot update the uplink filter of {name}: {e}");
+        match self.programs.lock().get(name) {
+            Some(p) => p
+                .set_config(&Self::uplink_config(snap))
+                .map_err(|e| format!("cannot update the uplink filter of {name}: {e}")),
+            None => Ok(()),
         }
     }
 

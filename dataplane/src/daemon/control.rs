@@ -26,8 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub trait PortFactory: Send + Sync {
     fn open(&self, entry: &PortEntry, snap: &Snapshot) -> Result<Vec<Box<dyn Port>>, String>;
     fn close(&self, entry: &PortEntry);
-    /// The tables changed: refresh what the port set-up derives from them (the uplink filter).
-    fn update(&self, _snap: &Snapshot) {}
+    /// The tables changed: refresh what the port set-up derives from them (the uplink
+    /// filter), before the new tables are published. An error rejects the change.
+    fn update(&self, _snap: &Snapshot) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 struct PortSlot {
@@ -162,6 +165,15 @@ impl Control {
                 }
             }
         }
+        // The uplink filter follows the new tables before they are published (it only adds
+        // prefixes before removing stale ones); when it cannot, nothing changes.
+        if let Err(e) = self.factory.update(&snap) {
+            for (entry, socks) in opened {
+                drop(socks);
+                self.factory.close(&entry);
+            }
+            return Err(e);
+        }
         // Ports that disappear (or change kind) are closed after the new tables are live.
         let removed: Vec<String> = inner
             .ports
@@ -217,7 +229,6 @@ impl Control {
             }
         }
         inner.generation = snap.generation;
-        self.factory.update(&snap);
         self.views.publish(View {
             snap,
             owner,

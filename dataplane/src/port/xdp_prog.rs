@@ -1,8 +1,12 @@
 //! Loader for the podswitch XDP programs in `bpf/uplink.c`.
 //!
 //! * `xdp_uplink`: node uplink; steers only VXLAN / IPIP / pod-CIDR /
-//!   Service-CIDR / NodePort traffic to the AF_XDP socket of the receive queue,
-//!   everything else goes to the kernel.
+//!   externalIP / Service-CIDR / NodePort traffic, and replies and ICMP errors of
+//!   masqueraded flows, to the AF_XDP socket of the receive queue; everything else
+//!   goes to the kernel. Owned destination prefixes live in an LPM trie
+//!   (`owned_prefixes`, [`MAX_OWNED_PREFIXES`] entries) that [`XdpProgram::set_config`]
+//!   synchronises: new entries are added before stale ones are deleted, so an entry
+//!   present in both the old and the new configuration is never missing in between.
 //! * `xdp_redirect_all`: pod ports; every frame to the socket of the queue.
 //!
 //! Both fall back to `XDP_PASS` when no socket is bound at `rx_queue_index`,
@@ -25,6 +29,7 @@
 //! interface (with an empty XSK map it is a pure XDP_PASS) so a daemon restart
 //! never blackholes the node; call [`XdpProgram::detach`] or [`detach`].
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
@@ -35,12 +40,13 @@ use libbpf_sys as bpf;
 
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/uplink.bpf.o"));
 
-/// Maximum pod CIDRs in the uplink configuration (`MAX_POD_CIDRS` in uplink.c).
-pub const MAX_POD_CIDRS: usize = 8;
+/// Capacity of the `owned_prefixes` LPM trie (`MAX_OWNED_PREFIXES` in uplink.c; checked
+/// against the loaded map in [`XdpProgram::load`]): pod CIDRs plus external/LB IPs.
+pub const MAX_OWNED_PREFIXES: usize = 65536;
 
 const CFG_VXLAN: u32 = 1 << 0;
 const CFG_IPIP: u32 = 1 << 1;
-const CFG_POD_CIDR: u32 = 1 << 2;
+const CFG_OWNED: u32 = 1 << 2;
 const CFG_SVC_CIDR: u32 = 1 << 3;
 const CFG_NODEPORT: u32 = 1 << 4;
 const CFG_SNAT: u32 = 1 << 5;
@@ -115,9 +121,48 @@ pub enum Counter {
     /// Matched one of the classes above (which was counted too) but no AF_XDP
     /// socket is bound at the queue: given to the kernel.
     NoSocket = 6,
+    /// Replies to masqueraded flows (node address, SNAT port range).
     Snat = 7,
+    /// ICMP errors (unreachable incl. fragmentation needed, time exceeded, parameter
+    /// problem) to the node address quoting a masqueraded flow.
+    SnatIcmpError = 8,
+    /// Destination is a Service externalIP or LoadBalancer IP.
+    External = 9,
 }
-const N_COUNTERS: usize = 8;
+
+/// Number of counters (`C_MAX` in uplink.c).
+pub const N_COUNTERS: usize = 10;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; N_COUNTERS] = [
+        Counter::Pass,
+        Counter::Vxlan,
+        Counter::Ipip,
+        Counter::PodCidr,
+        Counter::ServiceCidr,
+        Counter::NodePort,
+        Counter::NoSocket,
+        Counter::Snat,
+        Counter::SnatIcmpError,
+        Counter::External,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Pass => "pass",
+            Counter::Vxlan => "vxlan",
+            Counter::Ipip => "ipip",
+            Counter::PodCidr => "pod_cidr",
+            Counter::ServiceCidr => "service_cidr",
+            Counter::NodePort => "node_port",
+            Counter::NoSocket => "no_socket",
+            Counter::Snat => "snat",
+            Counter::SnatIcmpError => "snat_icmp_error",
+            Counter::External => "external",
+        }
+    }
+}
 
 /// Uplink classification config. Every class is disabled when `None`/`false`/empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +172,11 @@ pub struct UplinkConfig {
     pub vxlan_port: Option<u16>,
     /// (b) IPv4 protocol 4 to `node_addr`.
     pub ipip: bool,
-    /// (c) destination inside one of these (host-gw routing). At most [`MAX_POD_CIDRS`].
+    /// (c) destination inside one of these (host-gw routing).
     pub pod_cidrs: Vec<(Ipv4Addr, u8)>,
+    /// Service externalIPs and LoadBalancer IPs (matched as /32). Together with
+    /// `pod_cidrs` at most [`MAX_OWNED_PREFIXES`] distinct prefixes.
+    pub external_ips: Vec<Ipv4Addr>,
     /// (d) destination inside the Service CIDR.
     pub service_cidr: Option<(Ipv4Addr, u8)>,
     /// (e) TCP/UDP to `node_addr` with destination port in `lo..=hi`.
@@ -145,6 +193,7 @@ impl Default for UplinkConfig {
             vxlan_port: None,
             ipip: false,
             pod_cidrs: Vec::new(),
+            external_ips: Vec::new(),
             service_cidr: None,
             nodeport_range: None,
             snat_range: None,
@@ -166,10 +215,101 @@ struct UplinkConfigRaw {
     snat_lo: u16,
     snat_hi: u16,
     _pad: u16,
-    n_pod_cidrs: u32,
-    pod_cidrs: [[u32; 2]; MAX_POD_CIDRS],
 }
-const _: () = assert!(std::mem::size_of::<UplinkConfigRaw>() == 96);
+const _: () = assert!(std::mem::size_of::<UplinkConfigRaw>() == 28);
+
+/// Key of the `owned_prefixes` LPM trie (`struct lpm_v4_key` in uplink.c).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct LpmKey {
+    prefixlen: u32,
+    /// Network byte order, masked to `prefixlen`.
+    addr: [u8; 4],
+}
+const _: () = assert!(std::mem::size_of::<LpmKey>() == 8);
+
+fn lpm_key(addr: Ipv4Addr, len: u8) -> io::Result<LpmKey> {
+    if len > 32 {
+        return Err(invalid(format!("bad prefix length /{len}")));
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Ok(LpmKey {
+        prefixlen: u32::from(len),
+        addr: (u32::from(addr) & mask).to_be_bytes(),
+    })
+}
+
+fn lpm_update(fd: RawFd, k: &LpmKey, v: u32) -> io::Result<()> {
+    // SAFETY: key/value point to live values matching the map's key_size (8) and
+    // value_size (4); the kernel only reads them during the call.
+    let rc = unsafe {
+        bpf::bpf_map_update_elem(
+            fd,
+            (k as *const LpmKey).cast(),
+            (&v as *const u32).cast(),
+            0,
+        )
+    };
+    check(rc, "update owned_prefixes")
+}
+
+fn lpm_delete(fd: RawFd, k: &LpmKey) -> io::Result<()> {
+    // SAFETY: key points to a live LpmKey matching the map's key_size (8).
+    let rc = unsafe { bpf::bpf_map_delete_elem(fd, (k as *const LpmKey).cast()) };
+    check(rc, "delete from owned_prefixes")
+}
+
+/// Every entry of the `owned_prefixes` trie (at most its capacity: the walk is bounded).
+fn lpm_entries(fd: RawFd) -> io::Result<BTreeMap<LpmKey, u32>> {
+    let mut out = BTreeMap::new();
+    let mut prev: Option<LpmKey> = None;
+    for _ in 0..=MAX_OWNED_PREFIXES {
+        let mut next = LpmKey::default();
+        let prev_ptr = prev
+            .as_ref()
+            .map_or(std::ptr::null(), |p| (p as *const LpmKey).cast());
+        // SAFETY: prev_ptr is null (first key) or points to a live LpmKey; next is a
+        // live LpmKey the kernel writes key_size (8) bytes into.
+        let rc =
+            unsafe { bpf::bpf_map_get_next_key(fd, prev_ptr, (&mut next as *mut LpmKey).cast()) };
+        if let Err(e) = check(rc, "walk owned_prefixes") {
+            // ENOENT: no key after `prev` (the walk is complete).
+            return if e.kind() == io::ErrorKind::NotFound {
+                Ok(out)
+            } else {
+                Err(e)
+            };
+        }
+        let mut v: u32 = 0;
+        // SAFETY: key points to a live LpmKey, value to a live u32 (value_size 4).
+        let rc = unsafe {
+            bpf::bpf_map_lookup_elem(
+                fd,
+                (&next as *const LpmKey).cast(),
+                (&mut v as *mut u32).cast(),
+            )
+        };
+        // A lookup is a longest-prefix match: it finds this very entry (exact key).
+        if rc >= 0 {
+            out.insert(next, v);
+        }
+        prev = Some(next);
+    }
+    Err(io::Error::other(
+        "walk owned_prefixes: more entries than the map's capacity",
+    ))
+}
+
+fn map_max_entries(fd: RawFd) -> io::Result<u32> {
+    let mut info = bpf::bpf_map_info::default();
+    let mut len = std::mem::size_of::<bpf::bpf_map_info>() as u32;
+    // SAFETY: info is live and `len` is its size; the kernel writes at most len bytes.
+    let rc = unsafe {
+        bpf::bpf_obj_get_info_by_fd(fd, (&mut info as *mut bpf::bpf_map_info).cast(), &mut len)
+    };
+    check(rc, "bpf_obj_get_info_by_fd (map)")?;
+    Ok(info.max_entries)
+}
 
 /// (addr, mask) both in network byte order as the BPF side compares raw `daddr`.
 fn cidr_be(addr: Ipv4Addr, len: u8) -> io::Result<(u32, u32)> {
@@ -194,16 +334,8 @@ impl UplinkConfig {
         if self.ipip {
             r.flags |= CFG_IPIP;
         }
-        if self.pod_cidrs.len() > MAX_POD_CIDRS {
-            return Err(invalid(format!("at most {MAX_POD_CIDRS} pod CIDRs")));
-        }
-        if !self.pod_cidrs.is_empty() {
-            r.flags |= CFG_POD_CIDR;
-            r.n_pod_cidrs = self.pod_cidrs.len() as u32;
-            for (i, &(a, l)) in self.pod_cidrs.iter().enumerate() {
-                let (a, m) = cidr_be(a, l)?;
-                r.pod_cidrs[i] = [a, m];
-            }
+        if !self.pod_cidrs.is_empty() || !self.external_ips.is_empty() {
+            r.flags |= CFG_OWNED;
         }
         if let Some((a, l)) = self.service_cidr {
             r.flags |= CFG_SVC_CIDR;
@@ -226,6 +358,25 @@ impl UplinkConfig {
             r.snat_hi = hi;
         }
         Ok(r)
+    }
+
+    /// The `owned_prefixes` entries: prefix -> counter class of a match. An error when
+    /// there are more than the map holds (nothing would be steered for the rest).
+    fn owned(&self) -> io::Result<BTreeMap<LpmKey, u32>> {
+        let mut m = BTreeMap::new();
+        for &ip in &self.external_ips {
+            m.insert(lpm_key(ip, 32)?, Counter::External as u32);
+        }
+        for &(a, l) in &self.pod_cidrs {
+            m.insert(lpm_key(a, l)?, Counter::PodCidr as u32);
+        }
+        if m.len() > MAX_OWNED_PREFIXES {
+            return Err(invalid(format!(
+                "uplink filter: {} owned prefixes (pod CIDRs + external/LoadBalancer IPs) exceed its capacity of {MAX_OWNED_PREFIXES}",
+                m.len()
+            )));
+        }
+        Ok(m)
     }
 }
 
@@ -274,6 +425,7 @@ pub struct XdpProgram {
     kind: ProgKind,
     prog: OwnedFd,
     cfg_map: OwnedFd,
+    owned_map: OwnedFd,
     counters_map: OwnedFd,
     xsks: XskMap,
 }
@@ -341,12 +493,20 @@ impl XdpProgram {
         };
         let xsks = map_fd("xsks_map")?;
         let cfg_map = map_fd("uplink_cfg")?;
+        let owned_map = map_fd("owned_prefixes")?;
         let counters_map = map_fd("xdp_counters")?;
         drop(guard); // closes libbpf's fds; our dups keep program and maps alive.
+        let cap = map_max_entries(owned_map.as_raw_fd())?;
+        if cap as usize != MAX_OWNED_PREFIXES {
+            return Err(invalid(format!(
+                "owned_prefixes holds {cap} entries, MAX_OWNED_PREFIXES says {MAX_OWNED_PREFIXES}: uplink.c and xdp_prog.rs disagree"
+            )));
+        }
         Ok(XdpProgram {
             kind,
             prog: prog_fd,
             cfg_map,
+            owned_map,
             counters_map,
             xsks: XskMap {
                 fd: Arc::new(xsks),
@@ -393,11 +553,46 @@ impl XdpProgram {
     }
 
     /// Write the uplink configuration (takes effect for the next packet).
+    ///
+    /// The owned prefixes are synchronised in three steps: add or update every wanted
+    /// entry, write the configuration, delete the entries no longer wanted; an entry in
+    /// both the old and the new configuration is never absent. A configuration that
+    /// does not fit ([`MAX_OWNED_PREFIXES`]) or bad prefixes change nothing; when the
+    /// kernel refuses an insert, the entries added by this call are removed again and
+    /// the old configuration stays.
     pub fn set_config(&self, cfg: &UplinkConfig) -> io::Result<()> {
         let raw = cfg.to_raw()?;
+        let want = cfg.owned()?;
+        let fd = self.owned_map.as_raw_fd();
+        let have = lpm_entries(fd)?;
+        let mut added: Vec<LpmKey> = Vec::new();
+        for (k, &v) in &want {
+            if have.get(k) == Some(&v) {
+                continue;
+            }
+            if let Err(e) = lpm_update(fd, k, v) {
+                // Back to what was there: remove what we added, restore what we changed.
+                for a in &added {
+                    match have.get(a) {
+                        Some(&old) => lpm_update(fd, a, old).ok(),
+                        None => lpm_delete(fd, a).ok(),
+                    };
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "uplink filter: cannot add {}/{} ({} prefixes wanted): {e}",
+                        Ipv4Addr::from(k.addr),
+                        k.prefixlen,
+                        want.len()
+                    ),
+                ));
+            }
+            added.push(*k);
+        }
         let key: u32 = 0;
         // SAFETY: key/value point to live values whose sizes match the map's
-        // key_size (4) and value_size (92, asserted above against uplink.c).
+        // key_size (4) and value_size (28, asserted above against uplink.c).
         let rc = unsafe {
             bpf::bpf_map_update_elem(
                 self.cfg_map.as_raw_fd(),
@@ -406,7 +601,38 @@ impl XdpProgram {
                 0,
             )
         };
-        check(rc, "update uplink_cfg")
+        check(rc, "update uplink_cfg")?;
+        for k in have.keys().filter(|k| !want.contains_key(k)) {
+            match lpm_delete(fd, k) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "uplink filter: cannot remove {}/{}: {e}",
+                            Ipv4Addr::from(k.addr),
+                            k.prefixlen
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The owned prefixes the program currently matches, as (prefix, length, counter
+    /// class), sorted.
+    pub fn owned_prefixes(&self) -> io::Result<Vec<(Ipv4Addr, u8, Counter)>> {
+        Ok(lpm_entries(self.owned_map.as_raw_fd())?
+            .into_iter()
+            .map(|(k, v)| {
+                let c = Counter::ALL
+                    .get(v as usize)
+                    .copied()
+                    .unwrap_or(Counter::PodCidr);
+                (Ipv4Addr::from(k.addr), k.prefixlen as u8, c)
+            })
+            .collect())
     }
 
     /// Counter value summed over all possible CPUs.
@@ -430,16 +656,7 @@ impl XdpProgram {
     /// All counters, indexed by `Counter as usize`.
     pub fn counters(&self) -> io::Result<[u64; N_COUNTERS]> {
         let mut out = [0; N_COUNTERS];
-        for c in [
-            Counter::Pass,
-            Counter::Vxlan,
-            Counter::Ipip,
-            Counter::PodCidr,
-            Counter::ServiceCidr,
-            Counter::NodePort,
-            Counter::NoSocket,
-            Counter::Snat,
-        ] {
+        for c in Counter::ALL {
             out[c as usize] = self.counter(c)?;
         }
         Ok(out)

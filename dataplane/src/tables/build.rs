@@ -380,6 +380,22 @@ pub fn build_with_learned(
     }
 
     let (services, nat) = super::services::build(cfg, &mut errs);
+    // The uplink XDP program steers external/LoadBalancer IPs through a prefix map of fixed
+    // capacity (with the pod CIDR): a configuration it cannot hold is refused, never
+    // half-steered.
+    let owned: HashSet<Ipv4Addr> = cfg
+        .services
+        .iter()
+        .flat_map(|s| s.external_ips.iter().chain(&s.load_balancer_ips).copied())
+        .collect();
+    let max_owned = crate::port::xdp_prog::MAX_OWNED_PREFIXES;
+    if owned.len() + 1 > max_owned {
+        errs.push(format!(
+            "{} distinct external/LoadBalancer IPs: the uplink filter holds at most {} (plus node.pod_cidr)",
+            owned.len(),
+            max_owned - 1
+        ));
+    }
     if !errs.is_empty() {
         return Err(errs.join("\n"));
     }
