@@ -56,11 +56,15 @@ reasons! {
     Ip4BadChecksum => Ip4Input, "ip4_bad_checksum", "IPv4 header checksum invalid";
     Ip4MartianSrc => Ip4Input, "ip4_martian_src", "source is 0.0.0.0, loopback, multicast or broadcast";
     Ip4SpoofedSrc => Ip4Input, "ip4_spoofed_src", "source address not owned by the sending pod";
+    Ip4BadFragment => Ip4Input, "ip4_bad_fragment", "fragment without payload, or ending past the 65535-byte datagram limit";
     CtInvalid => Nat44In, "ct_invalid", "TCP segment that is not a SYN, for a Service, with no conntrack entry";
     SvcNoPort => Nat44In, "svc_no_port", "to a Service address, but no Service port matches the protocol and port";
     SvcNoEndpoints => Nat44In, "svc_no_endpoints", "Service without endpoints (TCP RST or ICMP port unreachable sent)";
     SvcNoLocalEndpoints => Nat44In, "svc_no_local_endpoints", "traffic policy Local and no endpoint on this node";
-    NatFragment => Nat44In, "nat_fragment", "IPv4 fragment for a Service address (fragments are not translated)";
+    NatFragment => Nat44In, "nat_fragment", "first fragment too short to carry its TCP/UDP/ICMP header, on a path that may be translated";
+    NatFragmentUnknown => Nat44In, "nat_fragment_unknown", "non-first fragment that may need translation, first fragment not seen yet and no room to hold it";
+    NatFragmentExpired => Nat44In, "nat_fragment_expired", "held fragment whose first fragment did not come within the fragment lifetime";
+    NatFragmentHeadDropped => Nat44In, "nat_fragment_head_dropped", "non-first fragment of a datagram whose first fragment was dropped or rejected";
     NatUnavailable => Nat44In, "nat_unavailable", "Service traffic, but the pipeline has no conntrack table";
     IcmpQuoteTruncated => Nat44In, "icmp_quote_truncated", "ICMP error quoting less than an IPv4 header and 8 bytes";
     IcmpErrorUnmatched => Nat44In, "icmp_error_unmatched", "ICMP error about a translated address that matches no conntrack entry";
@@ -118,10 +122,14 @@ pub enum Event {
     NatNewMasquerade,
     NatRejected,
     NatIcmpTranslated,
+    NatFragmentTranslated,
+    NatFragmentHeld,
+    NatFragmentReleased,
+    NatFragmentEvicted,
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 18] = [
         Event::ArpReplied,
         Event::EchoReplied,
         Event::IcmpErrorSent,
@@ -136,6 +144,10 @@ impl Event {
         Event::NatNewMasquerade,
         Event::NatRejected,
         Event::NatIcmpTranslated,
+        Event::NatFragmentTranslated,
+        Event::NatFragmentHeld,
+        Event::NatFragmentReleased,
+        Event::NatFragmentEvicted,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn name(self) -> &'static str {
@@ -154,6 +166,14 @@ impl Event {
             Event::NatNewMasquerade => "nat_new_masquerade_flow",
             Event::NatRejected => "nat_rejected",
             Event::NatIcmpTranslated => "nat_icmp_error_translated",
+            // Non-first fragments given their first fragment's translation.
+            Event::NatFragmentTranslated => "nat_fragment_translated",
+            // Early fragments held until their first fragment comes.
+            Event::NatFragmentHeld => "nat_fragment_held",
+            // Held fragments sent on once their first fragment came.
+            Event::NatFragmentReleased => "nat_fragment_released",
+            // Live fragment-table entries replaced by a new datagram's (table full).
+            Event::NatFragmentEvicted => "nat_fragment_table_evicted",
         }
     }
 }

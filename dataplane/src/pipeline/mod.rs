@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod counters;
 pub mod drop;
+pub mod frag_table;
 pub mod stage;
 mod stages;
 
@@ -16,6 +17,7 @@ use crate::tables::Snapshot;
 pub use batch::{BATCH_SIZE, Batch, MAX_FRAME};
 pub use counters::Counters;
 pub use drop::{DropReason, Event};
+use frag_table::FragTable;
 pub use stage::Stage;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +45,9 @@ pub struct Pipeline {
     trace: Option<Vec<String>>,
     /// The conntrack table shared by all workers (none: Service NAT is unavailable).
     ct: Option<Arc<Conntrack>>,
+    /// nat44-in's translations of fragmented datagrams and held early fragments (this
+    /// worker's own).
+    frags: FragTable,
 }
 
 impl Default for Pipeline {
@@ -59,6 +64,7 @@ pub(crate) struct Cx<'a> {
     pub counters: &'a mut Counters,
     pub trace: &'a mut Option<Vec<String>>,
     pub ct: Option<&'a Conntrack>,
+    pub frags: &'a mut FragTable,
     icmp_bucket: &'a mut TokenBucket,
 }
 
@@ -129,6 +135,7 @@ impl Pipeline {
             },
             trace: None,
             ct: None,
+            frags: FragTable::new(),
         }
     }
 
@@ -145,6 +152,11 @@ impl Pipeline {
 
     pub fn conntrack(&self) -> Option<&Arc<Conntrack>> {
         self.ct.as_ref()
+    }
+
+    /// The fragment table of nat44-in.
+    pub fn frag_table(&self) -> &FragTable {
+        &self.frags
     }
 
     /// Turns on tracing: every stage records what it did to each packet.
@@ -165,6 +177,7 @@ impl Pipeline {
             icmp_bucket,
             trace,
             ct,
+            frags,
         } = self;
         let ct = ct.as_deref();
         if let Some(ct) = ct {
@@ -177,6 +190,7 @@ impl Pipeline {
             counters,
             trace,
             ct,
+            frags,
             icmp_bucket,
         };
         for _ in 0..MAX_PASSES {

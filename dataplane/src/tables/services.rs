@@ -117,7 +117,14 @@ pub struct ServiceTable {
     pub frontends: FastMap<u64, (u32, Frontend)>,
     /// NodePorts, keyed by `frontend_key([0; 4], port, proto)`.
     pub node_ports: FastMap<u64, u32>,
+    /// Every frontend and endpoint address (`ADDR_FRONTEND` / `ADDR_ENDPOINT` bits): what
+    /// nat44-in checks when a fragment without ports may belong to a translated flow.
+    pub addrs: FastMap<[u8; 4], u8>,
 }
+
+/// `ServiceTable::addrs` bits.
+pub const ADDR_FRONTEND: u8 = 1;
+pub const ADDR_ENDPOINT: u8 = 2;
 
 impl ServiceTable {
     /// The Service port a packet to `dst:dport/proto` is for; `node_addr` selects NodePorts.
@@ -143,6 +150,15 @@ impl ServiceTable {
 
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
+    }
+
+    /// The `ADDR_*` bits of an address (0: neither a frontend nor an endpoint).
+    #[inline]
+    pub fn addr_kind(&self, a: [u8; 4]) -> u8 {
+        if self.addrs.is_empty() {
+            return 0;
+        }
+        self.addrs.get(&a).copied().unwrap_or(0)
     }
 }
 
@@ -408,6 +424,17 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                     Frontend::NodePort,
                     errs,
                 );
+            }
+            for ip in s
+                .cluster_ip
+                .iter()
+                .chain(&s.external_ips)
+                .chain(&s.load_balancer_ips)
+            {
+                *table.addrs.entry(ip.octets()).or_default() |= ADDR_FRONTEND;
+            }
+            for b in &backends {
+                *table.addrs.entry(b.ip).or_default() |= ADDR_ENDPOINT;
             }
             table.ports.push(ServicePortEntry {
                 name: format!("{sname}:{pname}"),

@@ -146,7 +146,7 @@ pub fn from_node2(inner: &[u8]) -> Vec<u8> {
 
 // ---- decoding, with independent checksum verification ----
 
-fn csum(data: &[u8], mut acc: u32) -> u16 {
+pub fn csum(data: &[u8], mut acc: u32) -> u16 {
     for c in data.chunks(2) {
         acc += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
     }
@@ -156,7 +156,7 @@ fn csum(data: &[u8], mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
-fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
+pub fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
     let w = |a: [u8; 4]| {
         u32::from(u16::from_be_bytes([a[0], a[1]])) + u32::from(u16::from_be_bytes([a[2], a[3]]))
     };
@@ -345,6 +345,35 @@ impl Node {
         let drops = out.verdicts[0].drops.clone();
         self.pipeline = Some(out.pipeline);
         Out { frames, drops }
+    }
+
+    /// Runs frames through the pipeline as one batch (at most 64).
+    pub fn send_batch(&mut self, frames: Vec<(&str, Vec<u8>)>) -> Out {
+        self.now += Duration::from_millis(1);
+        let inputs: Vec<Input> = frames
+            .into_iter()
+            .map(|(port, data)| Input {
+                ts: self.now,
+                port: self.snap.port_by_name(port).expect("port exists"),
+                data,
+            })
+            .collect();
+        assert!(inputs.len() <= podswitch::pipeline::BATCH_SIZE);
+        let p = self.pipeline.take().expect("pipeline");
+        let out = replay::run_with(&self.snap, &inputs, p);
+        let mut frames = Vec::new();
+        for (p, _) in &out.ports {
+            for f in &p.tx {
+                frames.push((podswitch::port::Port::name(p).to_string(), f.clone()));
+            }
+        }
+        let drops = out.verdicts.iter().flat_map(|v| v.drops.clone()).collect();
+        self.pipeline = Some(out.pipeline);
+        Out { frames, drops }
+    }
+
+    pub fn counters(&self) -> &podswitch::pipeline::Counters {
+        &self.pipeline.as_ref().expect("pipeline").counters
     }
 
     pub fn ct(&self) -> &podswitch::conntrack::Conntrack {

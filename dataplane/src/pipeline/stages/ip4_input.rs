@@ -1,5 +1,5 @@
-//! ip4-input: header validation (version, IHL, lengths, checksum), padding trim, martian
-//! and anti-spoofing source checks.
+//! ip4-input: header validation (version, IHL, lengths, checksum, fragment bounds), padding
+//! trim, martian and anti-spoofing source checks.
 
 use super::super::Cx;
 use super::super::batch::{Batch, flags};
@@ -29,6 +29,11 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     if !ip.checksum_ok() {
         return cx.drop(b, i, R::Ip4BadChecksum);
+    }
+    // What the kernel's reassembly discards too: an empty fragment, or one ending past the
+    // largest datagram.
+    if ip.is_fragment() && (total == hl || ip.frag_offset() + total > usize::from(u16::MAX)) {
+        return cx.drop(b, i, R::Ip4BadFragment);
     }
     let src = ip.src();
     let m = b.meta[i];

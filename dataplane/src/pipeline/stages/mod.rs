@@ -13,6 +13,7 @@ mod ipip;
 mod l2_fwd;
 mod nat44_in;
 mod nat_common;
+mod nat_frag;
 mod nat_icmp;
 mod output;
 mod vxlan;
@@ -28,6 +29,7 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::L2Fwd => each(cx, b, mask, l2_fwd::packet),
         Stage::Ip4Input => each(cx, b, mask, ip4_input::packet),
         Stage::Nat44In => {
+            nat_frag::expire(cx);
             nat44_in::prefetch(cx, b, mask);
             each(cx, b, mask, nat44_in::packet)
         }

@@ -16,13 +16,15 @@
 //! - A Service without endpoints rejects (TCP RST, ICMP port unreachable); a TCP segment that
 //!   is not a SYN and has no entry is dropped, never forwarded untranslated.
 //! - ICMP errors are handed to the quote translation (`nat_icmp`).
+//! - Fragments go through `nat_frag`: the first one is translated here like a whole packet,
+//!   the others get the addresses recorded for their datagram.
 
 use super::super::Cx;
 use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
 use super::nat_common::{Parsed, parse, rewrite, tcp_reset};
-use super::{L3, flow_hash, nat_icmp};
+use super::{L3, flow_hash, nat_frag, nat_icmp};
 use crate::conntrack::{
     Conntrack, CreateError, Created, Dir, FlowKey, NewFlow, State, affinity_tag, dump_line, flag,
 };
@@ -62,6 +64,19 @@ pub(super) fn prefetch(cx: &Cx<'_>, b: &Batch, mask: u128) {
 }
 
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
+    let ff = crate::wire::be16(b.frame(i), L3 + 6);
+    if ff & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) == 0 || cx.ct.is_none() {
+        return flow(cx, b, i);
+    }
+    if ff & ipv4::FRAG_OFFSET_MASK == 0 {
+        nat_frag::first(cx, b, i, flow);
+    } else {
+        nat_frag::later(cx, b, i, true);
+    }
+}
+
+/// A whole packet or a first fragment (the part of the datagram with the L4 header).
+fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let snap = cx.snap;
     let m = b.meta[i];
     let local_origin = m.flags & flags::LOCAL_ORIGIN != 0;
@@ -71,23 +86,16 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let Some(ct) = cx.ct else {
         return no_conntrack(cx, b, i, &parsed, dst);
     };
-    let (key, tcp_flags, l4, fragment) = match parsed {
+    let (key, tcp_flags, l4) = match parsed {
         Parsed::IcmpError { l4 } => return nat_icmp::translate(cx, ct, b, i, l4),
         _ if local_origin => return b.set_next(i, Stage::Ip4Lookup),
         Parsed::Flow {
-            key,
-            tcp_flags,
-            l4,
-            fragment,
-        } => (key, tcp_flags, l4, fragment),
+            key, tcp_flags, l4, ..
+        } => (key, tcp_flags, l4),
+        // Non-first fragments come here only without conntrack (see `packet`).
         Parsed::Fragment | Parsed::Other => {
             if snap.nat.service_cidr.contains(u32::from_be_bytes(dst)) {
-                let r = if matches!(parsed, Parsed::Fragment) {
-                    R::NatFragment
-                } else {
-                    R::SvcNoPort
-                };
-                return cx.drop(b, i, r);
+                return cx.drop(b, i, R::SvcNoPort);
             }
             return b.set_next(i, Stage::Ip4Lookup);
         }
@@ -142,9 +150,6 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         };
         return new_flow(cx, ct, b, i, l4, key, reply, flag::SNAT);
     };
-    if fragment {
-        return cx.drop(b, i, R::NatFragment);
-    }
     if key.proto == ipv4::PROTO_TCP && !is_syn {
         return cx.drop(b, i, R::CtInvalid);
     }
@@ -242,7 +247,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
 
 /// Whether a packet with no entry is pod traffic the FIB sends out of the uplink to a
 /// destination outside the cluster (masquerade).
-fn masquerade(cx: &Cx<'_>, b: &Batch, i: usize) -> bool {
+pub(super) fn masquerade(cx: &Cx<'_>, b: &Batch, i: usize) -> bool {
     let snap = cx.snap;
     let m = &b.meta[i];
     let dst = crate::wire::ip4(b.frame(i), L3 + 16);

@@ -16,7 +16,6 @@ pub(super) enum Parsed {
         key: FlowKey,
         tcp_flags: u8,
         l4: usize,
-        fragment: bool,
     },
     /// An ICMP error (its quote is translated separately).
     IcmpError { l4: usize },
@@ -36,7 +35,6 @@ pub(super) fn parse(f: &[u8]) -> Parsed {
     if ff & ipv4::FRAG_OFFSET_MASK != 0 {
         return Parsed::Fragment;
     }
-    let fragment = ff & ipv4::FLAG_MF != 0;
     let l4 = L3 + hl;
     let (src, dst) = (ip4(ip, 12), ip4(ip, 16));
     match proto {
@@ -44,13 +42,11 @@ pub(super) fn parse(f: &[u8]) -> Parsed {
             key: FlowKey::new(proto, src, dst, be16(f, l4), be16(f, l4 + 2)),
             tcp_flags: f[l4 + 13],
             l4,
-            fragment,
         },
         ipv4::PROTO_UDP if f.len() >= l4 + 8 => Parsed::Flow {
             key: FlowKey::new(proto, src, dst, be16(f, l4), be16(f, l4 + 2)),
             tcp_flags: 0,
             l4,
-            fragment,
         },
         ipv4::PROTO_ICMP if f.len() >= l4 + icmpv4::HEADER_LEN => {
             let ty = f[l4];
@@ -62,7 +58,6 @@ pub(super) fn parse(f: &[u8]) -> Parsed {
                     key: FlowKey::new(proto, src, dst, id, id),
                     tcp_flags: 0,
                     l4,
-                    fragment,
                 }
             } else {
                 Parsed::Other
