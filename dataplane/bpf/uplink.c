@@ -41,6 +41,7 @@ enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
 #define BPF_MAP_TYPE_XSKMAP 17
 #define BPF_F_NO_PREALLOC (1u << 0)
@@ -55,6 +56,8 @@ struct bpf_map_def {
 };
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+				   __u64 flags) = (void *)2;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 /* ---- wire headers (only the fields we read) ---- */
@@ -142,6 +145,20 @@ struct lpm_v4_key {
 	__u32 addr;      /* network byte order */
 };
 
+/* ---- fragmented datagrams to the node address that podswitch owns ----
+ * Only the first fragment carries the ports that decide (VXLAN, NodePort, SNAT
+ * range). When it is steered, its datagram is remembered here so the later
+ * fragments follow it; a later fragment that arrives before its first goes to
+ * the kernel (which drops it after its reassembly timeout). LRU: old entries age
+ * out on their own. */
+struct frag_key {
+	__u32 saddr; /* network byte order */
+	__u32 daddr;
+	__u16 id;
+	__u8 protocol;
+	__u8 _pad;
+};
+
 /* ---- counters (per-CPU array, index = enum counter) ---- */
 enum counter {
 	C_PASS = 0,     /* not ours -> kernel */
@@ -154,7 +171,8 @@ enum counter {
 	C_SNAT = 7,      /* replies to masqueraded flows (node address, SNAT port range) */
 	C_SNAT_ICMP_ERROR = 8, /* ICMP errors to the node quoting a masqueraded flow */
 	C_EXTERNAL = 9,  /* destination is a Service externalIP / LoadBalancer IP */
-	C_MAX = 10,
+	C_FRAGMENT = 10, /* non-first fragment following its steered first fragment */
+	C_MAX = 11,
 };
 
 struct bpf_map_def SEC("maps") xsks_map = {
@@ -177,6 +195,13 @@ struct bpf_map_def SEC("maps") owned_prefixes = {
 	.value_size = sizeof(__u32),
 	.max_entries = MAX_OWNED_PREFIXES,
 	.map_flags = BPF_F_NO_PREALLOC, /* required for LPM tries */
+};
+
+struct bpf_map_def SEC("maps") steered_frags = {
+	.type = BPF_MAP_TYPE_LRU_HASH,
+	.key_size = sizeof(struct frag_key),
+	.value_size = sizeof(__u32),
+	.max_entries = 4096,
 };
 
 struct bpf_map_def SEC("maps") xdp_counters = {
@@ -313,28 +338,39 @@ int xdp_uplink(struct xdp_md *ctx)
 	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
 		goto pass; /* other ICMP etc. to the node */
 
-	/* Fragments to the node address: the kernel reassembles (a non-first
-	 * fragment has no L4 header, so we could not classify it consistently). */
-	if (ip->frag_off & bswap16(IP_MF | IP_OFFSET))
+	/* A later fragment follows its first one (steered_frags); otherwise it is the
+	 * kernel's. */
+	struct frag_key fk = { .saddr = ip->saddr, .daddr = daddr, .id = ip->id,
+			       .protocol = ip->protocol };
+	if (ip->frag_off & bswap16(IP_OFFSET)) {
+		if (bpf_map_lookup_elem(&steered_frags, &fk))
+			return to_xsk(ctx, C_FRAGMENT);
 		goto pass;
+	}
+	int first_frag = (ip->frag_off & bswap16(IP_MF)) != 0;
+	__u32 cls;
 
 	struct l4ports *l4 = (void *)ip + ihl;
 	if ((void *)(l4 + 1) > data_end)
 		goto pass;
 	__u16 dport = bswap16(l4->dest);
 
-	/* (a) VXLAN */
 	if ((flags & CFG_VXLAN) && ip->protocol == IPPROTO_UDP && dport == cfg->vxlan_port)
-		return to_xsk(ctx, C_VXLAN);
-
-	/* (e) NodePort range, TCP or UDP */
-	if ((flags & CFG_NODEPORT) && dport >= cfg->nodeport_lo && dport <= cfg->nodeport_hi)
-		return to_xsk(ctx, C_NODEPORT);
-
-	/* (f) replies to masqueraded pod flows: the SNAT port range, kept clear of the
-	 * kernel's own ephemeral ports by configuration. */
-	if ((flags & CFG_SNAT) && dport >= cfg->snat_lo && dport <= cfg->snat_hi)
-		return to_xsk(ctx, C_SNAT);
+		cls = C_VXLAN; /* (a) VXLAN */
+	else if ((flags & CFG_NODEPORT) && dport >= cfg->nodeport_lo &&
+		 dport <= cfg->nodeport_hi)
+		cls = C_NODEPORT; /* (e) NodePort range, TCP or UDP */
+	else if ((flags & CFG_SNAT) && dport >= cfg->snat_lo && dport <= cfg->snat_hi)
+		/* (f) replies to masqueraded pod flows: the SNAT port range, kept clear of
+		 * the kernel's own ephemeral ports by configuration. */
+		cls = C_SNAT;
+	else
+		goto pass;
+	if (first_frag) {
+		__u32 one = 1;
+		bpf_map_update_elem(&steered_frags, &fk, &one, 0);
+	}
+	return to_xsk(ctx, cls);
 
 pass:
 	count(C_PASS);

@@ -430,3 +430,38 @@ fn fragments_of_a_rejected_datagram_are_dropped() {
     n.send("veth-pod-a", f[1].clone())
         .dropped("nat_fragment_head_dropped");
 }
+
+/// A same-node endpoint (pod C) answers the client (pod A) on its own subnet: the
+/// fragmented reply is addressed to pod A's MAC, i.e. bridged, and its later fragments carry
+/// no ports for l2-fwd's conntrack check. Every fragment must still leave translated from
+/// the VIP, also when all of them arrive in one batch with the first.
+#[test]
+fn bridged_fragmented_reply_from_a_same_node_endpoint_is_translated() {
+    let mut n = Node::new(&config());
+    let mut checked = 0;
+    for sport in 50700..50720u16 {
+        let d = big_udp(MAC_A, MAC_GW, POD_A, VIP, sport, 53, 13);
+        let outs: Vec<Out> = fragments(&d, sport, 1400)
+            .into_iter()
+            .map(|f| n.send("veth-pod-a", f))
+            .collect();
+        let got = reassemble(&all_frames(&outs));
+        if got[0].dst != POD_C {
+            continue; // the remote endpoint: covered above
+        }
+        let reply = big_udp(MAC_C, MAC_A, POD_C, POD_A, 53, sport, 14);
+        let rf: Vec<(&str, Vec<u8>)> = fragments(&reply, 2000 + sport, 1400)
+            .into_iter()
+            .map(|f| ("veth-pod-c", f))
+            .collect();
+        let back = reassemble(&n.send_batch(rf).frames);
+        assert_eq!(back.len(), 1, "one datagram: {back:?}");
+        let r = &back[0];
+        r.assert_udp_ok();
+        assert_eq!(r.port, "veth-pod-a");
+        assert_eq!((r.src, r.dst, r.ports()), (VIP, POD_A, (53, sport)));
+        checked += 1;
+    }
+    assert!(checked > 0, "no request reached the same-node endpoint");
+    assert_eq!(n.counters().total_drops(), 0);
+}

@@ -42,9 +42,14 @@ fn ipv4(proto: u8, dst: Ipv4Addr, frag_off: u16, l4: &[u8]) -> Vec<u8> {
 }
 
 fn ipv4_from(src: Ipv4Addr, proto: u8, dst: Ipv4Addr, frag_off: u16, l4: &[u8]) -> Vec<u8> {
+    ipv4_id(src, proto, dst, 1, frag_off, l4)
+}
+
+/// IPv4 header with identification `id` (fragments of one datagram share it).
+fn ipv4_id(src: Ipv4Addr, proto: u8, dst: Ipv4Addr, id: u16, frag_off: u16, l4: &[u8]) -> Vec<u8> {
     let mut h = vec![0x45, 0];
     h.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 1]);
+    h.extend_from_slice(&id.to_be_bytes());
     h.extend_from_slice(&frag_off.to_be_bytes());
     h.extend_from_slice(&[64, proto, 0, 0]);
     h.extend_from_slice(&src.octets());
@@ -223,8 +228,13 @@ fn uplink_classification() {
             Counter::Pass,
         ),
         (
-            "vxlan fragment",
+            "first fragment of a vxlan datagram",
             eth(0x0800, &ipv4(17, node, 0x2000, &l4(4789))),
+            Counter::Vxlan,
+        ),
+        (
+            "first fragment, udp to a port of the kernel's",
+            eth(0x0800, &ipv4(17, node, 0x2000, &l4(53))),
             Counter::Pass,
         ),
         ("arp", eth(0x0806, &[0u8; 28]), Counter::Pass),
@@ -589,4 +599,82 @@ fn icmp_errors_about_masqueraded_flows() {
     eprintln!(
         "icmp_errors_about_masqueraded_flows: {n} errors and {truncated} truncations classified"
     );
+}
+
+/// Fragmented datagrams to the node address: the first fragment is classified by its
+/// ports, the later ones follow it (steered_frags), whatever their order afterwards.
+#[test]
+fn later_fragments_follow_their_first() {
+    let Some(prog) = load(ProgKind::Uplink) else {
+        return;
+    };
+    let node = Ipv4Addr::new(10, 99, 1, 1);
+    prog.set_config(&UplinkConfig {
+        node_addr: node,
+        nodeport_range: Some((30000, 32767)),
+        snat_range: Some((61000, 65535)),
+        ..Default::default()
+    })
+    .expect("config");
+    let client = Ipv4Addr::new(203, 0, 113, 5);
+    let other = Ipv4Addr::new(203, 0, 113, 6);
+    let frag =
+        |src, id, off: u16, payload: &[u8]| eth(0x0800, &ipv4_id(src, 17, node, id, off, payload));
+    let tail = [0u8; 24];
+    // Offset 185 (x 8 bytes), more fragments; then the last one at 370.
+    let cases: Vec<(&str, Vec<u8>, Counter)> = vec![
+        (
+            "later fragment before any first",
+            frag(client, 7, 0x2000 | 185, &tail),
+            Counter::Pass,
+        ),
+        (
+            "first fragment, NodePort",
+            frag(client, 7, 0x2000, &l4(30080)),
+            Counter::NodePort,
+        ),
+        (
+            "middle fragment of that datagram",
+            frag(client, 7, 0x2000 | 185, &tail),
+            Counter::Fragment,
+        ),
+        (
+            "last fragment of that datagram",
+            frag(client, 7, 370, &tail),
+            Counter::Fragment,
+        ),
+        (
+            "same id, another source",
+            frag(other, 7, 370, &tail),
+            Counter::Pass,
+        ),
+        (
+            "same source, another id",
+            frag(client, 8, 370, &tail),
+            Counter::Pass,
+        ),
+        (
+            "first fragment, SNAT reply",
+            frag(other, 9, 0x2000, &l4(61234)),
+            Counter::Snat,
+        ),
+        (
+            "its last fragment",
+            frag(other, 9, 185, &tail),
+            Counter::Fragment,
+        ),
+        (
+            "first fragment, kernel port",
+            frag(other, 10, 0x2000, &l4(22)),
+            Counter::Pass,
+        ),
+        (
+            "its last fragment stays the kernel's",
+            frag(other, 10, 185, &tail),
+            Counter::Pass,
+        ),
+    ];
+    for (name, frame, want) in cases {
+        assert_eq!(bumped(&prog, &frame), expect(want), "{name}: counters");
+    }
 }

@@ -67,7 +67,10 @@ def udp():
     while True:
         data, addr = s.recvfrom(65535)
         note("udp %s %d" % addr)
-        s.sendto(("%s %d" % (name, len(data))).encode(), addr)
+        reply = ("%s %d" % (name, len(data))).encode()
+        if len(data) > 2000:  # a large request gets a reply as large: fragments both ways
+            reply = reply.ljust(len(data), b" ")
+        s.sendto(reply, addr)
 threading.Thread(target=udp, daemon=True).start()
 S(("0.0.0.0", 8080), H).serve_forever()
 PY
@@ -134,12 +137,12 @@ EOF
   endpoint 10.244.2.20
   cat <<'EOF'
 
-# echo: UDP ClusterIP, endpoints on both nodes (check 1).
+# echo: UDP ClusterIP, endpoints on both nodes (check 1); NodePort 30053 (check 2b).
 [[service]]
 name = "echo"
-type = "ClusterIP"
+type = "NodePort"
 cluster_ip = "10.96.0.11"
-ports = [{ name = "dns", protocol = "udp", port = 53, target_port = 9090 }]
+ports = [{ name = "dns", protocol = "udp", port = 53, target_port = 9090, node_port = 30053 }]
 EOF
   endpoint 10.244.1.11
   endpoint 10.244.2.20
@@ -312,6 +315,35 @@ for n in 1 2; do
     fail "2. NodePort ${NODE_IP[n]}:30080: endpoints saw the client SNATed to ${NODE_IP[n]}" "saw: ${clients:-nothing}"
   fi
 done
+
+# 2b. Fragmented datagrams: 3000-byte UDP requests (the senders' kernels fragment them)
+# answered with 3000-byte replies (fragmented by the endpoint's kernel, and again by podswitch
+# where a 1500-byte fragment enters the 1450 VXLAN path); translated fragment by fragment.
+BIG_ASK='
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"x" * 3000, (dst, port))
+    try:
+        data, addr = s.recvfrom(65535)
+        f = data.split()
+        if len(data) == 3000 and f[1] == b"3000" and addr == (dst, port):
+            ok += 1
+        else:
+            print("bad reply", len(data), data[:20], addr)
+    except socket.timeout:
+        print("timeout")
+    s.close()
+print("%d of %d answered with 3000 bytes from %s:%d" % (ok, n, dst, port))
+sys.exit(0 if ok == n else 1)
+'
+check "2b. UDP NodePort 192.168.1.10:30053 from the fabric, 3000-byte datagrams both ways" \
+  timeout 60 ip netns exec "$NS_FAB" python3 -c "$BIG_ASK" 192.168.1.10 30053 10
+check "2b. UDP ClusterIP 10.96.0.11:53 from pod a, 3000-byte datagrams both ways" \
+  timeout 60 ip netns exec "$NS_A" python3 -c "$BIG_ASK" 10.96.0.11 53 10
 
 # ---------------------------------------------------------------------------------------
 # 3. externalTrafficPolicy Local (endpoint pod b on node2 only)

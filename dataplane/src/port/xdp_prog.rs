@@ -128,10 +128,13 @@ pub enum Counter {
     SnatIcmpError = 8,
     /// Destination is a Service externalIP or LoadBalancer IP.
     External = 9,
+    /// A later fragment to the node address whose first fragment was steered (the
+    /// `steered_frags` LRU map remembers the datagram).
+    Fragment = 10,
 }
 
 /// Number of counters (`C_MAX` in uplink.c).
-pub const N_COUNTERS: usize = 10;
+pub const N_COUNTERS: usize = 11;
 
 impl Counter {
     /// Every counter, in index order.
@@ -146,6 +149,7 @@ impl Counter {
         Counter::Snat,
         Counter::SnatIcmpError,
         Counter::External,
+        Counter::Fragment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,6 +164,7 @@ impl Counter {
             Counter::Snat => "snat",
             Counter::SnatIcmpError => "snat_icmp_error",
             Counter::External => "external",
+            Counter::Fragment => "fragment",
         }
     }
 }

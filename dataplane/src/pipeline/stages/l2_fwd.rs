@@ -56,6 +56,11 @@ fn is_translated_flow(cx: &Cx<'_>, f: &[u8]) -> bool {
         return false;
     }
     match super::nat_common::parse(f) {
+        // A later fragment has no ports to look up: route it, so nat44-in gives it the
+        // translation its first fragment got (which may sit earlier in this very batch,
+        // not yet seen by nat44-in) or passes it unchanged. Only while conntrack holds
+        // flows; same-node fragments then cost one TTL decrement, as routed traffic does.
+        super::nat_common::Parsed::Fragment => true,
         super::nat_common::Parsed::Flow { key, .. } => {
             ct.peek(&key, cx.now_ns).is_some_and(|h| h.target() != key)
         }
