@@ -94,7 +94,8 @@ if [ "$nbad" = 0 ]; then
   pass "no malformed frame / bad IP, UDP, TCP, ICMP checksum (both sides)" "$(tcount "$F" frame) frames"
 else
   fail "no malformed frame / bad IP, UDP, TCP, ICMP checksum (both sides)" "$nbad bad"
-  tsh "$F" -Y "_ws.malformed || ip.checksum.status == 0 || udp.checksum.status == 0 || tcp.checksum.status == 0 || icmp.checksum.status == 0" | head -5
+  tsh "$F" -Y "(udp.port == 8472) && (_ws.malformed || ip.checksum.status == 0 || udp.checksum.status == 0 || tcp.checksum.status == 0 || icmp.checksum.status == 0 || _ws.expert.severity == error)" \
+    -T fields -e frame.number -e ip.src -e ip.dst -e _ws.col.Protocol -e _ws.expert.message -e _ws.col.Info | head -5
 fi
 # The checksum check is not vacuous: tshark verified inner checksums as good.
 n_good=$(tcount "$F" "$PSW && ip.checksum.status == 1 && (tcp.checksum.status == 1 || icmp.checksum.status == 1)")

@@ -127,11 +127,14 @@ cap_stop_all() {
   for n in "${!CAP_PID[@]}"; do cap_stop "$n"; done
 }
 
-# tshark over a capture, with checksum validation on and VXLAN on 8472.
+# tshark over a capture, with checksum validation on and VXLAN on 8472. The iperf3 test
+# ports decode as plain data: their random payload must not reach heuristic dissectors
+# (THRIFT took one for a malformed call under load).
 tsh() {
   local file=$1
   shift
-  tshark -r "$file" -n -d udp.port==8472,vxlan -o ip.check_checksum:TRUE \
+  tshark -r "$file" -n -d udp.port==8472,vxlan -d tcp.port==5301,data -d udp.port==5302,data \
+    -d tcp.port==5201,data -o ip.check_checksum:TRUE \
     -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE "$@" 2>/dev/null
 }
 
