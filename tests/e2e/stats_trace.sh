@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Counters and trace on a live daemon:
 #  - after N pings pod a -> pod b (across nodes) and N pings pod a -> pod c (same node),
+#    the uplink XDP filter counted exactly N VXLAN frames steered on each node, and
 #    `dump ports` and `stats` (per port, per worker, per stage, events) on both nodes show
 #    exactly the traffic that went (a kernel ARP probe may add up to 2 on a port), and
 #    `dump ports` and `stats` agree with each other;
@@ -52,6 +53,8 @@ def total_drops(d):
     return d["stats"]["pipeline"]["total_drops"]
 def worker(d, key):
     return sum(w[key] for w in d["stats"]["workers"])
+def xdp(d, name):
+    return d["stats"]["uplink_xdp"]["counters"][name]
 def ports_rx(d):
     return sum(p.get("rx_packets", 0) for p in d["ports"])
 b = json.load(open(sys.argv[1])); a = json.load(open(sys.argv[2]))
@@ -95,7 +98,11 @@ expect 1 'stage(d,"vxlan4-decap")' "$N"
 expect 1 'stage(d,"ethernet-input") - ports_rx(d) - event(d,"decapsulated")' 0
 expect 1 'stage(d,"interface-output")' $((4 * N)) $((2 * SLACK))
 expect 1 'total_drops(d)' 0
+# The uplink's XDP filter steered exactly the VXLAN frames to podswitch.
+expect 1 'xdp(d,"vxlan")' "$N"
+expect 1 'xdp(d,"no_socket")' 0
 expect 2 'port(d,"eth0","rx_packets")' "$N"
+expect 2 'xdp(d,"vxlan")' "$N"
 expect 2 'port(d,"eth0","tx_packets")' "$N"
 expect 2 'port(d,"veth-pod-b","rx_packets")' "$N" $SLACK
 expect 2 'port(d,"veth-pod-b","tx_packets")' "$N" $SLACK

@@ -124,6 +124,17 @@ impl PortFactory for AfXdpFactory {
         }
     }
 
+    fn xdp_counters(&self, name: &str) -> Option<Vec<(&'static str, u64)>> {
+        let progs = self.programs.lock();
+        let counts = progs.get(name)?.counters().ok()?;
+        Some(
+            xdp_prog::Counter::ALL
+                .iter()
+                .map(|c| (c.name(), counts[*c as usize]))
+                .collect(),
+        )
+    }
+
     fn close(&self, entry: &PortEntry) {
         self.programs.lock().remove(&entry.name);
         let _ = xdp_prog::detach(&entry.name);

@@ -31,6 +31,11 @@ pub trait PortFactory: Send + Sync {
     fn update(&self, _snap: &Snapshot) -> Result<(), String> {
         Ok(())
     }
+    /// The classification counters of the XDP program on port `name` (the uplink filter),
+    /// if it has one: (counter name, packets).
+    fn xdp_counters(&self, _name: &str) -> Option<Vec<(&'static str, u64)>> {
+        None
+    }
 }
 
 struct PortSlot {
@@ -495,10 +500,32 @@ impl Control {
                 "ports": s.ports, "pipeline": s.counters.to_json(),
             }));
         }
+        // What the uplink's XDP filter steered to podswitch and passed to the kernel.
+        let view = self.views.load();
+        let uplink = view
+            .snap
+            .ports
+            .get(usize::from(view.snap.uplink))
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let xdp = self.factory.xdp_counters(&uplink);
+        if let Some(cs) = &xdp {
+            text.push_str(&format!("\nuplink {uplink} XDP filter (packets):\n "));
+            for (name, v) in cs {
+                text.push_str(&format!(" {name} {v}"));
+            }
+            text.push('\n');
+        }
+        let xdp_json = xdp.map(|cs| {
+            json!({"port": uplink, "counters": cs.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()})
+        });
         let c = self.merged_counters();
         text.push('\n');
         text.push_str(&dump::stats_text(&c));
-        (text, json!({"workers": workers, "pipeline": c.to_json()}))
+        (
+            text,
+            json!({"workers": workers, "pipeline": c.to_json(), "uplink_xdp": xdp_json}),
+        )
     }
 }
 
