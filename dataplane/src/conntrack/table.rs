@@ -4,6 +4,7 @@ use super::index::Index;
 use super::key::{Dir, FlowKey, State, flag};
 use super::tcp;
 use crate::config::services::Timeouts;
+use crate::prefetch::prefetch;
 use crate::wire::ipv4;
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -710,19 +711,6 @@ impl Conntrack {
         }
         st
     }
-}
-
-/// A cache prefetch hint for `addr` (never faults, whatever the address).
-#[inline(always)]
-fn prefetch(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` only needs SSE, part of the x86_64 baseline; a prefetch is a
-    // hint that never dereferences or faults, so any address is fine.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
 }
 
 #[cfg(test)]
