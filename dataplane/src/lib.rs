@@ -14,6 +14,7 @@ pub mod dump;
 mod hugepages;
 pub mod pipeline;
 pub mod port;
+mod prefetch;
 pub mod tables;
 pub mod tools;
 pub mod wire;

@@ -33,7 +33,12 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
             nat44_in::prefetch(cx, b, mask);
             each(cx, b, mask, nat44_in::packet)
         }
-        Stage::Ip4Lookup => each(cx, b, mask, ip4_lookup::packet),
+        Stage::Ip4Lookup => {
+            let routes = ip4_lookup::lookup_batch(cx, b, mask);
+            each(cx, b, mask, |cx, b, i| {
+                ip4_lookup::packet(cx, b, i, routes.as_ref())
+            })
+        }
         Stage::Ip4Local => each(cx, b, mask, ip4_local::packet),
         Stage::VxlanDecap => each(cx, b, mask, vxlan::decap),
         Stage::IpipDecap => each(cx, b, mask, ipip::decap),

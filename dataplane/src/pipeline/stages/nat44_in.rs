@@ -37,8 +37,8 @@ use std::net::Ipv4Addr;
 /// and index: the L2 cache).
 const PREFETCH_MIN_ENTRIES: usize = 16_384;
 
-/// Two passes over the batch before the per-packet work (VPP style): start loading the
-/// conntrack index slots of every packet, then their entries, so that the lookups that
+/// Before the per-packet work (VPP style): gathers the flow keys of the batch and has the
+/// table start loading their index slots, then their entries, so that the lookups that
 /// follow find them in cache instead of waiting for memory one packet at a time.
 pub(super) fn prefetch(cx: &Cx<'_>, b: &Batch, mask: u128) {
     let Some(ct) = cx.ct else { return };
@@ -53,13 +53,12 @@ pub(super) fn prefetch(cx: &Cx<'_>, b: &Batch, mask: u128) {
         let i = m.trailing_zeros() as usize;
         m &= m - 1;
         if let Parsed::Flow { key, .. } = parse(b.frame(i)) {
-            ct.prefetch_index(&key);
             keys[n] = key;
             n += 1;
         }
     }
-    for k in &keys[..n] {
-        ct.prefetch_entry(k);
+    for chunk in keys[..n].chunks(Conntrack::PREFETCH_BATCH) {
+        ct.prefetch_batch(chunk);
     }
 }
 
