@@ -58,6 +58,7 @@ struct bpf_map_def {
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
 				   __u64 flags) = (void *)2;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 /* ---- wire headers (only the fields we read) ---- */
@@ -149,8 +150,11 @@ struct lpm_v4_key {
  * Only the first fragment carries the ports that decide (VXLAN, NodePort, SNAT
  * range). When it is steered, its datagram is remembered here so the later
  * fragments follow it; a later fragment that arrives before its first goes to
- * the kernel (which drops it after its reassembly timeout). LRU: old entries age
- * out on their own. */
+ * the kernel (which drops it after its reassembly timeout). The value is the time
+ * the first fragment was seen: an entry older than FRAG_LIFETIME_NS is ignored, so
+ * a sender's IP id coming round again cannot send a kernel datagram's fragments
+ * to podswitch; LRU eviction bounds the map. */
+#define FRAG_LIFETIME_NS 2000000000ULL
 struct frag_key {
 	__u32 saddr; /* network byte order */
 	__u32 daddr;
@@ -200,7 +204,7 @@ struct bpf_map_def SEC("maps") owned_prefixes = {
 struct bpf_map_def SEC("maps") steered_frags = {
 	.type = BPF_MAP_TYPE_LRU_HASH,
 	.key_size = sizeof(struct frag_key),
-	.value_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
 	.max_entries = 4096,
 };
 
@@ -225,6 +229,17 @@ static __always_inline int to_xsk(struct xdp_md *ctx, __u32 cls)
 	if (ret != XDP_REDIRECT)
 		count(C_NO_SOCKET);
 	return (int)ret;
+}
+
+/* A first fragment steered to podswitch: its later fragments follow it. */
+static __always_inline void remember_datagram(struct iphdr *ip)
+{
+	if (!(ip->frag_off & bswap16(IP_MF)))
+		return;
+	struct frag_key k = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id,
+			      .protocol = ip->protocol };
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&steered_frags, &k, &now, 0);
 }
 
 SEC("xdp")
@@ -287,22 +302,37 @@ int xdp_uplink(struct xdp_md *ctx)
 		goto pass;
 	}
 
+	/* A later fragment follows its first one (steered_frags) if that was steered
+	 * recently; otherwise it is the kernel's. */
+	if (ip->frag_off & bswap16(IP_OFFSET)) {
+		struct frag_key fk = { .saddr = ip->saddr, .daddr = daddr, .id = ip->id,
+				       .protocol = ip->protocol };
+		__u64 *seen = bpf_map_lookup_elem(&steered_frags, &fk);
+		if (seen && bpf_ktime_get_ns() - *seen < FRAG_LIFETIME_NS)
+			return to_xsk(ctx, C_FRAGMENT);
+		goto pass;
+	}
+
 	/* Echo replies to masqueraded pings: the identifier is the SNAT "port". ICMP
 	 * errors about masqueraded flows (PMTU, TTL, unreachable from outside the
 	 * cluster): the quoted packet left the node with source = node address and a
 	 * source port / echo identifier in the SNAT range; podswitch translates the
 	 * error back to the pod, the kernel knows nothing about such a flow. */
-	if (ip->protocol == IPPROTO_ICMP && (flags & CFG_SNAT) &&
-	    !(ip->frag_off & bswap16(IP_MF | IP_OFFSET))) {
+	if (ip->protocol == IPPROTO_ICMP && (flags & CFG_SNAT)) {
 		struct icmp_echo *ic = (void *)ip + ihl;
 		if ((void *)(ic + 1) > data_end)
 			goto pass;
 		if (ic->type == ICMP_ECHOREPLY) {
+			/* A large reply comes fragmented: the first fragment decides. */
 			__u16 id = bswap16(ic->id);
-			if (id >= cfg->snat_lo && id <= cfg->snat_hi)
+			if (id >= cfg->snat_lo && id <= cfg->snat_hi) {
+				remember_datagram(ip);
 				return to_xsk(ctx, C_SNAT);
+			}
 			goto pass;
 		}
+		if (ip->frag_off & bswap16(IP_MF))
+			goto pass; /* a fragmented ICMP error: not ours to classify */
 		if (ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED &&
 		    ic->type != ICMP_PARAMETERPROB)
 			goto pass;
@@ -338,16 +368,6 @@ int xdp_uplink(struct xdp_md *ctx)
 	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
 		goto pass; /* other ICMP etc. to the node */
 
-	/* A later fragment follows its first one (steered_frags); otherwise it is the
-	 * kernel's. */
-	struct frag_key fk = { .saddr = ip->saddr, .daddr = daddr, .id = ip->id,
-			       .protocol = ip->protocol };
-	if (ip->frag_off & bswap16(IP_OFFSET)) {
-		if (bpf_map_lookup_elem(&steered_frags, &fk))
-			return to_xsk(ctx, C_FRAGMENT);
-		goto pass;
-	}
-	int first_frag = (ip->frag_off & bswap16(IP_MF)) != 0;
 	__u32 cls;
 
 	struct l4ports *l4 = (void *)ip + ihl;
@@ -366,10 +386,7 @@ int xdp_uplink(struct xdp_md *ctx)
 		cls = C_SNAT;
 	else
 		goto pass;
-	if (first_frag) {
-		__u32 one = 1;
-		bpf_map_update_elem(&steered_frags, &fk, &one, 0);
-	}
+	remember_datagram(ip);
 	return to_xsk(ctx, cls);
 
 pass:

@@ -465,3 +465,56 @@ fn bridged_fragmented_reply_from_a_same_node_endpoint_is_translated() {
     assert!(checked > 0, "no request reached the same-node endpoint");
     assert_eq!(n.counters().total_drops(), 0);
 }
+
+/// Plain pod-to-pod fragments on one node, sent straight to the peer's MAC by a pod that is
+/// a Service endpoint, while conntrack holds flows: nothing to translate, and nothing may
+/// be held or lost, whether the fragments share a batch or come one by one.
+#[test]
+fn same_node_fragments_between_pods_pass_while_conntrack_holds_flows() {
+    let mut n = Node::new(&config());
+    // A flow in conntrack (pod A -> the VIP), so l2-fwd consults it.
+    n.send(
+        "veth-pod-a",
+        udp(MAC_A, MAC_GW, POD_A, VIP, 40000, 53, b"q"),
+    );
+    assert!(!n.ct().is_empty());
+    for (k, together) in [(0u16, true), (1, false)] {
+        let d = big_udp(MAC_C, MAC_A, POD_C, POD_A, 7000 + k, 8000, 15);
+        let frags = fragments(&d, 3000 + k, 1400);
+        let frames = if together {
+            n.send_batch(frags.into_iter().map(|f| ("veth-pod-c", f)).collect())
+                .frames
+        } else {
+            frags
+                .into_iter()
+                .flat_map(|f| n.send("veth-pod-c", f).frames)
+                .collect()
+        };
+        let got = reassemble(&frames);
+        assert_eq!(got.len(), 1, "together={together}: {got:?}");
+        let r = &got[0];
+        r.assert_udp_ok();
+        assert_eq!(r.port, "veth-pod-a");
+        assert_eq!((r.src, r.dst, r.ports()), (POD_C, POD_A, (7000 + k, 8000)));
+    }
+    assert_eq!(n.counters().total_drops(), 0);
+}
+
+/// Held fragments remember the snapshot their input port belongs to: released after a
+/// publish (which may renumber ports), they are dropped by name instead of being sent on
+/// with a port id of the old tables.
+#[test]
+fn held_fragments_do_not_outlive_a_table_change() {
+    let mut n = Node::new(&config());
+    let d = big_udp(MAC_A, MAC_GW, POD_A, VIP, 50800, 53, 16);
+    let f = fragments(&d, 4343, 1400);
+    for k in [2, 1] {
+        let o = n.send("veth-pod-a", f[k].clone());
+        assert!(o.frames.is_empty() && o.drops.is_empty(), "{o:?}");
+    }
+    assert_eq!(events(&n, Event::NatFragmentHeld), 2);
+    n.publish(&config());
+    let o = n.send("veth-pod-a", f[0].clone());
+    assert_eq!(o.frames.len(), 1, "only the first fragment leaves: {o:?}");
+    assert_eq!(drops(&n, "nat_fragment_tables_changed"), 2);
+}

@@ -677,4 +677,30 @@ fn later_fragments_follow_their_first() {
     for (name, frame, want) in cases {
         assert_eq!(bumped(&prog, &frame), expect(want), "{name}: counters");
     }
+    // A large reply to a masqueraded ping: echo reply, identifier in the SNAT range.
+    let icmp =
+        |id, off: u16, payload: &[u8]| eth(0x0800, &ipv4_id(other, 1, node, id, off, payload));
+    let echo_reply = [0u8, 0, 0, 0, 0xee, 0x48, 0, 1]; // type 0, identifier 61000
+    assert_eq!(
+        bumped(&prog, &icmp(20, 0x2000, &echo_reply)),
+        expect(Counter::Snat),
+        "fragmented echo reply"
+    );
+    assert_eq!(
+        bumped(&prog, &icmp(20, 185, &tail)),
+        expect(Counter::Fragment),
+        "its last fragment"
+    );
+    // An entry older than the fragment lifetime (2 s) is ignored: the sender's IP id may have
+    // come round to a datagram of the kernel's.
+    assert_eq!(
+        bumped(&prog, &frag(client, 30, 0x2000, &l4(30080))),
+        expect(Counter::NodePort)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(
+        bumped(&prog, &frag(client, 30, 185, &tail)),
+        expect(Counter::Pass),
+        "stale entry"
+    );
 }

@@ -28,8 +28,22 @@ const POLL_PENDING: Duration = Duration::from_millis(20);
 /// How often a resolved next hop is refreshed (NTF_USE on a reachable entry is a no-op
 /// for the kernel; on a stale one it starts a probe).
 const REFRESH: Duration = Duration::from_secs(5);
-/// How often an unresolved next hop is asked for again.
+/// How often an unresolved next hop is asked for again: 1 s, doubling up to 30 s (a peer
+/// on another subnet never resolves on the uplink; it is reached through the gateway).
 const RETRY: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long after a next hop shows up the table is read at the fast rate.
+const FAST_FOR: Duration = Duration::from_secs(3);
+
+/// Resolution state of one wanted next hop.
+struct Ask {
+    /// When it was first wanted (the table is read fast for a while after).
+    since: Instant,
+    /// When the kernel was last asked to resolve or refresh it.
+    last: Option<Instant>,
+    /// Interval before asking again while unresolved (doubles up to RETRY_MAX).
+    retry: Duration,
+}
 
 /// Complete IPv4 neighbour entries of `dev` in the text of `/proc/net/arp`.
 pub fn parse_proc_arp(text: &str, dev: &str) -> Vec<(Ipv4Addr, Mac)> {
@@ -56,7 +70,7 @@ pub fn parse_proc_arp(text: &str, dev: &str) -> Vec<(Ipv4Addr, Mac)> {
 
 /// Runs until `stop` is set.
 pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
-    let mut asked: HashMap<Ipv4Addr, Instant> = HashMap::new();
+    let mut asked: HashMap<Ipv4Addr, Ask> = HashMap::new();
     let mut warned_dev = false;
     while !stop.load(Ordering::Relaxed) {
         let mut pending = false;
@@ -73,12 +87,23 @@ pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
                 .collect();
             match ifindex(&dev) {
                 Ok(ix) => {
+                    let now = Instant::now();
                     for ip in &wanted {
                         let resolved = learned.iter().any(|n| n.ip == *ip);
-                        pending |= !resolved;
-                        let every = if resolved { REFRESH } else { RETRY };
-                        if asked.get(ip).is_none_or(|t| t.elapsed() >= every) {
-                            asked.insert(*ip, Instant::now());
+                        let a = asked.entry(*ip).or_insert(Ask {
+                            since: now,
+                            last: None,
+                            retry: RETRY,
+                        });
+                        pending |= !resolved && a.since.elapsed() < FAST_FOR;
+                        let every = if resolved { REFRESH } else { a.retry };
+                        if a.last.is_none_or(|t| t.elapsed() >= every) {
+                            a.last = Some(now);
+                            a.retry = if resolved {
+                                RETRY
+                            } else {
+                                (a.retry * 2).min(RETRY_MAX)
+                            };
                             if let Err(e) = neigh_use(ix, *ip) {
                                 eprintln!("podswitchd: neighbour {ip} on {dev}: {e}");
                             }

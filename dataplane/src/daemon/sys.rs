@@ -164,7 +164,7 @@ pub fn neigh_use(ifindex: u32, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
         tv_usec: 0,
     };
     // SAFETY: `tv` is a valid timeval for the call's duration; SO_RCVTIMEO bounds the wait.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -173,6 +173,10 @@ pub fn neigh_use(ifindex: u32, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
+    if rc != 0 {
+        // Without the timeout the acknowledgement could be waited for forever.
+        return Err(std::io::Error::last_os_error());
+    }
     // SAFETY: a zeroed sockaddr_nl with only the family set addresses the kernel (pid 0).
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;

@@ -65,6 +65,7 @@ reasons! {
     NatFragmentUnknown => Nat44In, "nat_fragment_unknown", "non-first fragment that may need translation, first fragment not seen yet and no room to hold it";
     NatFragmentExpired => Nat44In, "nat_fragment_expired", "held fragment whose first fragment did not come within the fragment lifetime";
     NatFragmentHeadDropped => Nat44In, "nat_fragment_head_dropped", "non-first fragment of a datagram whose first fragment was dropped or rejected";
+    NatFragmentTablesChanged => Nat44In, "nat_fragment_tables_changed", "held fragment released after a table change (its input port may have been renumbered)";
     NatUnavailable => Nat44In, "nat_unavailable", "Service traffic, but the pipeline has no conntrack table";
     IcmpQuoteTruncated => Nat44In, "icmp_quote_truncated", "ICMP error quoting less than an IPv4 header and 8 bytes";
     IcmpErrorUnmatched => Nat44In, "icmp_error_unmatched", "ICMP error about a translated address that matches no conntrack entry";

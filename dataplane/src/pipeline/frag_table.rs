@@ -86,6 +86,8 @@ pub struct HeldMeta {
     pub peer: u16,
     pub in_tunnel_mtu: u16,
     pub len: u16,
+    /// Snapshot generation `in_port` belongs to (a publish may renumber ports).
+    pub generation: u64,
 }
 
 /// Why an early fragment could not be held.

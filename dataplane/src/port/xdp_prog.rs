@@ -607,18 +607,16 @@ impl XdpProgram {
             )
         };
         check(rc, "update uplink_cfg")?;
+        // The new configuration is live from here on: a stale prefix that cannot be removed
+        // only steers a little more to podswitch (which drops what it does not own, counted),
+        // so it is reported, not turned into a failed change that is in fact half applied.
         for k in have.keys().filter(|k| !want.contains_key(k)) {
             match lpm_delete(fd, k) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "uplink filter: cannot remove {}/{}: {e}",
-                            Ipv4Addr::from(k.addr),
-                            k.prefixlen
-                        ),
-                    ));
-                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => eprintln!(
+                    "podswitchd: uplink filter: cannot remove {}/{}: {e}",
+                    Ipv4Addr::from(k.addr),
+                    k.prefixlen
+                ),
                 _ => {}
             }
         }

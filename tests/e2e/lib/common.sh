@@ -70,10 +70,11 @@ common_cleanup() {
   rm -f "$CHECK_OUT"
 }
 
+# Privileged tests skip, saying so, when they cannot run (scripts/test.sh runs them as root).
 need_root() {
   if [ "$(id -u)" != 0 ]; then
-    echo "FAIL  $E2E_NAME: needs root (network namespaces, XDP)"
-    exit 1
+    echo "SKIP  $E2E_NAME: needs root (network namespaces, XDP)"
+    exit 0
   fi
 }
 

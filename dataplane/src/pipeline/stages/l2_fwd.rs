@@ -55,12 +55,18 @@ fn is_translated_flow(cx: &Cx<'_>, f: &[u8]) -> bool {
     if crate::wire::be16(f, 12) != ethernet::ETHERTYPE_IPV4 {
         return false;
     }
+    // Every fragment, first or later, is routed: a later one has no ports to look up, and
+    // nat44-in must see its first one, which records the datagram's outcome (translated
+    // or passed unchanged) for the later ones even when they share this batch. Only while
+    // conntrack holds flows; same-node fragments then cost one TTL decrement, as routed
+    // traffic does.
+    if crate::wire::be16(f, L3 + 6)
+        & (crate::wire::ipv4::FLAG_MF | crate::wire::ipv4::FRAG_OFFSET_MASK)
+        != 0
+    {
+        return true;
+    }
     match super::nat_common::parse(f) {
-        // A later fragment has no ports to look up: route it, so nat44-in gives it the
-        // translation its first fragment got (which may sit earlier in this very batch,
-        // not yet seen by nat44-in) or passes it unchanged. Only while conntrack holds
-        // flows; same-node fragments then cost one TTL decrement, as routed traffic does.
-        super::nat_common::Parsed::Fragment => true,
         super::nat_common::Parsed::Flow { key, .. } => {
             ct.peek(&key, cx.now_ns).is_some_and(|h| h.target() != key)
         }

@@ -111,12 +111,17 @@ fn release(cx: &mut Cx<'_>, b: &mut Batch, parent: usize, key: &FragKey) {
         let Some(s) = cx.frags.find_held(key) else {
             return;
         };
+        let h = *cx.frags.held_meta(s);
+        if h.generation != cx.snap.generation {
+            cx.frags.release(s);
+            cx.counters.drops[R::NatFragmentTablesChanged as usize] += 1;
+            continue;
+        }
         let Some(j) = b.alloc() else {
             cx.frags.release(s);
             cx.counters.drops[R::NatFragmentUnknown as usize] += 1;
             continue;
         };
-        let h = *cx.frags.held_meta(s);
         b.set_len(j, usize::from(h.len));
         b.frame_mut(j).copy_from_slice(cx.frags.held_frame(s));
         cx.frags.release(s);
@@ -173,6 +178,7 @@ pub(super) fn later(cx: &mut Cx<'_>, b: &mut Batch, i: usize, may_hold: bool) {
                 flags: m.flags,
                 peer: m.peer,
                 in_tunnel_mtu: m.in_tunnel_mtu,
+                generation: cx.snap.generation,
                 ..HeldMeta::default()
             };
             match cx.frags.hold(meta, b.frame(i), cx.now_ns) {
