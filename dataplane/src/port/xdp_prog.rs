@@ -234,13 +234,10 @@ struct LpmKey {
 const _: () = assert!(std::mem::size_of::<LpmKey>() == 8);
 
 fn lpm_key(addr: Ipv4Addr, len: u8) -> io::Result<LpmKey> {
-    if len > 32 {
-        return Err(invalid(format!("bad prefix length /{len}")));
-    }
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let (a, _) = cidr_be(addr, len)?;
     Ok(LpmKey {
         prefixlen: u32::from(len),
-        addr: (u32::from(addr) & mask).to_be_bytes(),
+        addr: a.to_ne_bytes(), // already in network byte order
     })
 }
 
@@ -317,11 +314,12 @@ fn map_max_entries(fd: RawFd) -> io::Result<u32> {
 }
 
 /// (addr, mask) both in network byte order as the BPF side compares raw `daddr`.
+/// The masked address and the mask of `addr/len`, both in network byte order.
 fn cidr_be(addr: Ipv4Addr, len: u8) -> io::Result<(u32, u32)> {
     if len > 32 {
         return Err(invalid(format!("bad prefix length /{len}")));
     }
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let mask = crate::tables::lpm::mask(len);
     let a = u32::from(addr) & mask;
     Ok((a.to_be(), mask.to_be()))
 }
