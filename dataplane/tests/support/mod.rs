@@ -327,24 +327,7 @@ impl Node {
     }
 
     pub fn send(&mut self, port: &str, frame: Vec<u8>) -> Out {
-        self.now += Duration::from_millis(1);
-        let port = self.snap.port_by_name(port).expect("port exists");
-        let inputs = [Input {
-            ts: self.now,
-            port,
-            data: frame,
-        }];
-        let p = self.pipeline.take().expect("pipeline");
-        let out = replay::run_with(&self.snap, &inputs, p);
-        let mut frames = Vec::new();
-        for (p, _) in &out.ports {
-            for f in &p.tx {
-                frames.push((podswitch::port::Port::name(p).to_string(), f.clone()));
-            }
-        }
-        let drops = out.verdicts[0].drops.clone();
-        self.pipeline = Some(out.pipeline);
-        Out { frames, drops }
+        self.send_batch(vec![(port, frame)])
     }
 
     /// Runs frames through the pipeline as one batch (at most 64).
