@@ -2,7 +2,7 @@
 //! configurations for each podswitchd. For now it derives a node's peers from a list of
 //! nodes, the way flannel derives its routes from Node objects.
 
-use podswitch::config::{NodeConfig, Peer};
+use podswitch_model::config::{NodeConfig, Peer};
 
 /// A cluster node as the controller sees it (from the Node object and its annotations).
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //! - [`port`]: the port trait and its implementations (in-memory; AF_XDP in the daemon).
 //! - [`tools`]: offline replay and trace over the same pipeline.
 
-pub mod config;
+pub use podswitch_model::config;
 pub mod conntrack;
 pub mod daemon;
 pub mod dump;

@@ -13,6 +13,7 @@ use crate::port::Port;
 use crate::tables::{PortEntry, Snapshot, build::build_with_learned, build::unresolved_next_hops};
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
+pub use podswitch_model::protocol::request;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -644,23 +645,5 @@ fn client(c: &Control, mut s: UnixStream) {
         if reply(&mut s, &r).is_err() {
             return;
         }
-    }
-}
-
-/// Sends one request to a daemon's control socket and returns its response.
-pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    // The daemon answers a request it refuses (e.g. one over MAX_REQUEST) before reading
-    // all of it and closes: the write then fails, but the error reply is there to read.
-    let sent = s.write_all(&line);
-    let mut rd = BufReader::new(s);
-    let mut out = String::new();
-    match (rd.read_line(&mut out), sent) {
-        (Ok(n), _) if n > 0 => serde_json::from_str(&out).map_err(|e| format!("bad response: {e}")),
-        (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
-        (Ok(_), Ok(())) => Err("connection closed without a response".into()),
     }
 }

@@ -11,7 +11,7 @@ pub mod clock;
 pub mod control;
 pub mod handoff;
 pub mod neigh;
-pub mod protocol;
+pub use podswitch_model::protocol;
 pub mod sys;
 pub mod view;
 pub mod worker;

@@ -8,7 +8,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
-pub mod mac;
+pub use podswitch_model::mac;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;

@@ -3,8 +3,7 @@
 //! Parsing checks syntax; `tables::build` checks meaning (overlaps, unknown names) and
 //! reports every problem with the section it came from.
 
-use crate::tables::lpm::Prefix;
-use crate::wire::Mac;
+use crate::{Mac, Prefix};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -3,11 +3,14 @@
 //! Request: `{"cmd":"dump","table":"fib"}`; response:
 //! `{"ok":true,"generation":3,"text":"...","data":...}` or `{"ok":false,"error":"..."}`.
 
+use crate::Prefix;
 use crate::config::services::Service;
 use crate::config::{Neighbour, Peer, Pod, Route};
-use crate::tables::lpm::Prefix;
 use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 /// Largest request accepted (a full configuration with many Services fits).
 pub const MAX_REQUEST: usize = 8 << 20;
@@ -94,5 +97,23 @@ impl Response {
             generation,
             ..Default::default()
         }
+    }
+}
+
+/// Sends one request to a daemon's control socket and returns its response.
+pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    // The daemon answers a request it refuses (e.g. one over MAX_REQUEST) before reading
+    // all of it and closes: the write then fails, but the error reply is there to read.
+    let sent = s.write_all(&line);
+    let mut rd = BufReader::new(s);
+    let mut out = String::new();
+    match (rd.read_line(&mut out), sent) {
+        (Ok(n), _) if n > 0 => serde_json::from_str(&out).map_err(|e| format!("bad response: {e}")),
+        (_, Err(e)) | (Err(e), Ok(())) => Err(e.to_string()),
+        (Ok(_), Ok(())) => Err("connection closed without a response".into()),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Parsing checks syntax; `tables::services` validates meaning and builds the lookup tables.
 
-use crate::tables::lpm::Prefix;
+use crate::Prefix;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -27,8 +27,8 @@ pub enum Protocol {
 impl Protocol {
     pub fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => crate::wire::ipv4::PROTO_TCP,
-            Protocol::Udp => crate::wire::ipv4::PROTO_UDP,
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
         }
     }
     pub fn as_str(self) -> &'static str {
