@@ -177,6 +177,30 @@ pub struct Pod {
     /// Accept frames tagged with this VLAN on the port (tag stripped on input, pushed on output).
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// The Kubernetes Pod behind the port (from the CNI plugin's `K8S_POD_*` arguments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<PodRef>,
+    /// The CNI attachment that made the port (for the plugin's CHECK and GC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// A Kubernetes Pod's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub uid: Option<String>,
+}
+
+/// A CNI attachment: the runtime's container ID and the interface name inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -192,6 +192,8 @@ fn to_request(cmd: Cmd) -> Result<Request, String> {
                     mac,
                     mtu,
                     vlan: None,
+                    k8s: None,
+                    attachment: None,
                 },
             },
             Program::RemovePod { name } => Request::RemovePod { name },
