@@ -1,20 +1,19 @@
-//! The podswitch controller: turns cluster state (nodes, pods, Services) into node
-//! configurations for each podswitchd. For now it derives a node's peers from a list of
-//! nodes, the way flannel derives its routes from Node objects.
+//! The podswitch controller: one agent per node, as flanneld and kube-proxy are. It watches
+//! the Kubernetes API (Nodes, Services, EndpointSlices, and the Pods on its node) and
+//! programs its node's podswitchd over the control socket: peers the way flannel's kube
+//! subnet manager derives them, Services with kube-proxy's semantics.
+//!
+//! The translation (`netconf`, `template`, `nodes`, `services`, `planner`) is pure and
+//! tested without a cluster; `watch`, `runner`, `daemon`, `annotate` and `status` do I/O.
 
-use podswitch_model::config::{NodeConfig, Peer};
-
-/// A cluster node as the controller sees it (from the Node object and its annotations).
-#[derive(Debug, Clone)]
-pub struct ClusterNode {
-    pub peer: Peer,
-}
-
-/// Replaces `cfg`'s peers with every other node of the cluster.
-pub fn set_peers(cfg: &mut NodeConfig, nodes: &[ClusterNode]) {
-    cfg.peers = nodes
-        .iter()
-        .filter(|n| n.peer.address != cfg.node.address)
-        .map(|n| n.peer.clone())
-        .collect();
-}
+pub mod annotate;
+pub mod daemon;
+pub mod netconf;
+pub mod nodes;
+pub mod planner;
+pub mod runner;
+pub mod services;
+pub mod state;
+pub mod status;
+pub mod template;
+pub mod watch;

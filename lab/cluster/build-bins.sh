@@ -2,7 +2,8 @@
 # Builds the real cluster components the lab and the e2e tests run, once, into a cache
 # folder, and reuses them after that:
 #   etcd, kube-apiserver, kube-controller-manager, kubectl  (pinned wrapper modules in gomod/)
-#   flanneld, cnitool                                        (go install at a pinned version)
+#   flanneld                                                 (pinned wrapper module in gomod/)
+#   cnitool                                                  (go install at a pinned version)
 # Prints the folder holding the binaries on its last line of stdout.
 # PODSWITCH_CACHE overrides the cache root (default: $XDG_CACHE_HOME or ~/.cache, /podswitch).
 set -euo pipefail
@@ -47,7 +48,7 @@ build etcd in_mod etcd go build -trimpath -ldflags=-s -o "$bin/etcd" go.etcd.io/
 build kube-apiserver in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
 build kubectl in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
-build flanneld env GOBIN="$bin/.flannel" go install -trimpath -ldflags=-s "github.com/flannel-io/flannel@$FLANNEL_VERSION"
-[ -x "$bin/flanneld" ] || mv "$bin/.flannel/flannel" "$bin/flanneld"
+# flannel's udp backend is cgo on amd64.
+build flanneld in_mod flannel env CGO_ENABLED=1 go build -trimpath -ldflags=-s -o "$bin/flanneld" github.com/flannel-io/flannel
 build cnitool env GOBIN="$bin" go install -trimpath -ldflags=-s "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
 echo "$bin"
