@@ -270,6 +270,9 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                 s.session_affinity_timeout
             ));
         }
+        if let Some(hc) = s.health_check_node_port {
+            super::health_check::validate(s, hc, nat, &sname, &mut owner, errs);
+        }
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
             if s.ports.len() > 1 && p.name.is_none() {
