@@ -56,12 +56,13 @@ pub fn local_ready_endpoints(cfg: &NodeConfig, s: &Service) -> usize {
 
 /// The HTTP response for a health check: kube-proxy's status codes, headers and JSON body.
 pub fn response(s: &Service, local: usize, head_only: bool) -> String {
-    let body = serde_json::json!({
-        "service": { "namespace": s.namespace, "name": s.name },
-        "localEndpoints": local,
-        "serviceProxyHealthy": true,
-    })
-    .to_string();
+    // Written out so the keys keep kube-proxy's order (serde_json's map sorts them).
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let body = format!(
+        "{{\"service\":{{\"namespace\":{},\"name\":{}}},\"localEndpoints\":{local},\"serviceProxyHealthy\":true}}",
+        q(&s.namespace),
+        q(&s.name)
+    );
     let status = if local > 0 {
         "200 OK"
     } else {
@@ -115,6 +116,10 @@ ip = "10.244.2.20"
         let r = response(s, 1, false);
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         let body = r.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(
+            body,
+            r#"{"service":{"namespace":"shop","name":"lb"},"localEndpoints":1,"serviceProxyHealthy":true}"#
+        );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(
             v,
