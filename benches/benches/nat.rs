@@ -48,6 +48,7 @@ fn config_with_services(n: u32) -> NodeConfig {
             session_affinity_timeout: 10800,
             external_traffic_policy: Default::default(),
             internal_traffic_policy: Default::default(),
+            health_check_node_port: None,
             endpoints: vec![Endpoint {
                 ip: "10.244.1.11".parse().unwrap(),
                 node: None,

@@ -193,6 +193,16 @@ struct bpf_map_def SEC("maps") uplink_cfg = {
 	.max_entries = 1,
 };
 
+/* ---- TCP ports of the node address that belong to the kernel (array map, index =
+ * port, value != 0): health-check NodePorts, answered by podswitchd's own listener in
+ * the node's stack, are left to the kernel although they lie in the NodePort range. */
+struct bpf_map_def SEC("maps") kernel_tcp_ports = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = 65536,
+};
+
 struct bpf_map_def SEC("maps") owned_prefixes = {
 	.type = BPF_MAP_TYPE_LPM_TRIE,
 	.key_size = sizeof(struct lpm_v4_key),
@@ -232,6 +242,16 @@ static __always_inline int to_xsk(struct xdp_md *ctx, __u32 cls)
 }
 
 /* A first fragment steered to podswitch: its later fragments follow it. */
+/* A TCP port of the node address the kernel answers (health-check NodePorts). */
+static __always_inline int kernel_tcp_port(__u8 protocol, __u16 port)
+{
+	if (protocol != IPPROTO_TCP)
+		return 0;
+	__u32 k = port;
+	__u32 *v = bpf_map_lookup_elem(&kernel_tcp_ports, &k);
+	return v && *v;
+}
+
 static __always_inline void remember_datagram(struct iphdr *ip)
 {
 	if (!(ip->frag_off & bswap16(IP_MF)))
@@ -378,7 +398,7 @@ int xdp_uplink(struct xdp_md *ctx)
 	if ((flags & CFG_VXLAN) && ip->protocol == IPPROTO_UDP && dport == cfg->vxlan_port)
 		cls = C_VXLAN; /* (a) VXLAN */
 	else if ((flags & CFG_NODEPORT) && dport >= cfg->nodeport_lo &&
-		 dport <= cfg->nodeport_hi)
+		 dport <= cfg->nodeport_hi && !kernel_tcp_port(ip->protocol, dport))
 		cls = C_NODEPORT; /* (e) NodePort range, TCP or UDP */
 	else if ((flags & CFG_SNAT) && dport >= cfg->snat_lo && dport <= cfg->snat_hi)
 		/* (f) replies to masqueraded pod flows: the SNAT port range, kept clear of

@@ -121,6 +121,7 @@ fn uplink_classification() {
         service_cidr: Some((Ipv4Addr::new(10, 99, 128, 0), 20)),
         nodeport_range: Some((30000, 32767)),
         snat_range: Some((61000, 65535)),
+        kernel_tcp_ports: vec![31000],
     };
     prog.set_config(&cfg).expect("config");
 
@@ -185,6 +186,16 @@ fn uplink_classification() {
         (
             "nodeport udp hi",
             eth(0x0800, &ipv4(17, node, 0, &l4(32767))),
+            Counter::NodePort,
+        ),
+        (
+            "health-check NodePort (tcp) is the kernel's",
+            eth(0x0800, &ipv4(6, node, 0, &l4(31000))),
+            Counter::Pass,
+        ),
+        (
+            "udp on a health-check port is still a NodePort",
+            eth(0x0800, &ipv4(17, node, 0, &l4(31000))),
             Counter::NodePort,
         ),
         (
@@ -303,6 +314,7 @@ fn many_external_ips_follow_every_publish() {
         service_cidr: Some((Ipv4Addr::new(10, 96, 0, 0), 12)),
         nodeport_range: Some((30000, 32767)),
         snat_range: Some((61000, 65535)),
+        kernel_tcp_ports: Vec::new(),
     };
     let to = |dst: Ipv4Addr| eth(0x0800, &ipv4(6, dst, 0, &l4(443)));
 
@@ -426,6 +438,7 @@ fn icmp_errors_about_masqueraded_flows() {
         service_cidr: Some((Ipv4Addr::new(10, 96, 0, 0), 12)),
         nodeport_range: Some((30000, 32767)),
         snat_range: Some((61000, 65535)),
+        kernel_tcp_ports: Vec::new(),
     })
     .unwrap();
     // The packet a router quotes: what left the node (source = node address).

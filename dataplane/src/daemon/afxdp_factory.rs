@@ -61,6 +61,13 @@ impl AfXdpFactory {
             snat_range: nat
                 .masquerade
                 .then_some((nat.snat_port_range[0], nat.snat_port_range[1])),
+            // Health-check NodePorts are answered by podswitchd's listener in the node stack.
+            kernel_tcp_ports: snap
+                .config
+                .services
+                .iter()
+                .filter_map(|s| s.health_check_node_port)
+                .collect(),
         }
     }
 }

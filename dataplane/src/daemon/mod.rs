@@ -10,6 +10,7 @@ pub mod afxdp_factory;
 pub mod clock;
 pub mod control;
 pub mod handoff;
+pub mod health;
 pub mod neigh;
 pub use podswitch_model::protocol;
 pub mod sys;
@@ -98,6 +99,14 @@ pub fn run(
         })
         .map_err(|e| e.to_string())?;
     threads.push(resolver);
+    let health = std::thread::Builder::new()
+        .name("psw-health".into())
+        .spawn({
+            let (control, stop) = (control.clone(), stop.clone());
+            move || health::run(control, stop)
+        })
+        .map_err(|e| e.to_string())?;
+    threads.push(health);
     let server = control::serve(control.clone(), &opts.socket, stop.clone());
     let server = match server {
         Ok(s) => s,

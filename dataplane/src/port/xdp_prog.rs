@@ -189,6 +189,9 @@ pub struct UplinkConfig {
     /// Source ports (and ICMP echo identifiers) podswitch's masquerade uses: replies to
     /// the node address in this range belong to the switch.
     pub snat_range: Option<(u16, u16)>,
+    /// TCP ports of the node address left to the kernel even inside `nodeport_range`
+    /// (health-check NodePorts, served by podswitchd in the node's stack).
+    pub kernel_tcp_ports: Vec<u16>,
 }
 
 impl Default for UplinkConfig {
@@ -202,6 +205,7 @@ impl Default for UplinkConfig {
             service_cidr: None,
             nodeport_range: None,
             snat_range: None,
+            kernel_tcp_ports: Vec::new(),
         }
     }
 }
@@ -253,6 +257,17 @@ fn lpm_update(fd: RawFd, k: &LpmKey, v: u32) -> io::Result<()> {
         )
     };
     check(rc, "update owned_prefixes")
+}
+
+/// Sets entry `port` of the `kernel_tcp_ports` array.
+fn array_set(fd: RawFd, port: u16, v: u32) -> io::Result<()> {
+    let k = u32::from(port);
+    // SAFETY: key/value point to live u32s matching the map's key_size and value_size
+    // (4 each); the kernel only reads them during the call.
+    let rc = unsafe {
+        bpf::bpf_map_update_elem(fd, (&k as *const u32).cast(), (&v as *const u32).cast(), 0)
+    };
+    check(rc, "update kernel_tcp_ports")
 }
 
 fn lpm_delete(fd: RawFd, k: &LpmKey) -> io::Result<()> {
@@ -430,6 +445,9 @@ pub struct XdpProgram {
     cfg_map: OwnedFd,
     owned_map: OwnedFd,
     counters_map: OwnedFd,
+    kernel_ports_map: OwnedFd,
+    /// The ports set in `kernel_tcp_ports` by the last `set_config`.
+    kernel_ports: std::sync::Mutex<std::collections::BTreeSet<u16>>,
     xsks: XskMap,
 }
 
@@ -498,6 +516,7 @@ impl XdpProgram {
         let cfg_map = map_fd("uplink_cfg")?;
         let owned_map = map_fd("owned_prefixes")?;
         let counters_map = map_fd("xdp_counters")?;
+        let kernel_ports_map = map_fd("kernel_tcp_ports")?;
         drop(guard); // closes libbpf's fds; our dups keep program and maps alive.
         let cap = map_max_entries(owned_map.as_raw_fd())?;
         if cap as usize != MAX_OWNED_PREFIXES {
@@ -511,6 +530,8 @@ impl XdpProgram {
             cfg_map,
             owned_map,
             counters_map,
+            kernel_ports_map,
+            kernel_ports: Default::default(),
             xsks: XskMap {
                 fd: Arc::new(xsks),
                 attached: None,
@@ -593,6 +614,14 @@ impl XdpProgram {
             }
             added.push(*k);
         }
+        // Kernel ports before the configuration: a health-check port is never steered.
+        let mut kports = self.kernel_ports.lock().unwrap_or_else(|e| e.into_inner());
+        for &p in &cfg.kernel_tcp_ports {
+            if !kports.contains(&p) {
+                array_set(self.kernel_ports_map.as_raw_fd(), p, 1)?;
+                kports.insert(p);
+            }
+        }
         let key: u32 = 0;
         // SAFETY: key/value point to live values whose sizes match the map's
         // key_size (4) and value_size (28, asserted above against uplink.c).
@@ -605,6 +634,19 @@ impl XdpProgram {
             )
         };
         check(rc, "update uplink_cfg")?;
+        let gone: Vec<u16> = kports
+            .iter()
+            .copied()
+            .filter(|p| !cfg.kernel_tcp_ports.contains(p))
+            .collect();
+        for p in gone {
+            match array_set(self.kernel_ports_map.as_raw_fd(), p, 0) {
+                Ok(()) => {
+                    kports.remove(&p);
+                }
+                Err(e) => eprintln!("podswitchd: uplink filter: cannot release TCP port {p}: {e}"),
+            }
+        }
         // The new configuration is live from here on: a stale prefix that cannot be removed
         // only steers a little more to podswitch (which drops what it does not own, counted),
         // so it is reported, not turned into a failed change that is in fact half applied.

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod fasthash;
+pub mod health_check;
 pub mod lpm;
 pub mod maglev;
 pub mod services;

@@ -38,6 +38,10 @@ pub struct Backend {
     /// On this node.
     pub local: bool,
     pub node: String,
+    /// In the set traffic policy Cluster uses (the ready endpoints, or if none is ready the
+    /// serving-and-terminating ones). A local endpoint outside it is there only as the
+    /// Local policies' fallback (serving-terminating while no local endpoint is ready).
+    pub cluster: bool,
 }
 
 fn ser_ip<S: serde::Serializer>(ip: &[u8; 4], s: S) -> Result<S::Ok, S::Error> {
@@ -56,7 +60,10 @@ pub struct ServicePortEntry {
     pub affinity_secs: Option<u32>,
     pub external_local: bool,
     pub internal_local: bool,
-    /// The endpoints in use: the ready ones, or if none is ready the serving-and-terminating.
+    /// The endpoints in use: first the cluster set (`Backend::cluster`: the ready ones, or
+    /// if none is ready the serving-and-terminating), then the local fallback. The local
+    /// set is every local backend: the ready local ones, or if none is ready the
+    /// serving-and-terminating local ones (kube-proxy's order, per node).
     pub backends: Vec<Backend>,
     #[serde(skip)]
     pub maglev: Vec<u16>,
@@ -263,6 +270,9 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                 s.session_affinity_timeout
             ));
         }
+        if let Some(hc) = s.health_check_node_port {
+            super::health_check::validate(s, hc, nat, &sname, &mut owner, errs);
+        }
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
             if s.ports.len() > 1 && p.name.is_none() {
@@ -348,15 +358,22 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             backends_base.push((e, local, node));
         }
         let any_ready = backends_base.iter().any(|(e, _, _)| e.ready);
+        let any_local_ready = backends_base.iter().any(|(e, l, _)| *l && e.ready);
+        let in_cluster_set = |e: &crate::config::services::Endpoint| {
+            if any_ready {
+                e.ready
+            } else {
+                e.serving() && e.terminating
+            }
+        };
+        // The cluster set first, then the local serving-terminating endpoints the Local
+        // policies fall back to when no local endpoint is ready.
         let usable: Vec<_> = backends_base
             .iter()
-            .filter(|(e, _, _)| {
-                if any_ready {
-                    e.ready
-                } else {
-                    e.serving() && e.terminating
-                }
-            })
+            .filter(|(e, _, _)| in_cluster_set(e))
+            .chain(backends_base.iter().filter(|(e, local, _)| {
+                *local && !any_local_ready && e.serving() && e.terminating && !in_cluster_set(e)
+            }))
             .collect();
         if errs.len() > e0 {
             continue;
@@ -376,9 +393,16 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                         .unwrap_or(target),
                     local: *local,
                     node: node.clone(),
+                    cluster: in_cluster_set(e),
                 })
                 .collect();
             let ids: Vec<u64> = backends.iter().map(|b| backend_id(b.ip, b.port)).collect();
+            let cluster_ids: Vec<u64> = backends
+                .iter()
+                .zip(&ids)
+                .filter(|(b, _)| b.cluster)
+                .map(|(_, id)| *id)
+                .collect();
             let local_idx: Vec<u16> = (0..backends.len() as u16)
                 .filter(|&i| backends[usize::from(i)].local)
                 .collect();
@@ -445,7 +469,7 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                     .then_some(s.session_affinity_timeout),
                 external_local: s.external_traffic_policy == TrafficPolicy::Local,
                 internal_local: s.internal_traffic_policy == TrafficPolicy::Local,
-                maglev: maglev::build(&ids),
+                maglev: maglev::build(&cluster_ids),
                 maglev_local,
                 backends,
             });

@@ -79,6 +79,11 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     #[serde(default)]
     pub internal_traffic_policy: TrafficPolicy,
+    /// healthCheckNodePort (LoadBalancer, externalTrafficPolicy Local): TCP port of the node
+    /// address where podswitchd answers HTTP with the number of local endpoints (200, or
+    /// 503 when there is none), as kube-proxy does for external load balancers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_node_port: Option<u16>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
 }

@@ -15,6 +15,7 @@ mod nat44_in;
 mod nat_common;
 mod nat_frag;
 mod nat_icmp;
+mod nat_policy;
 mod output;
 mod vxlan;
 

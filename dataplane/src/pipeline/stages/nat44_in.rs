@@ -5,9 +5,8 @@
 //!   an endpoint: the ClientIP-affinity one if any, else Maglev on the flow hash over the
 //!   endpoints the traffic policy allows. Its source is translated too when a pod reaches
 //!   itself through its Service (hairpin: to the gateway address, so the reply comes back
-//!   through the switch) and when the client is outside the cluster and the policy is
-//!   Cluster (to the node address, so replies return through this node); with a Local
-//!   policy the client address is kept.
+//!   through the switch) and where kube-proxy masquerades (to the node address, so replies
+//!   return through this node): `nat_policy` decides, per kind of client.
 //! - A new pod flow that the FIB sends out of the uplink to a non-cluster destination is
 //!   masqueraded to the node address.
 //! - The conntrack entry is created here, before the packet moves on, so the next packet of
@@ -24,6 +23,7 @@ use super::super::batch::{Batch, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
 use super::nat_common::{Parsed, parse, rewrite, tcp_reset};
+use super::nat_policy::{self, Client, Snat};
 use super::{L3, flow_hash, nat_frag, nat_icmp};
 use crate::conntrack::{
     Conntrack, CreateError, Created, Dir, FlowKey, NewFlow, State, affinity_tag, dump_line, flag,
@@ -156,15 +156,13 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if sp.backends.is_empty() {
         return reject(cx, b, i, l4, &key, &sp.name);
     }
-    let in_pod = snap
-        .port(m.in_port)
-        .is_some_and(|p| p.kind == PortKind::Pod);
-    let in_cluster = snap.nat.in_cluster(key.src) && (in_pod || m.flags & flags::DECAPPED != 0);
-    let local_only = match (fe.is_external(), in_cluster) {
-        (true, false) => sp.external_local,
-        (false, true) => sp.internal_local,
-        _ => false,
+    let client = match snap.port(m.in_port).map(|p| p.kind) {
+        Some(PortKind::Pod) => Client::LocalPod,
+        Some(PortKind::Host) => Client::Node,
+        _ if snap.nat.in_cluster(key.src) => Client::RemotePod,
+        _ => Client::External,
     };
+    let local_only = nat_policy::local_only(fe, client, sp.external_local, sp.internal_local);
     let aff_key = sp.affinity_secs.map(|_| FlowKey {
         proto: key.proto | 0x80,
         src: key.src,
@@ -175,9 +173,9 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let remembered = aff_key
         .and_then(|k| ct.affinity_get(&k, cx.now_ns))
         .and_then(|(ip, port)| {
-            sp.backends
-                .iter()
-                .position(|b| b.ip == ip && b.port == port && (b.local || !local_only))
+            sp.backends.iter().position(|b| {
+                b.ip == ip && b.port == port && if local_only { b.local } else { b.cluster }
+            })
         });
     let (chosen, how) = match remembered {
         Some(bi) => (Some(bi as u16), "session affinity"),
@@ -198,12 +196,10 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if let (Some(k), Some(secs)) = (aff_key, sp.affinity_secs) {
         ct.affinity_set(&k, (be.ip, be.port), secs, cx.now_ns);
     }
-    let snat = if be.ip == key.src {
-        Some(snap.node.gateway)
-    } else if !in_cluster && !local_only {
-        Some(snap.node.address)
-    } else {
-        None
+    let snat = match nat_policy::snat(fe, client, sp.external_local, be.ip == key.src, be.local) {
+        Snat::Hairpin => Some(snap.node.gateway),
+        Snat::NodeAddress => Some(snap.node.address),
+        Snat::None => None,
     };
     cx.trace(Stage::Nat44In, || {
         let fe_name = match fe {
@@ -228,7 +224,7 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             },
             match snat {
                 Some(a) if a == snap.node.gateway => ", hairpin: source to the gateway address",
-                Some(_) => ", client outside the cluster: source to the node address",
+                Some(_) => ", masquerade: source to the node address",
                 None => "",
             }
         )
