@@ -221,6 +221,16 @@ fn build<'a>(
         }
         _ => (SessionAffinity::None, 10800),
     };
+    // kube-proxy answers the health check only for eTP Local LoadBalancers.
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(n)
+            if kind == ServiceType::LoadBalancer
+                && external_traffic_policy == TrafficPolicy::Local =>
+        {
+            Some(port16(n, "healthCheckNodePort")?)
+        }
+        _ => None,
+    };
     let (endpoints, warnings) = endpoints(k8s_ports, &ports, &named_target, slices, ctx);
     // A named targetPort on a single unnamed port: the number comes from the slices.
     if ports.len() == 1 && ports[0].name.is_none() && named_target[0] {
@@ -252,6 +262,7 @@ fn build<'a>(
             session_affinity_timeout,
             external_traffic_policy,
             internal_traffic_policy,
+            health_check_node_port,
             endpoints,
         },
         warnings,
