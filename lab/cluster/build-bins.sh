@@ -2,7 +2,7 @@
 # Builds the real cluster components the lab and the e2e tests run, once, into a cache
 # folder, and reuses them after that:
 #   etcd, kube-apiserver, kube-controller-manager, kubectl  (pinned wrapper modules in gomod/)
-#   flanneld, cnitool                                        (go install at a pinned version)
+#   flanneld (its module source, see build_flanneld), cnitool (go install, pinned)
 # Prints the folder holding the binaries on its last line of stdout.
 # PODSWITCH_CACHE overrides the cache root (default: $XDG_CACHE_HOME or ~/.cache, /podswitch).
 set -euo pipefail
@@ -47,7 +47,23 @@ build etcd in_mod etcd go build -trimpath -ldflags=-s -o "$bin/etcd" go.etcd.io/
 build kube-apiserver in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
 build kubectl in_mod kubernetes go build -trimpath -ldflags=-s -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
-build flanneld env GOBIN="$bin/.flannel" go install -trimpath -ldflags=-s "github.com/flannel-io/flannel@$FLANNEL_VERSION"
-[ -x "$bin/flanneld" ] || mv "$bin/.flannel/flannel" "$bin/flanneld"
+# flanneld from its module source, minus the Tencent Cloud VPC backend: main.go imports it
+# unconditionally and the module proxy does not serve its SDK (403). cgo is on for the udp
+# backend, as in flannel's own build.
+build_flanneld() {
+  local src work
+  src=$(go mod download -json "github.com/flannel-io/flannel@$FLANNEL_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  work=$(mktemp -d)
+  cp -r "$src/." "$work/" && chmod -R u+w "$work"
+  sed -i '/pkg\/backend\/tencentvpc"/d' "$work/main.go"
+  rm -rf "$work/pkg/backend/tencentvpc"
+  (cd "$work" && go mod edit -droprequire github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc \
+    -droprequire github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common &&
+    CGO_ENABLED=1 go build -trimpath -ldflags=-s -mod=mod -o "$bin/flanneld" .)
+  local rc=$?
+  rm -rf "$work"
+  return $rc
+}
+build flanneld build_flanneld
 build cnitool env GOBIN="$bin" go install -trimpath -ldflags=-s "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
 echo "$bin"

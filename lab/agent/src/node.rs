@@ -53,9 +53,13 @@ fn status_patch(n: &NodeInfo) -> serde_json::Value {
 pub async fn register(client: &Client, n: &NodeInfo) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut node = status_patch(n);
-    node["metadata"] = json!({"name": n.name, "labels": {
-        "kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": std::env::consts::ARCH}});
+    // The annotations a kubelet's Node carries from the start (flanneld, among others,
+    // expects the map to exist).
+    node["metadata"] = json!({"name": n.name,
+        "labels": {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": std::env::consts::ARCH},
+        "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            "node.alpha.kubernetes.io/ttl": "0"}});
     let node: Node = serde_json::from_value(node)?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {
