@@ -3,8 +3,11 @@
 # tshark replay checks and the end-to-end tests in network namespaces (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh test
 export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=scripts/preflight.sh
+source scripts/preflight.sh
+preflight test
 step() { printf '\n=== %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
