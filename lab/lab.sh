@@ -27,7 +27,7 @@ ctl() { local n=$1; shift; "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"; }
 rel() { echo "${1#"$ROOT"/}"; }
 
 build() {
-  ./scripts/deps.sh lab
+  ./scripts/deps.sh
   export PATH="$HOME/.cargo/bin:$PATH"
   preflight lab
   if [ -n "${PODSWITCH_BIN:-}" ]; then

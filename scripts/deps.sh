@@ -4,13 +4,14 @@
 # through rustup when cargo is missing.
 #
 #   scripts/deps.sh [SCOPE...]   lab (lab/lab.sh), test (scripts/test.sh), bench
-#                                (bench/harness.sh), cluster; default: all of them
+#                                (bench/harness.sh), cluster; default: lab and test, the
+#                                README's two commands (each installs what both need)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=scripts/preflight.sh
 source "$here/preflight.sh"
 scopes=("$@")
-[ ${#scopes[@]} -gt 0 ] || scopes=(lab test bench cluster)
+[ ${#scopes[@]} -gt 0 ] || scopes=(lab test)
 mapfile -t pkgs < <(deps_packages deps "${scopes[@]}")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -3,7 +3,7 @@
 # tshark replay checks and the end-to-end tests in network namespaces (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh test
+./scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # shellcheck source=scripts/preflight.sh
 source scripts/preflight.sh
