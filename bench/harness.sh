@@ -49,7 +49,7 @@
 #     (in_port -> output); busy cycles/pkt = "processing cycles" / "packets received" of
 #     dpif-netdev/pmd-stats-show over the window (cleared at its start), the same figure
 #     as pmd-perf-show's cycles/pkt.
-# Skipped with a printed reason when Open vSwitch is not installed and cannot be installed
+# Skipped with a printed reason when Open vSwitch (installed by scripts/deps.sh bench) is missing
 # or does not start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,12 +97,7 @@ ovs_stop() {
 # ovs_available: prints why not and fails when Open vSwitch cannot run here.
 ovs_available() {
   if ! command -v ovs-vswitchd >/dev/null || ! command -v ovsdb-server >/dev/null; then
-    echo "bench: installing openvswitch-switch (Open vSwitch userspace datapath for p2p)"
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
-      openvswitch-switch >/dev/null 2>&1 || true
-  fi
-  if ! command -v ovs-vswitchd >/dev/null || ! command -v ovsdb-server >/dev/null; then
-    echo "bench: SKIP OVS p2p: openvswitch-switch is not installed and could not be installed"
+    echo "bench: SKIP OVS p2p: openvswitch-switch is not installed (scripts/deps.sh bench)"
     return 1
   fi
   if [ ! -f /usr/share/openvswitch/vswitch.ovsschema ]; then
@@ -144,14 +139,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-./scripts/deps.sh
+# Everything the harness runs (Open vSwitch and matplotlib included) is installed by
+# deps.sh and checked by the preflight before anything starts.
+./scripts/deps.sh bench
+export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=scripts/preflight.sh
+source scripts/preflight.sh
+preflight bench
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
-  echo "bench: installing python3-matplotlib"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null ||
-    echo "bench: python3-matplotlib unavailable: no chart"
-fi
 build_release
 mkdir -p "$RAW"
 T0=$(date +%s)

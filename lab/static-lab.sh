@@ -7,6 +7,8 @@
 #   lab/lab.sh down   remove everything
 #   lab/lab.sh check  rerun the checks against a running lab
 #
+# Prints the binaries it built and where the daemons log (/tmp/$LAB_PREFIX-nodeN.log).
+# LAB_PREFIX (default psw) names everything, so several labs can coexist.
 # Overlay: OVERLAY=vxlan (default), ipip or host-gw (uses config/node{1,2}-$OVERLAY.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,19 +17,41 @@ P=${LAB_PREFIX:-psw}
 OVERLAY=${OVERLAY:-vxlan}
 # shellcheck source=lab/netns.sh
 source lab/netns.sh
+# shellcheck source=scripts/preflight.sh
+source scripts/preflight.sh
 BIN=${PODSWITCH_BIN:-$ROOT/target/release}
 sock() { echo "/run/podswitch/$P-node$1.sock"; }
+log() { echo "/tmp/$P-node$1.log"; }
 ctl() { local n=$1; shift; "$BIN/podswitchctl" --socket "$(sock "$n")" "$@"; }
+# rel PATH: PATH relative to the repository when it is inside it.
+rel() { echo "${1#"$ROOT"/}"; }
 
 build() {
   ./scripts/deps.sh
   export PATH="$HOME/.cargo/bin:$PATH"
-  echo "lab: building podswitch (release)"
-  cargo build --release --bins -q
+  preflight lab
+  if [ -n "${PODSWITCH_BIN:-}" ]; then
+    echo "lab: using the binaries in $(rel "$BIN") (PODSWITCH_BIN)"
+  else
+    echo "lab: building podswitch (cargo build --release)"
+    cargo build --release --bins -q
+  fi
+  echo "lab: binaries: $(rel "$BIN/podswitchd") (the switch), $(rel "$BIN/podswitchctl") (its CLI)"
+}
+
+# lab_is_up: the namespaces and both daemons' control sockets are there.
+lab_is_up() {
+  local ns have
+  have=$(ip netns list 2>/dev/null | awk '{print $1}')
+  for ns in "$P-fab" "$P-node1" "$P-node2" "$P-n1-a" "$P-n1-c" "$P-n2-b" "$P-n2-d"; do
+    grep -qx -- "$ns" <<<"$have" || return 1
+  done
+  [ -S "$(sock 1)" ] && [ -S "$(sock 2)" ]
 }
 
 start_node() {
-  local n=$1 core=$2 log="/tmp/$P-node$1.log"
+  local n=$1 core=$2 log
+  log=$(log "$n")
   ip netns exec "$P-node$n" "$BIN/podswitchd" run --config "config/node$n-$OVERLAY.toml" \
     --socket "$(sock "$n")" --cores "$core" >"$log" 2>&1 &
   local i
@@ -51,7 +75,8 @@ up() {
   pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1
   pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1
   pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1
-  echo "lab: starting podswitchd on node1 (core 0) and node2 (core 1), overlay $OVERLAY"
+  echo "lab: starting podswitchd on node1 (core 0) and node2 (core 1), overlay $OVERLAY;" \
+    "logs: $(log 1), $(log 2)"
   start_node 1 0
   start_node 2 1
   for n in 1 2; do
@@ -63,12 +88,17 @@ up() {
   web_servers
   check
   echo
-  echo "lab is up. Try:"
+  echo "lab is up (prefix $P). Binaries: $(rel "$BIN")/{podswitchd,podswitchctl};" \
+    "daemon logs: $(log 1), $(log 2). Try:"
   echo "  ip netns exec $P-n1-a ping 10.244.2.20"
-  echo "  $BIN/podswitchctl --socket $(sock 1) dump flows"
-  echo "  $BIN/podswitchctl --socket $(sock 1) stats"
-  echo "  lab/lab.sh down"
+  echo "  $(rel "$BIN")/podswitchctl --socket $(sock 1) dump flows"
+  echo "  $(rel "$BIN")/podswitchctl --socket $(sock 1) stats"
+  echo "  $(down_cmd)"
 }
+
+# The command line that reaches this lab again (the prefix, when not the default).
+lab_cmd() { if [ "$P" = psw ]; then echo "lab/lab.sh $1"; else echo "LAB_PREFIX=$P lab/lab.sh $1"; fi; }
+down_cmd() { lab_cmd down; }
 
 # A small HTTP server in pod c (node1) and pod b (node2) answering with the pod's name.
 web_servers() {
@@ -105,7 +135,7 @@ PY
 }
 
 RESULTS=()
-result() { RESULTS+=("$1|$2|$3"); printf '%-5s %-42s %s\n' "$2" "$1" "$3"; }
+result() { RESULTS+=("$1|$2|$3"); printf '%-5s %-44s %s\n' "$2" "$1" "$3"; }
 
 check_ping() {
   local name=$1 ns=$2 out
@@ -161,11 +191,16 @@ check() {
   ctl 1 dump services
   echo
   echo "lab: results"
-  printf '%-44s %-6s %s\n' CHECK RESULT DETAIL
-  local r fails=0
+  # The CHECK column is as wide as the longest check name.
+  local r n s d w=5 fails=0
+  for r in "${RESULTS[@]}"; do
+    n=${r%%|*}
+    [ ${#n} -le "$w" ] || w=${#n}
+  done
+  printf '%-*s  %-6s %s\n' "$w" CHECK RESULT DETAIL
   for r in "${RESULTS[@]}"; do
     IFS='|' read -r n s d <<<"$r"
-    printf '%-44s %-6s %s\n' "$n" "$s" "$d"
+    printf '%-*s  %-6s %s\n' "$w" "$n" "$s" "$d"
     [ "$s" = PASS ] || fails=$((fails + 1))
   done
   [ "$fails" = 0 ] || { echo "lab: $fails check(s) failed"; return 1; }
@@ -174,6 +209,13 @@ check() {
 case "${1:-up}" in
   up) up ;;
   down) netns_cleanup; echo "lab: removed" ;;
-  check) check ;;
+  check)
+    preflight lab
+    if ! lab_is_up; then
+      echo "lab: the lab (prefix $P) is not up: start it with $(lab_cmd up)" >&2
+      exit 1
+    fi
+    check
+    ;;
   *) echo "usage: $0 [up|down|check]"; exit 2 ;;
 esac

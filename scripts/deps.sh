@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Installs what podswitch's build, tests and lab need on a Debian machine (idempotent).
+# Installs what podswitch's scripts need on a Debian machine (idempotent): the Debian
+# packages that scripts/commands.tsv lists for the given scopes, and the Rust toolchain
+# through rustup when cargo is missing.
+#
+#   scripts/deps.sh [SCOPE...]   lab (lab/lab.sh), test (scripts/test.sh), bench
+#                                (bench/harness.sh), cluster; default: lab and test, the
+#                                README's two commands (each installs what both need)
 set -euo pipefail
-pkgs=(iproute2 iperf3 netsniff-ng tshark python3-scapy clang llvm libelf-dev zlib1g-dev
-      pkg-config bpftool ethtool conntrack iptables nftables tcpdump netcat-openbsd procps)
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=scripts/preflight.sh
+source "$here/preflight.sh"
+scopes=("$@")
+[ ${#scopes[@]} -gt 0 ] || scopes=(lab test)
+mapfile -t pkgs < <(deps_packages deps "${scopes[@]}")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +28,5 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: installing the Rust toolchain (rustup)"
-  apt-get install -y -qq curl ca-certificates >/dev/null
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy >/dev/null
 fi

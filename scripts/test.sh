@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=scripts/preflight.sh
+source scripts/preflight.sh
+preflight test
 step() { printf '\n=== %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check

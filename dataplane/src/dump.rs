@@ -2,14 +2,89 @@
 //!
 //! The `flows` view follows `ovs-appctl dpctl/dump-flows`: one line per entry, match first,
 //! then actions, volatile counters last so tests can strip them.
+//!
+//! One JSON style for every table: addresses, prefixes and MACs are strings, a reference
+//! to a port is its name, a value that is absent (where the text shows `-`) is `null`.
 
 use crate::config::Overlay;
-use crate::pipeline::Counters;
+use crate::pipeline::{ArpFlow, Counters};
 use crate::tables::{RouteTarget, Snapshot};
 use crate::wire::Mac;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+
+/// The tables `dump` knows, with what each holds (`podswitchctl dump --help`, errors).
+pub const TABLES: &[(&str, &str)] = &[
+    (
+        "ports",
+        "the switch's ports: uplink, host port, pod veths (and their counters)",
+    ),
+    (
+        "macs",
+        "the MAC table: which port each MAC is behind (l2-fwd)",
+    ),
+    (
+        "fib",
+        "the IPv4 routes: prefix, what the switch does, out port, next-hop MAC, MTU",
+    ),
+    (
+        "neighbours",
+        "underlay next hops: configured and learned from the kernel's ARP",
+    ),
+    (
+        "tunnels",
+        "peer nodes: address, pod CIDR, overlay, VTEP and underlay MACs, MTU",
+    ),
+    (
+        "flows",
+        "what the pipeline does per destination, with packet and byte counters",
+    ),
+    ("services", "Service frontends and their endpoints"),
+    (
+        "conntrack",
+        "connection-tracking entries (Service NAT, masquerade)",
+    ),
+    (
+        "config",
+        "the node configuration in force (TOML; JSON with -o json)",
+    ),
+];
+
+/// The table names, comma-separated (for messages).
+pub fn table_names() -> String {
+    TABLES.iter().map(|t| t.0).collect::<Vec<_>>().join(", ")
+}
+
+/// The dumps that need nothing but the snapshot (and the counters, for flows); `ports`
+/// without the live counters the daemon adds, and `conntrack` (its own table) are served
+/// by the caller. `None` for an unknown table.
+pub fn snapshot_table(
+    snap: &Snapshot,
+    table: &str,
+    counters: Option<&Counters>,
+) -> Option<(String, Value)> {
+    Some(match table {
+        "ports" => ports(snap),
+        "macs" | "mac" => macs(snap),
+        "fib" | "routes" => fib(snap),
+        "neighbours" | "neighbors" => neighbours(snap),
+        "tunnels" | "peers" | "vteps" => tunnels(snap),
+        "flows" => flows(snap, counters),
+        "services" => services(snap),
+        "config" => (snap.config.to_toml(), json!(snap.config)),
+        _ => return None,
+    })
+}
+
+fn ip_json(ip: Option<[u8; 4]>) -> Value {
+    ip.map_or(Value::Null, |i| json!(Ipv4Addr::from(i).to_string()))
+}
+
+fn port_name_json(snap: &Snapshot, port: Option<u16>) -> Value {
+    port.and_then(|p| snap.port(p))
+        .map_or(Value::Null, |p| json!(p.name))
+}
 
 /// Renders rows as an aligned text table with a header line.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -65,7 +140,23 @@ pub fn ports(snap: &Snapshot) -> (String, Value) {
         &["ID", "NAME", "KIND", "MAC", "IP", "MTU", "VLAN", "LABEL"],
         &rows,
     );
-    (text, json!(snap.ports))
+    let data: Vec<Value> = snap
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "name": p.name,
+                "kind": format!("{:?}", p.kind).to_lowercase(),
+                "mac": p.mac.to_string(),
+                "ip": ip_json(p.ip),
+                "mtu": p.mtu,
+                "vlan": p.vlan,
+                "label": if p.label.is_empty() { Value::Null } else { json!(p.label) },
+            })
+        })
+        .collect();
+    (text, json!(data))
 }
 
 pub fn macs(snap: &Snapshot) -> (String, Value) {
@@ -83,9 +174,15 @@ pub fn macs(snap: &Snapshot) -> (String, Value) {
             vec![m.to_string(), port]
         })
         .collect();
-    let data: Vec<Value> = rows
+    let data: Vec<Value> = entries
         .iter()
-        .map(|r| json!({"mac": r[0], "port": r[1]}))
+        .map(|(m, p)| {
+            if *p == u16::MAX {
+                json!({"mac": m.to_string(), "port": null, "target": "gateway"})
+            } else {
+                json!({"mac": m.to_string(), "port": port_name_json(snap, Some(*p)), "target": "port"})
+            }
+        })
         .collect();
     (table(&["MAC", "PORT"], &rows), json!(data))
 }
@@ -145,10 +242,42 @@ pub fn fib(snap: &Snapshot) -> (String, Value) {
         &["PREFIX", "TARGET", "OUT", "DST-MAC", "MTU", "ORIGIN"],
         &rows,
     );
-    (
-        text,
-        json!(idx.iter().map(|&i| &snap.routes[i]).collect::<Vec<_>>()),
-    )
+    let data: Vec<Value> = idx
+        .iter()
+        .map(|&i| {
+            let r = &snap.routes[i];
+            let resolved = r.out_port.is_some();
+            let (kind, pod, peer, via) = match r.target {
+                RouteTarget::Gateway => ("gateway", None, None, None),
+                RouteTarget::NodeAddress => ("node-address", None, None, None),
+                RouteTarget::Pod { port } => {
+                    ("pod", snap.port(port).map(|p| p.label.clone()), None, None)
+                }
+                RouteTarget::NoSuchPod => ("no-such-pod", None, None, None),
+                RouteTarget::Peer { peer } => (
+                    "peer",
+                    None,
+                    snap.peers.get(usize::from(peer)).map(|p| p.name.clone()),
+                    None,
+                ),
+                RouteTarget::Host => ("host", None, None, None),
+                RouteTarget::Via { neighbour } => ("via", None, None, Some(neighbour)),
+            };
+            json!({
+                "prefix": r.prefix.to_string(),
+                "target": kind,
+                "pod": pod,
+                "peer": peer,
+                "via": ip_json(via),
+                "out_port": port_name_json(snap, r.out_port),
+                "src_mac": if resolved { json!(r.src_mac.to_string()) } else { Value::Null },
+                "dst_mac": if resolved { json!(r.dst_mac.to_string()) } else { Value::Null },
+                "mtu": if r.mtu > 0 { json!(r.mtu) } else { Value::Null },
+                "origin": r.origin,
+            })
+        })
+        .collect();
+    (text, json!(data))
 }
 
 pub fn neighbours(snap: &Snapshot) -> (String, Value) {
@@ -169,7 +298,7 @@ pub fn neighbours(snap: &Snapshot) -> (String, Value) {
         .collect();
     let data: Vec<Value> = n
         .iter()
-        .map(|(ip, m, o)| json!({"ip": ip, "mac": m, "origin": o}))
+        .map(|(ip, m, o)| json!({"ip": ip.to_string(), "mac": m.to_string(), "origin": o}))
         .collect();
     (table(&["IP", "MAC", "ORIGIN"], &rows), json!(data))
 }
@@ -203,32 +332,72 @@ pub fn tunnels(snap: &Snapshot) -> (String, Value) {
         ],
         &rows,
     );
-    (text, json!(snap.peers))
+    let data: Vec<Value> = snap
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "address": Ipv4Addr::from(p.address).to_string(),
+                "pod_cidr": p.pod_cidr.to_string(),
+                "overlay": p.overlay.as_str(),
+                "vtep_mac": p.vtep_mac.map(|m| m.to_string()),
+                "underlay_mac": p.underlay_mac.map(|m| m.to_string()),
+                "mtu": p.mtu,
+            })
+        })
+        .collect();
+    (text, json!(data))
 }
 
-/// What the pipeline does for each destination, one line per FIB entry plus the L2 and ARP
-/// entries, with packet/byte counters from `counters` when it matches the snapshot.
+/// What the pipeline does for each destination, one line per FIB entry plus the ARP and L2
+/// entries, with packet/byte counters from `counters` (the per-entry ones when they belong
+/// to this snapshot's generation): every line counts the frames it matched.
 pub fn flows(snap: &Snapshot, counters: Option<&Counters>) -> (String, Value) {
     let n = &snap.node;
     let mut lines: Vec<(String, String, u64, u64)> = Vec::new();
+    let arp =
+        |f: ArpFlow| counters.map_or((0, 0), |c| (c.arp[f as usize][0], c.arp[f as usize][1]));
+    let current = counters.filter(|c| c.generation == snap.generation);
+    let (pk, by) = arp(ArpFlow::GatewayRequest);
     lines.push((
         format!(
             "eth_type(0x0806),arp(op=request,tip={})",
             Ipv4Addr::from(n.gateway)
         ),
         format!("arp_reply(sha={}),output(in_port)", n.gateway_mac),
-        0,
-        0,
+        pk,
+        by,
+    ));
+    let (pk, by) = arp(ArpFlow::PodRequest);
+    lines.push((
+        format!("eth_type(0x0806),arp(op=request,tip={})", n.pod_cidr),
+        if n.proxy_arp {
+            "arp_reply(sha=owner of tip),output(in_port)".to_string()
+        } else {
+            "output(owner of tip)".to_string()
+        },
+        pk,
+        by,
+    ));
+    let (pk, by) = arp(ArpFlow::Reply);
+    lines.push((
+        "eth_type(0x0806),arp(op=reply)".to_string(),
+        "output(owner of eth dst)".to_string(),
+        pk,
+        by,
     ));
     let mut l2: Vec<_> = snap.macs.iter().collect();
     l2.sort();
     for (mac, port) in l2 {
         let name = snap.port(*port).map_or("?", |p| p.name.as_str());
-        lines.push((format!("eth(dst={mac})"), format!("output({name})"), 0, 0));
+        let (pk, by) = current
+            .and_then(|c| c.l2.get(usize::from(*port)))
+            .map_or((0, 0), |c| (c[0], c[1]));
+        lines.push((format!("eth(dst={mac})"), format!("output({name})"), pk, by));
     }
     for (i, r) in snap.routes.iter().enumerate() {
-        let (pk, by) = counters
-            .filter(|c| c.generation == snap.generation)
+        let (pk, by) = current
             .and_then(|c| c.routes.get(i))
             .map_or((0, 0), |r| (r[0], r[1]));
         let m = format!(

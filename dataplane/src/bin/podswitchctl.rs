@@ -35,12 +35,33 @@ enum Format {
     Json,
 }
 
+/// The tables `dump` knows, one a line with what it holds.
+fn dump_tables_help() -> String {
+    let w = podswitch::dump::TABLES
+        .iter()
+        .map(|t| t.0.len())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::from("Tables:\n");
+    for (name, what) in podswitch::dump::TABLES {
+        s.push_str(&format!("  {name:<w$}  {what}\n"));
+    }
+    s
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Daemon version.
     Version,
-    /// Dump a table: ports, macs, fib, neighbours, tunnels, flows, config.
-    Dump { table: String },
+    /// Dump a table: ports, macs, fib, neighbours, tunnels, flows, services, conntrack,
+    /// config (text, or JSON with -o json).
+    #[command(after_help = dump_tables_help())]
+    Dump {
+        /// The table to dump, one of the names below (text output by default; `-o json`
+        /// for JSON: addresses and MACs as strings, ports by name, absent values null).
+        #[arg(value_name = "TABLE")]
+        table: String,
+    },
     /// Per port, per worker and per stage counters, drops by reason.
     Stats,
     /// Change the tables.
@@ -273,6 +294,37 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("podswitchctl: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn dump_help_lists_every_table_and_describes_table() {
+        let mut cmd = Cli::command();
+        let dump = cmd.find_subcommand_mut("dump").expect("dump subcommand");
+        let help = dump.render_help().to_string();
+        assert!(help.contains("<TABLE>"), "{help}");
+        assert!(help.contains("The table to dump"), "{help}");
+        for t in [
+            "ports",
+            "macs",
+            "fib",
+            "neighbours",
+            "tunnels",
+            "flows",
+            "services",
+            "conntrack",
+            "config",
+        ] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(t)),
+                "{t} missing from dump --help:\n{help}"
+            );
         }
     }
 }

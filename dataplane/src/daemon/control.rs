@@ -283,13 +283,6 @@ impl Control {
             )),
             Request::Dump { table } => match table.as_str() {
                 "ports" => Ok(self.ports_dump(snap)),
-                "macs" | "mac" => Ok(dump::macs(snap)),
-                "fib" | "routes" => Ok(dump::fib(snap)),
-                "neighbours" | "neighbors" => Ok(dump::neighbours(snap)),
-                "tunnels" | "peers" | "vteps" => Ok(dump::tunnels(snap)),
-                "flows" => Ok(dump::flows(snap, Some(&self.merged_counters()))),
-                "config" => Ok((snap.config.to_toml(), json!(snap.config))),
-                "services" => Ok(dump::services(snap)),
                 "conntrack" | "ct" => {
                     let now = super::clock::now_ns();
                     Ok((
@@ -297,9 +290,11 @@ impl Control {
                         crate::conntrack::dump_json(&self.ct, now),
                     ))
                 }
-                other => Err(format!(
-                    "unknown table {other:?}: ports, macs, fib, neighbours, tunnels, flows, services, conntrack, config"
-                )),
+                other => {
+                    let counters = (other == "flows").then(|| self.merged_counters());
+                    dump::snapshot_table(snap, other, counters.as_ref())
+                        .ok_or_else(|| format!("unknown table {other:?}: {}", dump::table_names()))
+                }
             },
             Request::Stats {} => Ok(self.stats()),
             Request::Replace { config } => NodeConfig::from_toml(&config)

@@ -21,8 +21,28 @@ pub struct Counters {
     pub events: [u64; Event::COUNT],
     /// Packets and bytes per FIB entry (index = route index of `generation`), for flow dumps.
     pub routes: Vec<[u64; 2]>,
-    /// Snapshot generation the route counters belong to.
+    /// Packets and bytes l2-fwd bridged, per output port (index = port id of
+    /// `generation`): the flow dump's `eth(dst=MAC)` lines.
+    pub l2: Vec<[u64; 2]>,
+    /// Packets and bytes per ARP flow of the flow dump (index: [`ArpFlow`]).
+    pub arp: [[u64; 2]; ArpFlow::COUNT],
+    /// Snapshot generation the route and L2 counters belong to.
     pub generation: u64,
+}
+
+/// The ARP lines of the flow dump: what arp-input did with a request or a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArpFlow {
+    /// A request for the gateway address, answered by the switch.
+    GatewayRequest,
+    /// A request for a same-node pod: delivered to its owner (or answered, proxy ARP).
+    PodRequest,
+    /// A reply from one pod to another, bridged.
+    Reply,
+}
+
+impl ArpFlow {
+    pub const COUNT: usize = 3;
 }
 
 impl Default for Counters {
@@ -32,6 +52,8 @@ impl Default for Counters {
             drops: [0; DropReason::COUNT],
             events: [0; Event::COUNT],
             routes: Vec::new(),
+            l2: Vec::new(),
+            arp: [[0; 2]; ArpFlow::COUNT],
             generation: 0,
         }
     }
@@ -51,25 +73,51 @@ impl Counters {
         for (a, b) in self.events.iter_mut().zip(o.events.iter()) {
             *a += b;
         }
-        if o.generation == self.generation || self.routes.is_empty() {
-            if self.routes.len() < o.routes.len() {
-                self.routes.resize(o.routes.len(), [0; 2]);
-            }
-            for (a, b) in self.routes.iter_mut().zip(o.routes.iter()) {
-                a[0] += b[0];
-                a[1] += b[1];
+        for (a, b) in self.arp.iter_mut().zip(o.arp.iter()) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+        if o.generation == self.generation || (self.routes.is_empty() && self.l2.is_empty()) {
+            for (mine, theirs) in [(&mut self.routes, &o.routes), (&mut self.l2, &o.l2)] {
+                if mine.len() < theirs.len() {
+                    mine.resize(theirs.len(), [0; 2]);
+                }
+                for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                    a[0] += b[0];
+                    a[1] += b[1];
+                }
             }
             self.generation = o.generation;
         }
     }
 
-    /// Starts per-route counting for a new snapshot (allocates only when the FIB grew).
-    pub fn track_generation(&mut self, generation: u64, routes: usize) {
-        if self.generation != generation || self.routes.len() != routes {
+    /// Starts per-route and per-port counting for a new snapshot (allocates only when the
+    /// FIB or the port list grew).
+    pub fn track_generation(&mut self, generation: u64, routes: usize, ports: usize) {
+        if self.generation != generation || self.routes.len() != routes || self.l2.len() != ports {
             self.routes.clear();
             self.routes.resize(routes, [0; 2]);
+            self.l2.clear();
+            self.l2.resize(ports, [0; 2]);
             self.generation = generation;
         }
+    }
+
+    /// Counts a frame bridged to `port` by l2-fwd.
+    #[inline]
+    pub fn count_l2(&mut self, port: u16, len: usize) {
+        if let Some(c) = self.l2.get_mut(usize::from(port)) {
+            c[0] += 1;
+            c[1] += len as u64;
+        }
+    }
+
+    /// Counts a frame of one ARP flow.
+    #[inline]
+    pub fn count_arp(&mut self, flow: ArpFlow, len: usize) {
+        let c = &mut self.arp[flow as usize];
+        c[0] += 1;
+        c[1] += len as u64;
     }
 
     pub fn total_drops(&self) -> u64 {

@@ -15,7 +15,7 @@ mod stages;
 use crate::conntrack::Conntrack;
 use crate::tables::Snapshot;
 pub use batch::{BATCH_SIZE, Batch, MAX_FRAME};
-pub use counters::Counters;
+pub use counters::{ArpFlow, Counters};
 pub use drop::{DropReason, Event};
 use frag_table::FragTable;
 pub use stage::Stage;
@@ -183,7 +183,7 @@ impl Pipeline {
         if let Some(ct) = ct {
             ct.expire(now_ns, CT_EXPIRE_BUDGET);
         }
-        counters.track_generation(snap.generation, snap.routes.len());
+        counters.track_generation(snap.generation, snap.routes.len(), snap.ports.len());
         let mut cx = Cx {
             snap,
             now_ns,

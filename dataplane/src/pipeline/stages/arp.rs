@@ -3,6 +3,7 @@
 
 use super::super::Cx;
 use super::super::batch::Batch;
+use super::super::counters::ArpFlow;
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
 use super::L3;
@@ -46,6 +47,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return match snap.macs.get(&eth_dst) {
             Some(&out) if out != in_port && !eth_dst.is_multicast() => {
                 cx.trace(Stage::Arp, || format!("reply to {eth_dst} bridged"));
+                cx.counters.count_arp(ArpFlow::Reply, b.frame(i).len());
                 b.meta[i].out_port = out;
                 b.set_next(i, Stage::Output);
             }
@@ -67,6 +69,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
                     cx.trace(Stage::Arp, || {
                         format!("request for {tip:?} delivered to its owner")
                     });
+                    cx.counters.count_arp(ArpFlow::PodRequest, b.frame(i).len());
                     b.meta[i].out_port = p;
                     b.set_next(i, Stage::Output);
                     return;
@@ -78,6 +81,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let Some(mac) = answer else {
         return cx.drop(b, i, R::ArpTargetUnknown);
     };
+    let flow = if tip == snap.node.gateway {
+        ArpFlow::GatewayRequest
+    } else {
+        ArpFlow::PodRequest
+    };
+    cx.counters.count_arp(flow, b.frame(i).len());
     let f = b.frame_mut(i);
     if let Ok(mut a) = arp::Packet::new_checked(&mut f[L3..]) {
         a.make_reply(mac, tip);

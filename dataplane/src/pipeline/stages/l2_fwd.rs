@@ -44,6 +44,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             snap.port(out).map_or("?", |p| p.name.as_str())
         )
     });
+    cx.counters.count_l2(out, b.frame(i).len());
     b.meta[i].out_port = out;
     b.set_next(i, Stage::Output);
 }
