@@ -54,7 +54,7 @@ pub enum TrafficPolicy {
     Local,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -83,7 +83,7 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServicePort {
     /// Port name (required when the Service has several ports).
@@ -100,7 +100,7 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub ip: Ipv4Addr,
@@ -126,7 +126,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatSettings {
     /// Range ClusterIPs come from; packets to it matching no Service port are dropped.
@@ -164,7 +164,7 @@ impl Default for NatSettings {
 
 /// Conntrack timeouts in seconds; the defaults are the Linux kernel's (with kube-proxy's
 /// 86400 s for established TCP).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub tcp_syn_sent: u32,
