@@ -151,7 +151,14 @@ impl Control {
             inner.generation + 1,
         )?;
         // Conntrack entries to re-check: those of the Services touched (before and after).
-        let changed = delta.map(|d| {
+        // Past a few dozen Services a walk of every entry costs less than the bookkeeping.
+        let changed = delta.and_then(|d| {
+            if self.ct.is_empty() {
+                return Some(ChangedServices::default());
+            }
+            if d.upserts.len() + d.removed.len() > 64 {
+                return None;
+            }
             let mut ch = ChangedServices::default();
             for n in d.removed.iter().cloned().chain(
                 d.upserts
@@ -161,7 +168,7 @@ impl Control {
                 ch.add(&prev.snap, &n);
                 ch.add(&snap, &n);
             }
-            ch
+            Some(ch)
         });
         let changed = match changed {
             None if Arc::ptr_eq(&prev.snap.services, &snap.services) => {
