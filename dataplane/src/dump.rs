@@ -72,7 +72,10 @@ pub fn snapshot_table(
         "tunnels" | "peers" | "vteps" => tunnels(snap),
         "flows" => flows(snap, counters),
         "services" => services(snap),
-        "config" => (snap.config.to_toml(), json!(snap.config)),
+        "config" => {
+            let c = snap.config.to_node_config();
+            (c.to_toml(), json!(c))
+        }
         _ => return None,
     })
 }

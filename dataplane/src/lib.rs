@@ -12,6 +12,7 @@ pub mod conntrack;
 pub mod daemon;
 pub mod dump;
 mod hugepages;
+pub mod limits;
 pub mod pipeline;
 pub mod port;
 mod prefetch;

@@ -58,7 +58,7 @@ fn learned_macs_reach_the_peers_and_the_dump() {
     assert!(text.contains("kernel-arp"), "{text}");
     assert_eq!(json[0]["origin"], "kernel-arp");
     // The configuration itself is unchanged: learned entries are not configuration.
-    assert!(after.config.neighbours.is_empty());
+    assert!(after.config.base.neighbours.is_empty());
 }
 
 #[test]

@@ -32,7 +32,7 @@ impl Overlay {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub node: Node,
@@ -60,7 +60,7 @@ pub struct NodeConfig {
     pub services: Vec<Service>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
@@ -85,7 +85,7 @@ pub struct Node {
     pub proxy_arp: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Uplink {
     pub name: String,
@@ -98,7 +98,7 @@ pub struct Uplink {
 }
 
 /// The port into the node's own network stack (the job of cni0's address / cilium_host).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostPort {
     pub name: String,
@@ -108,7 +108,7 @@ pub struct HostPort {
     pub mtu: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VxlanSettings {
     #[serde(default = "default_vxlan_port")]
@@ -129,7 +129,7 @@ impl Default for VxlanSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpipSettings {
     #[serde(default = "default_ttl")]
@@ -142,7 +142,7 @@ impl Default for IpipSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpSettings {
     /// ICMP errors per second that one worker may send (token bucket rate).
@@ -162,7 +162,7 @@ impl Default for IcmpSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pod {
     /// Name of the pod (namespace/name or any label), shown in dumps.
@@ -203,7 +203,7 @@ pub struct Attachment {
     pub ifname: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     pub name: String,
@@ -225,7 +225,7 @@ pub struct Neighbour {
     pub mac: Mac,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub prefix: Prefix,

@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-/// Largest request accepted (a full configuration with many Services fits).
-pub const MAX_REQUEST: usize = 8 << 20;
+/// Largest request accepted (a full configuration, or a batch, with many Services fits:
+/// 10k Services with 100k endpoints take about 10 MiB of JSON).
+pub const MAX_REQUEST: usize = 64 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
@@ -64,6 +65,12 @@ pub enum Request {
     Trace {
         in_port: String,
         frame: String,
+    },
+    /// Several configuration changes (any of the requests above that change something:
+    /// `replace`, `add-*`, `remove-*`) applied together as one publish: all of them, or
+    /// none when one is refused (the error names it by position, from 1).
+    Batch {
+        changes: Vec<Request>,
     },
 }
 

@@ -202,7 +202,7 @@ fn large_fib_snap() -> &'static Snapshot {
             let v = snap.fib.lookup(addr).unwrap_or(snap.routes.len() as u32);
             entries.push((Prefix::new(addr, 24).unwrap(), v));
         }
-        snap.fib = Lpm::build(&entries);
+        snap.fib = std::sync::Arc::new(Lpm::build(&entries));
         assert!(snap.fib.memory_bytes() > 2 << 20, "padded FIB too small");
         snap
     })

@@ -1,44 +1,111 @@
 //! Publish-time cleanup: entries whose Service or endpoint no longer exists in the new
 //! snapshot are removed, so the next packet of the flow (UDP clients especially, the classic
 //! stale-DNS-conntrack problem) picks a live endpoint at once.
+//!
+//! [`cleanup_changed`] examines only the entries of the Services a change touched;
+//! [`cleanup`] (after a full rebuild) examines every Service entry.
 
-use super::key::{FlowKey, flag};
-use super::table::Conntrack;
+use super::key::flag;
+use super::table::{Conntrack, Entry};
 use crate::tables::Snapshot;
-use std::collections::HashMap;
+use crate::tables::services::{ServicePortEntry, frontend_key};
+use std::collections::{HashMap, HashSet};
 
 /// Removes entries pointing at Services or endpoints absent from `snap`; returns how many.
 /// Runs on the control side (it walks the table shard by shard, one lock at a time).
 pub fn cleanup(ct: &Conntrack, snap: &Snapshot, now: u64) -> usize {
-    let by_name: HashMap<u32, usize> = snap
+    let by_name: HashMap<u32, &ServicePortEntry> = snap
         .services
         .ports
         .iter()
-        .enumerate()
-        .map(|(i, p)| (affinity_tag(&p.name), i))
+        .map(|p| (affinity_tag(&p.name), &**p))
         .collect();
-    let mut victims: Vec<(u32, FlowKey)> = Vec::new();
-    for (id, e) in ct.entries(now) {
-        let stale = if e.flags & flag::AFFINITY != 0 {
-            let tag = u32::from_be_bytes(e.orig.dst);
-            by_name
-                .get(&tag)
-                .is_none_or(|&i| !snap.services.ports[i].has_backend(e.reply.src, e.reply.sport))
+    let victims = ct.select(now, |e| is_stale(e, snap, &by_name));
+    ct.remove_entries(&victims)
+}
+
+/// The Services a change touched, as conntrack sees them: their frontend keys (before and
+/// after the change) and the affinity tags of their port names.
+#[derive(Debug, Default)]
+pub struct ChangedServices {
+    /// `namespace/name` of each.
+    pub names: Vec<String>,
+    pub frontends: HashSet<u64>,
+    pub tags: HashSet<u32>,
+}
+
+impl ChangedServices {
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty() && self.tags.is_empty()
+    }
+
+    /// Adds what Service `name` (`namespace/name`) holds in `snap`.
+    pub fn add(&mut self, snap: &Snapshot, name: &str) {
+        if !self.names.iter().any(|n| n == name) {
+            self.names.push(name.to_string());
+        }
+        self.frontends.extend(snap.services.frontend_keys_of(name));
+        self.tags
+            .extend(snap.services.ports_of(name).map(|p| affinity_tag(&p.name)));
+    }
+}
+
+/// As [`cleanup`], but only for the entries of `changed` Services; nothing is walked when
+/// no Service changed.
+pub fn cleanup_changed(
+    ct: &Conntrack,
+    snap: &Snapshot,
+    changed: &ChangedServices,
+    now: u64,
+) -> usize {
+    if changed.is_empty() || ct.is_empty() {
+        return 0;
+    }
+    let by_name: HashMap<u32, &ServicePortEntry> = changed
+        .names
+        .iter()
+        .flat_map(|n| snap.services.ports_of(n))
+        .map(|p| (affinity_tag(&p.name), p))
+        .collect();
+    let node = snap.node.address;
+    let victims = ct.select(now, |e| {
+        let mine = if e.flags & flag::AFFINITY != 0 {
+            changed.tags.contains(&u32::from_be_bytes(e.orig.dst))
         } else if e.flags & flag::SERVICE != 0 {
-            let svc =
-                snap.services
-                    .lookup(e.orig.dst, e.orig.dport, e.orig.proto, snap.node.address);
-            svc.is_none_or(|(i, _)| {
-                !snap.services.ports[i as usize].has_backend(e.reply.src, e.reply.sport)
-            })
+            let o = &e.orig;
+            changed
+                .frontends
+                .contains(&frontend_key(o.dst, o.dport, o.proto))
+                || (o.dst == node
+                    && changed
+                        .frontends
+                        .contains(&frontend_key([0; 4], o.dport, o.proto)))
         } else {
             false
         };
-        if stale {
-            victims.push((id, e.orig));
-        }
-    }
+        mine && is_stale(e, snap, &by_name)
+    });
     ct.remove_entries(&victims)
+}
+
+/// Whether entry `e` points at a Service or endpoint absent from `snap`; `by_name` holds
+/// the Service ports by affinity tag (at least those of the affinity records asked about).
+fn is_stale(e: &Entry, snap: &Snapshot, by_name: &HashMap<u32, &ServicePortEntry>) -> bool {
+    if e.flags & flag::AFFINITY != 0 {
+        let tag = u32::from_be_bytes(e.orig.dst);
+        by_name
+            .get(&tag)
+            .is_none_or(|p| !p.has_backend(e.reply.src, e.reply.sport))
+    } else if e.flags & flag::SERVICE != 0 {
+        let svc = snap
+            .services
+            .lookup(e.orig.dst, e.orig.dport, e.orig.proto, snap.node.address);
+        svc.is_none_or(|(i, _)| {
+            !snap.services.ports[i as usize].has_backend(e.reply.src, e.reply.sport)
+        })
+    } else {
+        false
+    }
 }
 
 /// Stable 32-bit tag of a Service port name (the affinity key's destination word).

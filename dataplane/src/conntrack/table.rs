@@ -722,6 +722,24 @@ impl Conntrack {
         out
     }
 
+    /// The ids and original tuples of the live entries `pick` selects, read shard by shard
+    /// without copying the entries out.
+    pub fn select(&self, now: u64, mut pick: impl FnMut(&Entry) -> bool) -> Vec<(u32, FlowKey)> {
+        let mut out = Vec::new();
+        for (s, sh) in self.shards.iter().enumerate() {
+            let g = sh.0.lock();
+            if g.live == 0 {
+                continue;
+            }
+            for (i, e) in g.entries.iter().enumerate() {
+                if e.expires > now && pick(e) {
+                    out.push(((s * self.per_shard + i) as u32, e.orig));
+                }
+            }
+        }
+        out
+    }
+
     /// Removes the given entries (ids from `entries`, guarded by their original tuple).
     pub fn remove_entries(&self, victims: &[(u32, FlowKey)]) -> usize {
         victims.iter().filter(|(id, k)| self.remove(*id, k)).count()

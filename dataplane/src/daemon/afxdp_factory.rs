@@ -35,20 +35,8 @@ impl AfXdpFactory {
     fn uplink_config(snap: &Snapshot) -> UplinkConfig {
         use std::net::Ipv4Addr;
         let n = &snap.node;
-        let nat = &snap.config.nat;
-        let mut external: Vec<Ipv4Addr> = snap
-            .config
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.external_ips
-                    .iter()
-                    .chain(s.load_balancer_ips.iter())
-                    .copied()
-            })
-            .collect();
-        external.sort();
-        external.dedup();
+        let nat = &snap.config.base.nat;
+        let external = snap.services.external_ips();
         let svc = nat.service_cidr;
         UplinkConfig {
             node_addr: Ipv4Addr::from(n.address),

@@ -1,16 +1,20 @@
 //! The control side: owns the configuration, applies changes by building and publishing a
 //! new snapshot, opens and closes ports, and serves the control socket.
 
+use super::edit::Edit;
 use super::protocol::{MAX_REQUEST, Request, Response};
 use super::sys::{euid, peer_uid};
 use super::view::{Handle, View, ViewCell};
 use super::worker::{WorkerMsg, WorkerShared};
 use crate::config::Neighbour;
 use crate::config::NodeConfig;
+use crate::conntrack::ChangedServices;
 use crate::dump;
 use crate::pipeline::Counters;
 use crate::port::Port;
-use crate::tables::{PortEntry, Snapshot, build::build_with_learned, build::unresolved_next_hops};
+use crate::tables::build::{ServiceDelta, build_with_learned, rebuild, unresolved_next_hops};
+use crate::tables::snapshot::ConfigState;
+use crate::tables::{PortEntry, Snapshot};
 use crossbeam::channel::Sender;
 use parking_lot::Mutex;
 pub use podswitch_model::protocol::request;
@@ -47,7 +51,7 @@ struct PortSlot {
 }
 
 struct Inner {
-    cfg: NodeConfig,
+    cfg: ConfigState,
     /// Underlay neighbours learned from the kernel (daemon::neigh), kept across changes.
     learned: Vec<Neighbour>,
     generation: u64,
@@ -75,8 +79,16 @@ impl Control {
         factory: Arc<dyn PortFactory>,
     ) -> Result<Self, String> {
         let snap = build_with_learned(&cfg, &[], 1)?;
+        let cfg = snap.config.clone();
+        // Generation 0: the same tables, no port open yet.
         let views = Arc::new(ViewCell::new(View {
-            snap: build_with_learned(&cfg, &[], 0)?,
+            snap: rebuild(
+                Some(&snap),
+                cfg.clone(),
+                Some(&ServiceDelta::default()),
+                &[],
+                0,
+            )?,
             owner: vec![],
             handle: vec![],
         }));
@@ -100,7 +112,7 @@ impl Control {
         };
         {
             let mut inner = c.inner.lock();
-            c.commit(&mut inner, cfg, snap)?;
+            c.commit(&mut inner, snap, None)?;
         }
         Ok(c)
     }
@@ -113,16 +125,58 @@ impl Control {
         self.views.load()
     }
 
-    /// Applies a change to a copy of the configuration; publishes only if it all works.
-    pub fn apply(
-        &self,
-        change: impl FnOnce(&mut NodeConfig) -> Result<(), String>,
-    ) -> Result<u64, String> {
+    /// Applies changes (control requests that change the configuration) together, as one
+    /// publish: all of them or, on the first problem, none. Only the tables and Services
+    /// they touch are rebuilt.
+    pub fn apply(&self, changes: Vec<Request>) -> Result<u64, String> {
         let mut inner = self.inner.lock();
-        let mut cfg = inner.cfg.clone();
-        change(&mut cfg)?;
-        let snap = build_with_learned(&cfg, &inner.learned, inner.generation + 1)?;
-        self.commit(&mut inner, cfg, snap)?;
+        let mut edit = Edit::new(&inner.cfg);
+        let many = changes.len() > 1;
+        for (i, c) in changes.into_iter().enumerate() {
+            edit.apply(c).map_err(|e| {
+                if many {
+                    format!("change {}: {e}", i + 1)
+                } else {
+                    e
+                }
+            })?;
+        }
+        let (cfg, delta) = edit.finish();
+        let prev = self.views.load();
+        let snap = rebuild(
+            Some(&prev.snap),
+            cfg,
+            delta.as_ref(),
+            &inner.learned,
+            inner.generation + 1,
+        )?;
+        // Conntrack entries to re-check: those of the Services touched (before and after).
+        // Past a few dozen Services a walk of every entry costs less than the bookkeeping.
+        let changed = delta.and_then(|d| {
+            if self.ct.is_empty() {
+                return Some(ChangedServices::default());
+            }
+            if d.upserts.len() + d.removed.len() > 64 {
+                return None;
+            }
+            let mut ch = ChangedServices::default();
+            for n in d.removed.iter().cloned().chain(
+                d.upserts
+                    .iter()
+                    .map(|s| crate::tables::services::service_name(s)),
+            ) {
+                ch.add(&prev.snap, &n);
+                ch.add(&snap, &n);
+            }
+            Some(ch)
+        });
+        let changed = match changed {
+            None if Arc::ptr_eq(&prev.snap.services, &snap.services) => {
+                Some(ChangedServices::default())
+            }
+            c => c,
+        };
+        self.commit(&mut inner, snap, changed)?;
         Ok(inner.generation)
     }
 
@@ -130,8 +184,8 @@ impl Control {
     pub fn unresolved_next_hops(&self) -> (String, Vec<std::net::Ipv4Addr>) {
         let inner = self.inner.lock();
         (
-            inner.cfg.uplink.name.clone(),
-            unresolved_next_hops(&inner.cfg),
+            inner.cfg.base.uplink.name.clone(),
+            unresolved_next_hops(&inner.cfg.base),
         )
     }
 
@@ -142,17 +196,31 @@ impl Control {
         if inner.learned == learned {
             return Ok(None);
         }
-        let cfg = inner.cfg.clone();
-        let snap = build_with_learned(&cfg, &learned, inner.generation + 1)?;
-        self.commit(&mut inner, cfg, snap)?;
+        let prev = self.views.load();
+        let snap = rebuild(
+            Some(&prev.snap),
+            inner.cfg.clone(),
+            Some(&ServiceDelta::default()),
+            &learned,
+            inner.generation + 1,
+        )?;
+        self.commit(&mut inner, snap, Some(ChangedServices::default()))?;
         inner.learned = learned;
         Ok(Some(inner.generation))
     }
 
-    fn commit(&self, inner: &mut Inner, cfg: NodeConfig, snap: Snapshot) -> Result<(), String> {
+    /// Publishes `snap`. `changed`: the Services whose conntrack entries to re-check
+    /// (`None`: all of them).
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        snap: Snapshot,
+        changed: Option<ChangedServices>,
+    ) -> Result<(), String> {
+        let cfg = snap.config.clone();
         // Open new ports first: if any fails, close what this call opened and change nothing.
         let mut opened: Vec<(PortEntry, Vec<Box<dyn Port>>)> = Vec::new();
-        for p in &snap.ports {
+        for p in snap.ports.iter() {
             let known = inner
                 .ports
                 .get(&p.name)
@@ -222,7 +290,7 @@ impl Control {
         }
         let mut owner = Vec::with_capacity(snap.ports.len());
         let mut handle = Vec::with_capacity(snap.ports.len());
-        for p in &snap.ports {
+        for p in snap.ports.iter() {
             let s = inner.ports.get_mut(&p.name);
             owner.push(
                 s.as_ref()
@@ -241,8 +309,12 @@ impl Control {
             handle,
         });
         // Entries for Services or endpoints that no longer exist go now (UDP clients move
-        // to a live endpoint at once). Time 0: every entry not freed is examined.
-        crate::conntrack::cleanup_stale(&self.ct, &self.views.load().snap, super::clock::now_ns());
+        // to a live endpoint at once); only the changed Services' entries are examined.
+        let (now, live) = (super::clock::now_ns(), self.views.load());
+        match &changed {
+            Some(ch) => crate::conntrack::cleanup_changed(&self.ct, &live.snap, ch, now),
+            None => crate::conntrack::cleanup_stale(&self.ct, &live.snap, now),
+        };
         for s in removed_slots {
             for &w in &s.workers {
                 inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);
@@ -297,82 +369,18 @@ impl Control {
                 }
             },
             Request::Stats {} => Ok(self.stats()),
-            Request::Replace { config } => NodeConfig::from_toml(&config)
-                .and_then(|new| {
-                    self.apply(|c| {
-                        *c = new;
-                        Ok(())
-                    })
-                })
-                .map(|g| {
-                    (
-                        format!("replaced: generation {g}"),
-                        json!({"generation": g}),
-                    )
-                }),
-            Request::AddPod { pod } => self.change(|c| {
-                if c.pods.iter().any(|p| p.name == pod.name) {
-                    return Err(format!("pod {:?} exists", pod.name));
-                }
-                c.pods.push(pod);
-                Ok(())
-            }),
-            Request::RemovePod { name } => self.change(|c| {
-                remove_where(
-                    &mut c.pods,
-                    |p| p.name == name || p.port == name,
-                    || format!("no pod {name:?}"),
-                )
-            }),
-            Request::AddRoute { route } => self.change(|c| {
-                c.routes.retain(|r| r.prefix != route.prefix);
-                c.routes.push(route);
-                Ok(())
-            }),
-            Request::RemoveRoute { prefix } => self.change(|c| {
-                remove_where(
-                    &mut c.routes,
-                    |r| r.prefix == prefix,
-                    || format!("no route {prefix}"),
-                )
-            }),
-            Request::AddPeer { peer } => self.change(|c| {
-                c.peers.retain(|p| p.name != peer.name);
-                c.peers.push(peer);
-                Ok(())
-            }),
-            Request::RemovePeer { name } => self.change(|c| {
-                remove_where(
-                    &mut c.peers,
-                    |p| p.name == name,
-                    || format!("no peer {name:?}"),
-                )
-            }),
-            Request::AddService { service } => self.change(|c| {
-                c.services
-                    .retain(|s| !(s.name == service.name && s.namespace == service.namespace));
-                c.services.push(service);
-                Ok(())
-            }),
-            Request::RemoveService { namespace, name } => self.change(|c| {
-                remove_where(
-                    &mut c.services,
-                    |s| s.name == name && s.namespace == namespace,
-                    || format!("no service {namespace}/{name}"),
-                )
-            }),
-            Request::AddNeighbour { neighbour } => self.change(|c| {
-                c.neighbours.retain(|n| n.ip != neighbour.ip);
-                c.neighbours.push(neighbour);
-                Ok(())
-            }),
-            Request::RemoveNeighbour { ip } => self.change(|c| {
-                remove_where(
-                    &mut c.neighbours,
-                    |x| x.ip == ip,
-                    || format!("no neighbour {ip}"),
-                )
-            }),
+            Request::Replace { .. }
+            | Request::AddPod { .. }
+            | Request::RemovePod { .. }
+            | Request::AddRoute { .. }
+            | Request::RemoveRoute { .. }
+            | Request::AddPeer { .. }
+            | Request::RemovePeer { .. }
+            | Request::AddService { .. }
+            | Request::RemoveService { .. }
+            | Request::AddNeighbour { .. }
+            | Request::RemoveNeighbour { .. } => self.change(vec![req]),
+            Request::Batch { changes } => self.change(changes),
             Request::Trace { in_port, frame } => (|| {
                 let port = snap
                     .port_by_name(&in_port)
@@ -396,12 +404,16 @@ impl Control {
         }
     }
 
-    fn change(
-        &self,
-        f: impl FnOnce(&mut NodeConfig) -> Result<(), String>,
-    ) -> Result<(String, serde_json::Value), String> {
-        self.apply(f)
-            .map(|g| (format!("ok: generation {g}"), json!({"generation": g})))
+    fn change(&self, changes: Vec<Request>) -> Result<(String, serde_json::Value), String> {
+        let replace = matches!(changes.as_slice(), [Request::Replace { .. }]);
+        self.apply(changes).map(|g| {
+            let text = if replace {
+                format!("replaced: generation {g}")
+            } else {
+                format!("ok: generation {g}")
+            };
+            (text, json!({"generation": g}))
+        })
     }
 
     fn ports_dump(&self, snap: &Snapshot) -> (String, serde_json::Value) {
@@ -523,17 +535,6 @@ impl Control {
             json!({"workers": workers, "pipeline": c.to_json(), "uplink_xdp": xdp_json}),
         )
     }
-}
-
-/// Removes the items matching `gone`; an error naming the item when nothing matched.
-fn remove_where<T>(
-    v: &mut Vec<T>,
-    gone: impl Fn(&T) -> bool,
-    what: impl FnOnce() -> String,
-) -> Result<(), String> {
-    let n = v.len();
-    v.retain(|x| !gone(x));
-    if v.len() == n { Err(what()) } else { Ok(()) }
 }
 
 /// Serves the control socket until `stop` is set. The socket is mode 0600 and only root

@@ -85,7 +85,7 @@ pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
                     .iter()
                     .find(|s| s.health_check_node_port == Some(*port));
                 if let Some(s) = svc {
-                    answer(conn, s, local_ready_endpoints(&snap.config, s));
+                    answer(conn, s, local_ready_endpoints(&snap.config.base, s));
                 }
             }
         }

@@ -9,6 +9,7 @@
 pub mod afxdp_factory;
 pub mod clock;
 pub mod control;
+mod edit;
 pub mod handoff;
 pub mod health;
 pub mod neigh;

@@ -13,8 +13,9 @@ pub const SPARE_SLOTS: usize = 64;
 pub const SLOTS: usize = BATCH_SIZE + SPARE_SLOTS;
 pub const SLOT_SIZE: usize = 4096;
 pub const HEADROOM: usize = 256;
-/// Largest frame a port may receive.
-pub const MAX_FRAME: usize = SLOT_SIZE - HEADROOM;
+/// Largest frame a port may receive (defined in `limits`, which the table builder reads).
+pub const MAX_FRAME: usize = crate::limits::MAX_FRAME;
+const _: () = assert!(MAX_FRAME == SLOT_SIZE - HEADROOM);
 
 /// Per-packet flags.
 pub mod flags {

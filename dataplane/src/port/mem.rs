@@ -53,3 +53,19 @@ impl Port for MemPort {
         "memory".into()
     }
 }
+
+/// Opens an in-memory port for every table port: a daemon's control side (tests, benches)
+/// without AF_XDP.
+#[derive(Debug, Default)]
+pub struct MemFactory;
+
+impl crate::daemon::control::PortFactory for MemFactory {
+    fn open(
+        &self,
+        entry: &crate::tables::PortEntry,
+        _snap: &crate::tables::Snapshot,
+    ) -> Result<Vec<Box<dyn Port>>, String> {
+        Ok(vec![Box::new(MemPort::new(&entry.name))])
+    }
+    fn close(&self, _entry: &crate::tables::PortEntry) {}
+}

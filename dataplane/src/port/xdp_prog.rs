@@ -42,7 +42,7 @@ static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/uplink.bpf.
 
 /// Capacity of the `owned_prefixes` LPM trie (`MAX_OWNED_PREFIXES` in uplink.c; checked
 /// against the loaded map in [`XdpProgram::load`]): pod CIDRs plus external/LB IPs.
-pub const MAX_OWNED_PREFIXES: usize = 65536;
+pub const MAX_OWNED_PREFIXES: usize = crate::limits::MAX_OWNED_PREFIXES;
 
 const CFG_VXLAN: u32 = 1 << 0;
 const CFG_IPIP: u32 = 1 << 1;

@@ -17,6 +17,12 @@ pub const LOOKUP_BATCH: usize = 64;
 
 pub use podswitch_model::prefix::{Prefix, mask};
 
+/// Whether two prefixes share an address.
+pub fn overlaps(a: Prefix, b: Prefix) -> bool {
+    let m = mask(a.len.min(b.len));
+    a.addr & m == b.addr & m
+}
+
 /// The built trie. Values are `u32` below 2^31; `lookup` returns `None` for no match.
 pub struct Lpm {
     /// One entry per /16 (a fixed-size array: indexing by `addr >> 16` needs no check).

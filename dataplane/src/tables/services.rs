@@ -5,13 +5,14 @@
 //! mode walks a chain per Service instead).
 
 use super::fasthash::FastMap;
-use super::lpm::Prefix;
+use super::lpm::{Prefix, overlaps};
 use super::maglev;
 use crate::config::NodeConfig;
-use crate::config::services::{ServiceType, SessionAffinity, Timeouts, TrafficPolicy};
+use crate::config::services::{Service, ServiceType, SessionAffinity, Timeouts, TrafficPolicy};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// How a packet reached a Service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,16 +118,57 @@ pub fn frontend_key(ip: [u8; 4], port: u16, proto: u8) -> u64 {
     u64::from(u32::from_be_bytes(ip)) << 24 | u64::from(port) << 8 | u64::from(proto)
 }
 
-#[derive(Debug, Default)]
+/// The Service table. The pipeline reads `ports`, `frontends` and `node_ports`; the rest is
+/// the control side's record of what each Service put in, so that one Service is replaced
+/// or removed alone ([`ServiceTable::update`]) instead of rebuilding the table.
+#[derive(Debug, Default, Clone)]
 pub struct ServiceTable {
-    pub ports: Vec<ServicePortEntry>,
+    pub ports: Vec<Arc<ServicePortEntry>>,
     /// ClusterIP / externalIP / LoadBalancer IP frontends.
     pub frontends: FastMap<u64, (u32, Frontend)>,
     /// NodePorts, keyed by `frontend_key([0; 4], port, proto)`.
     pub node_ports: FastMap<u64, u32>,
-    /// Every frontend and endpoint address (`ADDR_FRONTEND` / `ADDR_ENDPOINT` bits): what
-    /// nat44-in checks when a fragment without ports may belong to a translated flow.
-    pub addrs: FastMap<[u8; 4], u8>,
+    /// Every frontend and endpoint address with the number of Services using it as each:
+    /// what nat44-in checks (through [`ServiceTable::addr_kind`]) when a fragment without
+    /// ports may belong to a translated flow.
+    addrs: FastMap<[u8; 4], AddrUse>,
+    /// externalIPs and LoadBalancer IPs, with the number of Services using each.
+    external: FastMap<[u8; 4], u32>,
+    /// Per Service (`namespace/name`): what it put in the table.
+    services: HashMap<Arc<str>, Arc<ServiceRecord>>,
+    /// Per entry of `ports`: the Service it belongs to.
+    slot_owner: Vec<Arc<str>>,
+}
+
+/// How many Services use an address as a frontend and as an endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+struct AddrUse {
+    frontend: u32,
+    endpoint: u32,
+}
+
+/// What one Service put in the table.
+#[derive(Debug, Clone)]
+struct ServiceRecord {
+    /// Its entries in `ServiceTable::ports`, in the order of the Service's ports.
+    slots: Vec<u32>,
+    /// (frontend key, kind, index of the Service port); NodePorts included.
+    frontends: Vec<(u64, Frontend, u16)>,
+    frontend_addrs: Vec<[u8; 4]>,
+    endpoint_addrs: Vec<[u8; 4]>,
+    external: Vec<[u8; 4]>,
+}
+
+/// One Service built and checked on its own, not yet in a table.
+struct BuiltService {
+    ports: Vec<ServicePortEntry>,
+    /// (frontend key, what it is for messages, kind, index of the Service port).
+    frontends: Vec<(u64, String, Frontend, u16)>,
+    /// Its health-check port as a NodePort frontend key, which no NodePort may hold.
+    health_check: Option<(u64, u16)>,
+    frontend_addrs: Vec<[u8; 4]>,
+    endpoint_addrs: Vec<[u8; 4]>,
+    external: Vec<[u8; 4]>,
 }
 
 /// `ServiceTable::addrs` bits.
@@ -165,12 +207,242 @@ impl ServiceTable {
         if self.addrs.is_empty() {
             return 0;
         }
-        self.addrs.get(&a).copied().unwrap_or(0)
+        self.addrs.get(&a).map_or(0, |u| {
+            (if u.frontend > 0 { ADDR_FRONTEND } else { 0 })
+                | (if u.endpoint > 0 { ADDR_ENDPOINT } else { 0 })
+        })
+    }
+
+    /// The distinct externalIPs and LoadBalancer IPs of all Services.
+    pub fn external_ips(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.external.keys().map(|a| Ipv4Addr::from(*a)).collect();
+        v.sort();
+        v
+    }
+
+    /// The number of Services in the table.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Names (`namespace/name:port`) of the Service ports a Service has in the table.
+    pub fn ports_of(&self, service: &str) -> impl Iterator<Item = &ServicePortEntry> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|r| r.slots.iter().map(|&i| &*self.ports[i as usize]))
+    }
+
+    /// The frontend keys a Service holds (NodePorts as `frontend_key([0; 4], port, proto)`).
+    pub fn frontend_keys_of(&self, service: &str) -> Vec<u64> {
+        self.services
+            .get(service)
+            .map(|r| r.frontends.iter().map(|f| f.0).collect())
+            .unwrap_or_default()
+    }
+
+    /// A copy of this table with Services replaced (`upserts`, by namespace/name) and
+    /// removed (`removed`, `namespace/name`), checked against the same context (`cfg`'s
+    /// node, peers and `[nat]`, which must be the ones this table was built with). The
+    /// other Services' entries are shared, not rebuilt. Problems go to `errs`.
+    pub fn update(
+        &self,
+        cfg: &NodeConfig,
+        upserts: &[Arc<Service>],
+        removed: &[String],
+        errs: &mut Vec<String>,
+    ) -> ServiceTable {
+        let mut t = self.clone();
+        for name in removed {
+            t.remove(name);
+        }
+        for s in upserts {
+            let name = service_name(s);
+            t.remove(&name);
+            if let Some(b) = build_service(cfg, s, errs) {
+                t.insert(name.into(), b, errs);
+            }
+        }
+        t
+    }
+
+    /// Removes a Service's entries; nothing if it is not in the table.
+    fn remove(&mut self, name: &str) {
+        let Some(rec) = self.services.remove(name) else {
+            return;
+        };
+        for &(key, f, _) in &rec.frontends {
+            if f == Frontend::NodePort {
+                self.node_ports.remove(&key);
+            } else {
+                self.frontends.remove(&key);
+            }
+        }
+        for a in &rec.frontend_addrs {
+            self.addr_release(*a, true);
+        }
+        for a in &rec.endpoint_addrs {
+            self.addr_release(*a, false);
+        }
+        for a in &rec.external {
+            if let Some(n) = self.external.get_mut(a) {
+                *n -= 1;
+                if *n == 0 {
+                    self.external.remove(a);
+                }
+            }
+        }
+        // Highest slot first: the entry moved into a freed slot is never one of ours.
+        let mut slots = rec.slots.clone();
+        slots.sort_unstable_by(|a, b| b.cmp(a));
+        for s in slots {
+            let last = self.ports.len() as u32 - 1;
+            self.ports.swap_remove(s as usize);
+            self.slot_owner.swap_remove(s as usize);
+            if s != last {
+                self.moved(last, s);
+            }
+        }
+    }
+
+    /// The entry at slot `from` now sits at `to`: repoint its Service's record and frontends.
+    fn moved(&mut self, from: u32, to: u32) {
+        let owner = self.slot_owner[to as usize].clone();
+        let Some(rec) = self.services.get_mut(&owner) else {
+            return;
+        };
+        let rec = Arc::make_mut(rec);
+        let Some(port) = rec.slots.iter().position(|&x| x == from) else {
+            return;
+        };
+        rec.slots[port] = to;
+        for &(key, f, p) in &rec.frontends {
+            if usize::from(p) != port {
+                continue;
+            }
+            if f == Frontend::NodePort {
+                self.node_ports.insert(key, to);
+            } else {
+                self.frontends.insert(key, (to, f));
+            }
+        }
+    }
+
+    fn addr_release(&mut self, a: [u8; 4], frontend: bool) {
+        if let Some(u) = self.addrs.get_mut(&a) {
+            if frontend {
+                u.frontend -= 1;
+            } else {
+                u.endpoint -= 1;
+            }
+            if u.frontend == 0 && u.endpoint == 0 {
+                self.addrs.remove(&a);
+            }
+        }
+    }
+
+    /// Adds a built Service; a frontend another Service holds is refused (in `errs`).
+    fn insert(&mut self, name: Arc<str>, b: BuiltService, errs: &mut Vec<String>) {
+        let base = self.ports.len() as u32;
+        let slots: Vec<u32> = (base..base + b.ports.len() as u32).collect();
+        let mut frontends = Vec::with_capacity(b.frontends.len());
+        if let Some((key, hc)) = b.health_check
+            && let Some(&o) = self.node_ports.get(&key)
+        {
+            let owner = self
+                .ports
+                .get(o as usize)
+                .map(|e| e.name.clone())
+                .unwrap_or_default();
+            errs.push(format!(
+                "service {name}: health_check_node_port {hc} is already used by {owner}"
+            ));
+        }
+        for (key, what, f, p) in b.frontends {
+            let idx = slots[usize::from(p)];
+            let taken = if f == Frontend::NodePort {
+                self.node_ports.get(&key).copied()
+            } else {
+                self.frontends.get(&key).map(|&(i, _)| i)
+            };
+            if let Some(o) = taken {
+                let owner = self
+                    .ports
+                    .get(o as usize)
+                    .map(|e| e.name.clone())
+                    .or_else(|| b.ports.get((o - base) as usize).map(|e| e.name.clone()))
+                    .unwrap_or_default();
+                errs.push(format!("service {name}: {what} is already used by {owner}"));
+                continue;
+            }
+            if f == Frontend::NodePort {
+                self.node_ports.insert(key, idx);
+            } else {
+                self.frontends.insert(key, (idx, f));
+            }
+            frontends.push((key, f, p));
+        }
+        for a in &b.frontend_addrs {
+            self.addrs.entry(*a).or_default().frontend += 1;
+        }
+        for a in &b.endpoint_addrs {
+            self.addrs.entry(*a).or_default().endpoint += 1;
+        }
+        for a in &b.external {
+            *self.external.entry(*a).or_default() += 1;
+        }
+        for e in b.ports {
+            self.ports.push(Arc::new(e));
+            self.slot_owner.push(name.clone());
+        }
+        self.services.insert(
+            name,
+            Arc::new(ServiceRecord {
+                slots,
+                frontends,
+                frontend_addrs: b.frontend_addrs,
+                endpoint_addrs: b.endpoint_addrs,
+                external: b.external,
+            }),
+        );
     }
 }
 
-/// Validates the `[nat]` section and `[[service]]` entries; problems go to `errs`.
-pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo) {
+/// `namespace/name`, the key of a Service.
+pub fn service_name(s: &Service) -> String {
+    format!("{}/{}", s.namespace, s.name)
+}
+
+/// Whether Services checked against `a` would be checked the same against `b`: the node,
+/// the peers (endpoints' nodes) and `[nat]`.
+pub fn same_context(a: &NodeConfig, b: &NodeConfig) -> bool {
+    a.node == b.node && a.peers == b.peers && a.nat == b.nat
+}
+
+/// Validates the `[nat]` section and `services` (the `[[service]]` entries of `cfg`, kept
+/// apart); problems go to `errs`.
+pub fn build(
+    cfg: &NodeConfig,
+    services: &[Arc<Service>],
+    errs: &mut Vec<String>,
+) -> (ServiceTable, NatInfo) {
+    let info = nat_info(cfg, errs);
+    let mut table = ServiceTable::default();
+    for s in services {
+        let sname = service_name(s);
+        if table.services.contains_key(sname.as_str()) {
+            errs.push(format!("service {sname}: defined twice"));
+            continue;
+        }
+        if let Some(b) = build_service(cfg, s, errs) {
+            table.insert(sname.into(), b, errs);
+        }
+    }
+    (table, info)
+}
+
+/// Validates the `[nat]` section and resolves it for the pipeline.
+pub fn nat_info(cfg: &NodeConfig, errs: &mut Vec<String>) -> NatInfo {
     let nat = &cfg.nat;
     let n = &cfg.node;
     let [np_lo, np_hi] = nat.node_port_range;
@@ -216,36 +488,44 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             .chain(cfg.peers.iter().map(|p| p.pod_cidr))
             .collect(),
     };
-    if !cluster_cidrs
-        .iter()
-        .any(|c| super::build::overlaps(*c, n.pod_cidr))
-    {
+    if !cluster_cidrs.iter().any(|c| overlaps(*c, n.pod_cidr)) {
         cluster_cidrs.push(n.pod_cidr);
     }
-    if super::build::overlaps(nat.service_cidr, n.pod_cidr) {
+    if overlaps(nat.service_cidr, n.pod_cidr) {
         errs.push(format!(
             "nat.service_cidr {} overlaps node.pod_cidr {}",
             nat.service_cidr, n.pod_cidr
         ));
     }
-    let info = NatInfo {
+    NatInfo {
         service_cidr: nat.service_cidr,
         cluster_cidrs,
         masquerade: nat.masquerade,
         snat_ports: nat.snat_port_range,
         conntrack_max: nat.conntrack_max,
         timeouts: nat.timeouts.clone(),
-    };
+    }
+}
 
-    let mut table = ServiceTable::default();
-    let mut seen_svc: HashSet<String> = HashSet::new();
-    let mut owner: HashMap<u64, String> = HashMap::new();
-    for s in &cfg.services {
-        let sname = format!("{}/{}", s.namespace, s.name);
+/// Checks one Service and builds its entries; `None` when it has problems of its own
+/// (in `errs`). Frontends held by other Services are checked when it is inserted.
+fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Option<BuiltService> {
+    let nat = &cfg.nat;
+    let n = &cfg.node;
+    let [np_lo, np_hi] = nat.node_port_range;
+    let mut out = BuiltService {
+        ports: Vec::new(),
+        frontends: Vec::new(),
+        health_check: s
+            .health_check_node_port
+            .map(|hc| (frontend_key([0; 4], hc, 6), hc)),
+        frontend_addrs: Vec::new(),
+        endpoint_addrs: Vec::new(),
+        external: Vec::new(),
+    };
+    {
+        let sname = service_name(s);
         let e0 = errs.len();
-        if !seen_svc.insert(sname.clone()) {
-            errs.push(format!("service {sname}: defined twice"));
-        }
         if let Some(ip) = s.cluster_ip
             && !nat.service_cidr.contains(u32::from(ip))
         {
@@ -271,7 +551,9 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             ));
         }
         if let Some(hc) = s.health_check_node_port {
-            super::health_check::validate(s, hc, nat, &sname, &mut owner, errs);
+            // Per Service: the apiserver allocates health-check ports from the NodePort
+            // range, so they do not collide with other Services' NodePorts there.
+            super::health_check::validate(s, hc, nat, &sname, &mut HashMap::new(), errs);
         }
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
@@ -376,9 +658,9 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             }))
             .collect();
         if errs.len() > e0 {
-            continue;
+            return None;
         }
-        for p in &s.ports {
+        for (pi, p) in s.ports.iter().enumerate() {
             let proto = p.protocol.number();
             let pname = p.name.clone().unwrap_or_else(|| p.port.to_string());
             let target = p.target_port.unwrap_or(p.port);
@@ -411,18 +693,9 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                 .into_iter()
                 .map(|k| local_idx[usize::from(k)])
                 .collect();
-            let idx = table.ports.len() as u32;
-            let mut add = |key: u64, what: String, f: Frontend, errs: &mut Vec<String>| {
-                if let Some(o) = owner.get(&key) {
-                    errs.push(format!("service {sname}: {what} is already used by {o}"));
-                } else {
-                    owner.insert(key, format!("{sname}:{pname}"));
-                    if f == Frontend::NodePort {
-                        table.node_ports.insert(key, idx);
-                    } else {
-                        table.frontends.insert(key, (idx, f));
-                    }
-                }
+            // Whether a frontend is free is checked when the Service is inserted.
+            let mut add = |key: u64, what: String, f: Frontend, _: &mut Vec<String>| {
+                out.frontends.push((key, what, f, pi as u16));
             };
             let pstr = p.protocol.as_str();
             if let Some(ip) = s.cluster_ip {
@@ -455,12 +728,12 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
                 .chain(&s.external_ips)
                 .chain(&s.load_balancer_ips)
             {
-                *table.addrs.entry(ip.octets()).or_default() |= ADDR_FRONTEND;
+                out.frontend_addrs.push(ip.octets());
             }
             for b in &backends {
-                *table.addrs.entry(b.ip).or_default() |= ADDR_ENDPOINT;
+                out.endpoint_addrs.push(b.ip);
             }
-            table.ports.push(ServicePortEntry {
+            out.ports.push(ServicePortEntry {
                 name: format!("{sname}:{pname}"),
                 proto,
                 port: p.port,
@@ -475,7 +748,21 @@ pub fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> (ServiceTable, NatInfo
             });
         }
     }
-    (table, info)
+    out.external = s
+        .external_ips
+        .iter()
+        .chain(&s.load_balancer_ips)
+        .map(|ip| ip.octets())
+        .collect();
+    for v in [
+        &mut out.frontend_addrs,
+        &mut out.endpoint_addrs,
+        &mut out.external,
+    ] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    Some(out)
 }
 
 /// Stable identity of a backend for Maglev (address and port).

@@ -2,9 +2,12 @@
 
 use super::fasthash::FastMap;
 use super::lpm::{Lpm, Prefix};
-use crate::config::{IcmpSettings, NodeConfig, Overlay, VxlanSettings};
+use super::services::{NatInfo, ServiceTable};
+use crate::config::{IcmpSettings, NodeConfig, Overlay, Service, VxlanSettings};
 use crate::wire::Mac;
 use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub type PortId = u16;
 
@@ -107,27 +110,61 @@ pub struct NodeInfo {
 }
 
 /// Everything the pipeline reads, immutable once published.
+///
+/// Each table sits behind an `Arc`: a change rebuilds only the tables whose inputs changed
+/// (`build::rebuild`) and the next snapshot shares the others with this one.
 pub struct Snapshot {
     pub generation: u64,
     pub node: NodeInfo,
-    pub ports: Vec<PortEntry>,
+    pub ports: Arc<Vec<PortEntry>>,
     pub uplink: PortId,
     pub host: Option<PortId>,
     /// Port by the MAC of the device behind it (pods and the host port).
-    pub macs: FastMap<Mac, PortId>,
-    pub fib: Lpm,
-    pub routes: Vec<RouteEntry>,
-    pub peers: Vec<PeerEntry>,
-    pub peer_by_addr: FastMap<[u8; 4], u16>,
+    pub macs: Arc<FastMap<Mac, PortId>>,
+    pub fib: Arc<Lpm>,
+    pub routes: Arc<Vec<RouteEntry>>,
+    pub peers: Arc<Vec<PeerEntry>>,
+    pub peer_by_addr: Arc<FastMap<[u8; 4], u16>>,
     /// Neighbours (underlay next hops) as configured.
-    pub neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
+    pub neighbours: Arc<Vec<(Ipv4Addr, Mac)>>,
     /// Neighbours learned from the kernel's ARP on the uplink (none configured for them).
-    pub learned_neighbours: Vec<(std::net::Ipv4Addr, Mac)>,
+    pub learned_neighbours: Arc<Vec<(Ipv4Addr, Mac)>>,
+    /// Every neighbour's MAC by address, configured ones over learned ones.
+    pub neighbour_macs: Arc<FastMap<[u8; 4], Mac>>,
     /// Services (frontends, endpoints, Maglev tables) and NAT settings.
-    pub services: super::services::ServiceTable,
-    pub nat: super::services::NatInfo,
+    pub services: Arc<ServiceTable>,
+    pub nat: Arc<NatInfo>,
     /// The configuration this snapshot was built from.
-    pub config: NodeConfig,
+    pub config: ConfigState,
+}
+
+/// A node configuration with its Services held apart, each behind an `Arc`, so that a
+/// change to one Service copies neither the others nor the rest of the configuration.
+#[derive(Clone, Debug)]
+pub struct ConfigState {
+    /// Everything but the Services (`base.services` is always empty).
+    pub base: Arc<NodeConfig>,
+    pub services: Arc<Vec<Arc<Service>>>,
+}
+
+impl ConfigState {
+    pub fn new(mut cfg: NodeConfig) -> Self {
+        let services = std::mem::take(&mut cfg.services)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        ConfigState {
+            base: Arc::new(cfg),
+            services: Arc::new(services),
+        }
+    }
+
+    /// The whole configuration (a copy: for dumps and full replaces, not per change).
+    pub fn to_node_config(&self) -> NodeConfig {
+        let mut c = NodeConfig::clone(&self.base);
+        c.services = self.services.iter().map(|s| Service::clone(s)).collect();
+        c
+    }
 }
 
 impl Snapshot {

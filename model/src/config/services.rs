@@ -54,7 +54,7 @@ pub enum TrafficPolicy {
     Local,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -88,7 +88,7 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServicePort {
     /// Port name (required when the Service has several ports).
@@ -105,7 +105,7 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub ip: Ipv4Addr,
@@ -131,7 +131,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatSettings {
     /// Range ClusterIPs come from; packets to it matching no Service port are dropped.
@@ -169,7 +169,7 @@ impl Default for NatSettings {
 
 /// Conntrack timeouts in seconds; the defaults are the Linux kernel's (with kube-proxy's
 /// 86400 s for established TCP).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub tcp_syn_sent: u32,

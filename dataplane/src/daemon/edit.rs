@@ -1,0 +1,206 @@
+//! The configuration changes of one publish, applied to copies made on first need: a
+//! Service change copies no other Service, and a change of anything else copies no Service.
+
+use super::protocol::Request;
+use crate::config::{NodeConfig, Service};
+use crate::tables::build::ServiceDelta;
+use crate::tables::services::service_name;
+use crate::tables::snapshot::ConfigState;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Service changes up to which each is applied to the list alone (a scan of the list each);
+/// past it, all of them in one pass with a set of names.
+const FEW: usize = 8;
+
+pub(super) struct Edit<'a> {
+    cur: &'a ConfigState,
+    /// Everything but the Services, once something in it changed.
+    base: Option<NodeConfig>,
+    /// The Service list a `Replace` brought (then every Service is rebuilt).
+    replaced: Option<Vec<Arc<Service>>>,
+    /// Service changes by `namespace/name` in request order; `None`: removed.
+    svc: Vec<(String, Option<Arc<Service>>)>,
+    svc_at: HashMap<String, usize>,
+    /// Names of the Services before these changes, built when many are looked up.
+    names: Option<HashSet<String>>,
+    lookups: usize,
+}
+
+impl<'a> Edit<'a> {
+    pub fn new(cur: &'a ConfigState) -> Self {
+        Edit {
+            cur,
+            base: None,
+            replaced: None,
+            svc: Vec::new(),
+            svc_at: HashMap::new(),
+            names: None,
+            lookups: 0,
+        }
+    }
+
+    fn base(&mut self) -> &mut NodeConfig {
+        self.base
+            .get_or_insert_with(|| NodeConfig::clone(&self.cur.base))
+    }
+
+    fn set_service(&mut self, name: String, s: Option<Arc<Service>>) {
+        match self.svc_at.get(&name) {
+            Some(&i) => self.svc[i].1 = s,
+            None => {
+                self.svc_at.insert(name.clone(), self.svc.len());
+                self.svc.push((name, s));
+            }
+        }
+    }
+
+    /// Whether Service `name` exists with the changes so far.
+    fn has_service(&mut self, name: &str) -> bool {
+        if let Some(&i) = self.svc_at.get(name) {
+            return self.svc[i].1.is_some();
+        }
+        let list = self.replaced.as_deref().unwrap_or(&self.cur.services);
+        if self.replaced.is_none() {
+            self.lookups += 1;
+            if self.lookups > FEW && self.names.is_none() {
+                self.names = Some(list.iter().map(|s| service_name(s)).collect());
+            }
+            if let Some(n) = &self.names {
+                return n.contains(name);
+            }
+        }
+        list.iter().any(|s| is_named(s, name))
+    }
+
+    /// Applies one change; an error names what is wrong and changes nothing published.
+    pub fn apply(&mut self, req: Request) -> Result<(), String> {
+        match req {
+            Request::Replace { config } => {
+                let mut new = NodeConfig::from_toml(&config)?;
+                self.replaced = Some(
+                    std::mem::take(&mut new.services)
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                );
+                self.base = Some(new);
+                self.svc.clear();
+                self.svc_at.clear();
+                self.names = None;
+            }
+            Request::AddPod { pod } => {
+                let c = self.base();
+                if c.pods.iter().any(|p| p.name == pod.name) {
+                    return Err(format!("pod {:?} exists", pod.name));
+                }
+                c.pods.push(pod);
+            }
+            Request::RemovePod { name } => remove_where(
+                &mut self.base().pods,
+                |p| p.name == name || p.port == name,
+                || format!("no pod {name:?}"),
+            )?,
+            Request::AddRoute { route } => {
+                let c = self.base();
+                c.routes.retain(|r| r.prefix != route.prefix);
+                c.routes.push(route);
+            }
+            Request::RemoveRoute { prefix } => remove_where(
+                &mut self.base().routes,
+                |r| r.prefix == prefix,
+                || format!("no route {prefix}"),
+            )?,
+            Request::AddPeer { peer } => {
+                let c = self.base();
+                c.peers.retain(|p| p.name != peer.name);
+                c.peers.push(peer);
+            }
+            Request::RemovePeer { name } => remove_where(
+                &mut self.base().peers,
+                |p| p.name == name,
+                || format!("no peer {name:?}"),
+            )?,
+            Request::AddService { service } => {
+                self.set_service(service_name(&service), Some(Arc::new(service)));
+            }
+            Request::RemoveService { namespace, name } => {
+                let key = format!("{namespace}/{name}");
+                if !self.has_service(&key) {
+                    return Err(format!("no service {key}"));
+                }
+                self.set_service(key, None);
+            }
+            Request::AddNeighbour { neighbour } => {
+                let c = self.base();
+                c.neighbours.retain(|n| n.ip != neighbour.ip);
+                c.neighbours.push(neighbour);
+            }
+            Request::RemoveNeighbour { ip } => remove_where(
+                &mut self.base().neighbours,
+                |x| x.ip == ip,
+                || format!("no neighbour {ip}"),
+            )?,
+            other => {
+                let v = serde_json::to_value(&other).unwrap_or_default();
+                let cmd = v.get("cmd").and_then(|c| c.as_str()).unwrap_or("?");
+                return Err(format!("{cmd:?} is not a configuration change"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The new configuration and which Services changed (`None`: all may have, after a
+    /// `Replace`).
+    pub fn finish(self) -> (ConfigState, Option<ServiceDelta>) {
+        let base = match self.base {
+            Some(b) => Arc::new(b),
+            None => self.cur.base.clone(),
+        };
+        let full = self.replaced.is_some();
+        let list: Option<Vec<Arc<Service>>> = self.replaced;
+        if self.svc.is_empty() {
+            let services = list.map_or_else(|| self.cur.services.clone(), Arc::new);
+            let delta = (!full).then(ServiceDelta::default);
+            return (ConfigState { base, services }, delta);
+        }
+        // A replaced Service moves to the end of the list, as a new one is added there.
+        let mut v = list.unwrap_or_else(|| self.cur.services.to_vec());
+        if self.svc.len() <= FEW {
+            for (name, _) in &self.svc {
+                v.retain(|s| !is_named(s, name));
+            }
+        } else {
+            v.retain(|s| !self.svc_at.contains_key(&service_name(s)));
+        }
+        let mut delta = ServiceDelta::default();
+        for (name, s) in self.svc {
+            match s {
+                Some(s) => {
+                    v.push(s.clone());
+                    delta.upserts.push(s);
+                }
+                None => delta.removed.push(name),
+            }
+        }
+        let services = Arc::new(v);
+        (ConfigState { base, services }, (!full).then_some(delta))
+    }
+}
+
+/// Whether `s` is the Service `namespace/name` (without formatting its name).
+fn is_named(s: &Service, name: &str) -> bool {
+    name.split_once('/')
+        .is_some_and(|(ns, n)| s.namespace == ns && s.name == n)
+}
+
+/// Removes the items matching `gone`; an error naming the item when nothing matched.
+fn remove_where<T>(
+    v: &mut Vec<T>,
+    gone: impl Fn(&T) -> bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let n = v.len();
+    v.retain(|x| !gone(x));
+    if v.len() == n { Err(what()) } else { Ok(()) }
+}

@@ -1,0 +1,271 @@
+//! Incremental table builds: unchanged tables are shared between snapshots, a per-Service
+//! update gives the same Service table as a build from scratch, and a publish cleans only
+//! the conntrack entries of what changed.
+
+mod support;
+
+use podswitch::config::NodeConfig;
+use podswitch::config::services::{Endpoint, Service};
+use podswitch::conntrack::{NewFlow, State, flag};
+use podswitch::daemon::control::Control;
+use podswitch::daemon::protocol::Request;
+use podswitch::daemon::worker::WorkerShared;
+use podswitch::port::mem::MemFactory;
+use podswitch::tables::build::build;
+use podswitch::tables::services::ServiceTable;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+fn control(cfg: NodeConfig) -> Control {
+    let w = Arc::new(vec![Arc::new(WorkerShared::new(0).expect("worker"))]);
+    let (tx, _rx) = crossbeam::channel::unbounded();
+    Control::start(cfg, w, vec![tx], Arc::new(MemFactory)).expect("control starts")
+}
+
+fn service(cfg: &NodeConfig, ns: &str, name: &str) -> Service {
+    cfg.services
+        .iter()
+        .find(|s| s.namespace == ns && s.name == name)
+        .cloned()
+        .expect("service in the example")
+}
+
+fn endpoint(ip: Ipv4Addr) -> Endpoint {
+    serde_json::from_value(serde_json::json!({ "ip": ip.to_string() })).expect("endpoint")
+}
+
+fn apply(c: &Control, changes: Vec<Request>) {
+    let r = c.handle(Request::Batch { changes });
+    assert!(r.ok, "change refused: {:?}", r.error);
+}
+
+#[test]
+fn unchanged_tables_are_shared() {
+    let cfg = support::config();
+    let c = control(cfg.clone());
+    let a = c.snapshot();
+    let mut web = service(&cfg, "default", "web");
+    web.endpoints.push(endpoint(Ipv4Addr::new(10, 244, 1, 12)));
+    apply(&c, vec![Request::AddService { service: web }]);
+    let b = c.snapshot();
+    let (a, b) = (&a.snap, &b.snap);
+    assert!(Arc::ptr_eq(&a.ports, &b.ports));
+    assert!(Arc::ptr_eq(&a.macs, &b.macs));
+    assert!(Arc::ptr_eq(&a.fib, &b.fib));
+    assert!(Arc::ptr_eq(&a.routes, &b.routes));
+    assert!(Arc::ptr_eq(&a.peers, &b.peers));
+    assert!(Arc::ptr_eq(&a.neighbour_macs, &b.neighbour_macs));
+    assert!(Arc::ptr_eq(&a.nat, &b.nat));
+    assert!(Arc::ptr_eq(&a.config.base, &b.config.base));
+    assert!(!Arc::ptr_eq(&a.services, &b.services));
+    // The other Services' entries are the same allocations.
+    let dns = |s: &ServiceTable| {
+        s.ports_of("kube-system/kube-dns")
+            .map(|p| p as *const _)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dns(&a.services), dns(&b.services));
+    assert!(!dns(&a.services).is_empty());
+
+    // A pod: ports and FIB change, Services, peers and neighbours do not.
+    let mut pod = cfg.pods[0].clone();
+    pod.name = "pod-z".into();
+    pod.port = "vethz".into();
+    pod.ip = Ipv4Addr::new(10, 244, 1, 99);
+    pod.mac = "0a:58:0a:f4:01:63".parse().expect("mac");
+    apply(&c, vec![Request::AddPod { pod }]);
+    let d = c.snapshot();
+    let d = &d.snap;
+    assert!(!Arc::ptr_eq(&b.ports, &d.ports));
+    assert!(!Arc::ptr_eq(&b.fib, &d.fib));
+    assert!(Arc::ptr_eq(&b.services, &d.services));
+    assert!(Arc::ptr_eq(&b.peers, &d.peers));
+    assert!(Arc::ptr_eq(&b.neighbour_macs, &d.neighbour_macs));
+    assert!(d.route(Ipv4Addr::new(10, 244, 1, 99).octets()).is_some());
+}
+
+/// The Service table as a value independent of entry order.
+fn canonical(t: &ServiceTable) -> String {
+    let mut ports = BTreeMap::new();
+    for p in &t.ports {
+        ports.insert(
+            p.name.clone(),
+            format!(
+                "{} {} {:?} {:?} {} {} {:?} {:?} {:?}",
+                p.proto,
+                p.port,
+                p.node_port,
+                p.affinity_secs,
+                p.external_local,
+                p.internal_local,
+                p.backends
+                    .iter()
+                    .map(|b| (b.ip, b.port, b.local, b.node.clone()))
+                    .collect::<Vec<_>>(),
+                p.maglev,
+                p.maglev_local
+            ),
+        );
+    }
+    let fe: BTreeMap<u64, String> = t
+        .frontends
+        .iter()
+        .map(|(k, (i, f))| (*k, format!("{} {f:?}", t.ports[*i as usize].name)))
+        .chain(
+            t.node_ports
+                .iter()
+                .map(|(k, i)| (*k | 1 << 63, t.ports[*i as usize].name.clone())),
+        )
+        .collect();
+    let mut addrs = BTreeMap::new();
+    for p in &t.ports {
+        for b in &p.backends {
+            addrs.insert(b.ip, t.addr_kind(b.ip));
+        }
+    }
+    for k in fe.keys() {
+        let ip = ((*k >> 24) as u32).to_be_bytes();
+        addrs.insert(ip, t.addr_kind(ip));
+    }
+    format!("{ports:#?}\n{fe:#?}\n{addrs:?}\n{:?}", t.external_ips())
+}
+
+/// A small deterministic generator (xorshift), so a failure replays.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn random_service(r: &mut Rng, i: u64) -> Service {
+    let eps: Vec<String> = (0..r.next(5))
+        .map(|_| {
+            // Local pods, node2's pods (a peer), and some not ready.
+            let (net, host) = if r.next(2) == 0 {
+                (1, 10 + r.next(4))
+            } else {
+                (2, 20 + r.next(4))
+            };
+            format!(
+                r#"{{"ip":"10.244.{net}.{host}","ready":{}}}"#,
+                r.next(4) != 0
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Some share a ClusterIP with another (refused when the port is the same too).
+    let vip = 100 + r.next(6);
+    let port = 80 + r.next(3);
+    let lb = if r.next(4) == 0 {
+        format!(
+            r#","type":"LoadBalancer","load_balancer_ips":["192.168.1.{}"],"ports":[{{"name":"p","protocol":"tcp","port":{port},"node_port":{}}}]"#,
+            200 + r.next(3),
+            30100 + i
+        )
+    } else {
+        format!(
+            r#","ports":[{{"name":"p","protocol":"tcp","port":{port}}},{{"name":"q","protocol":"udp","port":53}}]"#
+        )
+    };
+    let json = format!(
+        r#"{{"namespace":"ns","name":"s{i}","cluster_ip":"10.96.1.{vip}"{lb},"endpoints":[{}]}}"#,
+        eps.join(",")
+    );
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+#[test]
+fn per_service_updates_match_a_full_build() {
+    for seed in 1..=6u64 {
+        let mut base = support::config();
+        base.services.clear();
+        let c = control(base);
+        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut refused = 0;
+        for step in 0..120 {
+            let n = 1 + r.next(3);
+            let changes: Vec<Request> = (0..n)
+                .map(|_| {
+                    let i = r.next(12);
+                    if r.next(3) == 0 {
+                        Request::RemoveService {
+                            namespace: "ns".into(),
+                            name: format!("s{i}"),
+                        }
+                    } else {
+                        Request::AddService {
+                            service: random_service(&mut r, i),
+                        }
+                    }
+                })
+                .collect();
+            let before = c.snapshot();
+            let resp = c.handle(Request::Batch { changes });
+            let after = c.snapshot();
+            if !resp.ok {
+                refused += 1;
+                assert!(Arc::ptr_eq(&before.snap.services, &after.snap.services));
+                continue;
+            }
+            let full = build(&after.snap.config.to_node_config(), 1)
+                .unwrap_or_else(|e| panic!("seed {seed} step {step}: full build refuses: {e}"));
+            assert_eq!(
+                canonical(&after.snap.services),
+                canonical(&full.services),
+                "seed {seed} step {step}"
+            );
+        }
+        assert!(refused < 100, "seed {seed}: most changes refused");
+    }
+}
+
+#[test]
+fn a_publish_cleans_only_the_entries_of_removed_endpoints() {
+    let cfg = support::config();
+    let c = control(cfg.clone());
+    let now = podswitch::daemon::clock::now_ns();
+    let t = podswitch::config::services::Timeouts::default();
+    let client = [10, 244, 1, 10];
+    let flow = |dst: [u8; 4], dport: u16, proto: u8, ep: [u8; 4], eport: u16, sport: u16| NewFlow {
+        orig: podswitch::conntrack::FlowKey::new(proto, client, dst, sport, dport),
+        reply: podswitch::conntrack::FlowKey::new(proto, ep, client, eport, sport),
+        port_range: None,
+        flags: flag::SERVICE,
+        state: State::TcpEstablished,
+        bytes: 60,
+    };
+    // default/web (10.96.0.10:80/tcp) to both of its endpoints; kube-dns on 53/udp.
+    let vip = [10, 96, 0, 10];
+    for f in [
+        flow(vip, 80, 6, [10, 244, 1, 11], 8080, 40001),
+        flow(vip, 80, 6, [10, 244, 2, 20], 8080, 40002),
+        flow(vip, 53, 17, [10, 244, 2, 21], 53, 40003),
+    ] {
+        c.ct.create(&f, now, &t).expect("conntrack entry");
+    }
+    assert_eq!(c.ct.len(), 3);
+    // kube-dns changes, without touching its endpoint in use: nothing goes.
+    let mut dns = service(&cfg, "kube-system", "kube-dns");
+    dns.endpoints.push(endpoint(Ipv4Addr::new(10, 244, 2, 23)));
+    apply(&c, vec![Request::AddService { service: dns }]);
+    assert_eq!(c.ct.len(), 3);
+    // web loses 10.244.2.20: that flow goes, web's other and kube-dns's stay.
+    let mut web = service(&cfg, "default", "web");
+    web.endpoints
+        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 20));
+    apply(&c, vec![Request::AddService { service: web }]);
+    let left: Vec<_> =
+        c.ct.entries(now)
+            .into_iter()
+            .map(|(_, e)| (e.reply.src, e.orig.sport))
+            .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&([10, 244, 1, 11], 40001)));
+    assert!(left.contains(&([10, 244, 2, 21], 40003)));
+}
