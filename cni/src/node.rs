@@ -1,0 +1,145 @@
+//! podswitchd's control socket, as the plugin uses it: the node's settings (pod CIDR,
+//! gateway, MTU, overlay) and the pod ports.
+
+use crate::spec::{CniError, CniResult, code};
+use podswitch_model::config::{NodeConfig, Overlay, Pod};
+use podswitch_model::protocol::{Request, Response, request};
+use std::path::{Path, PathBuf};
+
+pub struct Podswitchd {
+    socket: PathBuf,
+}
+
+/// A failure talking to podswitchd: it could not be reached, or it refused the request.
+#[derive(Debug)]
+pub enum NodeError {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl Podswitchd {
+    pub fn new(socket: &Path) -> Self {
+        Podswitchd {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    fn call(&self, req: &Request) -> Result<Response, NodeError> {
+        let r = request(&self.socket, req).map_err(|e| {
+            NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
+        })?;
+        if r.ok {
+            Ok(r)
+        } else {
+            Err(NodeError::Refused(r.error.unwrap_or_default()))
+        }
+    }
+
+    /// Answers when podswitchd is up.
+    pub fn version(&self) -> Result<String, NodeError> {
+        self.call(&Request::Version {}).map(|r| r.text)
+    }
+
+    /// The node's running configuration (`dump config`).
+    pub fn config(&self) -> CniResult<NodeConfig> {
+        let r = self
+            .call(&Request::Dump {
+                table: "config".into(),
+            })
+            .map_err(|e| e.into_cni("cannot read the node configuration"))?;
+        serde_json::from_value(r.data).map_err(|e| {
+            CniError::new(
+                code::PODSWITCHD,
+                format!("podswitchd's configuration dump is not a node configuration: {e}"),
+            )
+        })
+    }
+
+    pub fn add_pod(&self, pod: &Pod) -> CniResult<()> {
+        self.call(&Request::AddPod { pod: pod.clone() })
+            .map(|_| ())
+            .map_err(|e| {
+                e.into_cni(&format!(
+                    "cannot register port {} with podswitchd",
+                    pod.port
+                ))
+            })
+    }
+
+    /// Removes the pod whose port is `port`; Ok(false) when podswitchd has none.
+    pub fn remove_port(&self, port: &str) -> Result<bool, NodeError> {
+        match self.call(&Request::RemovePod { name: port.into() }) {
+            Ok(_) => Ok(true),
+            Err(NodeError::Refused(e)) if e.starts_with("no pod") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl NodeError {
+    pub fn into_cni(self, what: &str) -> CniError {
+        match self {
+            NodeError::Unreachable(e) => CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("{what}: podswitchd is not reachable"),
+            )
+            .details(e),
+            NodeError::Refused(e) => {
+                CniError::new(code::PODSWITCHD, format!("{what}: podswitchd refused: {e}"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            NodeError::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+/// The pods' MTU as flannel derives it: the uplink's MTU less the overlay's header.
+pub fn pod_mtu(cfg: &NodeConfig) -> u16 {
+    let overhead = match cfg.node.overlay {
+        Overlay::Vxlan => 50,
+        Overlay::Ipip => 20,
+        Overlay::HostGw => 0,
+    };
+    cfg.uplink.mtu.saturating_sub(overhead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_follows_the_overlay() {
+        let mut cfg = NodeConfig::from_toml(
+            r#"
+[node]
+name = "n1"
+address = "192.168.1.10"
+pod_cidr = "10.244.1.0/24"
+gateway_mac = "0a:58:0a:f4:01:01"
+overlay = "vxlan"
+[uplink]
+name = "eth0"
+mac = "02:00:c0:a8:01:10"
+mtu = 1500
+"#,
+        )
+        .expect("config");
+        assert_eq!(pod_mtu(&cfg), 1450);
+        cfg.node.overlay = Overlay::Ipip;
+        assert_eq!(pod_mtu(&cfg), 1480);
+        cfg.node.overlay = Overlay::HostGw;
+        assert_eq!(pod_mtu(&cfg), 1500);
+        // The JSON dump podswitchd returns reads back into the same configuration.
+        let back: NodeConfig =
+            serde_json::from_value(serde_json::to_value(&cfg).expect("json")).expect("back");
+        assert_eq!(back.node.pod_cidr, cfg.node.pod_cidr);
+        assert_eq!(back.gateway().to_string(), "10.244.1.1");
+    }
+}
