@@ -5,6 +5,12 @@ use crate::spec::{CniError, CniResult, code};
 use podswitch_model::config::{NodeConfig, Overlay, Pod};
 use podswitch_model::protocol::{Request, Response, request};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// podswitchd's answer when it already serves its maximum of control clients.
+const BUSY: &str = "too many clients";
+/// How long a busy daemon is retried before the call fails with "try again later".
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Podswitchd {
     socket: PathBuf,
@@ -24,14 +30,28 @@ impl Podswitchd {
         }
     }
 
+    /// One request; a daemon busy with its maximum of clients (a burst of parallel CNI
+    /// calls) is asked again after a short pause, for up to `BUSY_RETRY`.
     fn call(&self, req: &Request) -> Result<Response, NodeError> {
-        let r = request(&self.socket, req).map_err(|e| {
-            NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
-        })?;
-        if r.ok {
-            Ok(r)
-        } else {
-            Err(NodeError::Refused(r.error.unwrap_or_default()))
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5 + u64::from(std::process::id() % 10));
+        loop {
+            let r = request(&self.socket, req).map_err(|e| {
+                NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
+            })?;
+            if r.ok {
+                return Ok(r);
+            }
+            let e = r.error.unwrap_or_default();
+            if e != BUSY || start.elapsed() > BUSY_RETRY {
+                return Err(if e == BUSY {
+                    NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
+                } else {
+                    NodeError::Refused(e)
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 

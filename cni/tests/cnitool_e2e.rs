@@ -63,6 +63,7 @@ fn must(args: &[&str]) {
 /// Everything the test made; removed on drop, also when an assertion fails.
 struct Lab {
     p: String,
+    namespaces: Vec<String>,
     dir: PathBuf,
     daemon: Option<Child>,
     cnitool: PathBuf,
@@ -72,14 +73,20 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_daemon();
-        for ns in ["node", "a", "b", "c", "d", "fab"] {
-            let _ = sh(&["ip", "netns", "del", &format!("{}-{ns}", self.p)]);
+        for ns in &self.namespaces {
+            let _ = sh(&["ip", "netns", "del", ns]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Lab {
+    fn add_ns(&mut self, n: &str) {
+        let ns = self.ns(n);
+        must(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns);
+        self.in_ns(n, &["ip", "link", "set", "lo", "up"]);
+    }
     fn ns(&self, n: &str) -> String {
         format!("{}-{n}", self.p)
     }
@@ -311,7 +318,8 @@ mac = "02:00:c0:a8:01:10"
 mtu = 1500
 "#;
 
-fn setup() -> Option<Lab> {
+/// The node (podswitchd's namespace, uplink to a "fab" namespace) and pod namespaces.
+fn setup(tag: &str, pods: &[&str]) -> Option<Lab> {
     // Root: the effective uid from /proc (no libc call needed).
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -337,20 +345,20 @@ fn setup() -> Option<Lab> {
         skip("no podswitchd: set PODSWITCHD or cargo build -p podswitch-dataplane");
         return None;
     };
-    let p = format!("pcni{}", std::process::id() % 100000);
+    let p = format!("pcni{}{tag}", std::process::id() % 100000);
     let dir = std::env::temp_dir().join(format!("{p}-cni"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("net.d")).expect("tempdir");
-    let lab = Lab {
+    let mut lab = Lab {
         p,
+        namespaces: Vec::new(),
         dir,
         daemon: None,
         cnitool,
         podswitchd,
     };
-    for ns in ["node", "fab", "a", "b", "c", "d"] {
-        must(&["ip", "netns", "add", &lab.ns(ns)]);
-        lab.in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+    for ns in ["node", "fab"].iter().chain(pods) {
+        lab.add_ns(ns);
     }
     let (node, fab) = (lab.ns("node"), lab.ns("fab"));
     must(&[
@@ -390,7 +398,9 @@ fn setup() -> Option<Lab> {
 
 #[test]
 fn cnitool_add_check_del_gc_with_traffic_and_errors() {
-    let Some(mut lab) = setup() else { return };
+    let Some(mut lab) = setup("x", &["a", "b", "c", "d", "e"]) else {
+        return;
+    };
     lab.start_daemon();
 
     // ADD two pods through the runtime client; traffic flows between them.
@@ -426,6 +436,16 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         lab.daemon_log()
     );
     assert!(lab.tcp("b", &ip_b, "a"), "TCP a -> b");
+    let k = lab.in_ns("a", &["ethtool", "-k", "eth0"]);
+    let k = String::from_utf8_lossy(&k.stdout);
+    for off in [
+        "tx-checksumming: off",
+        "rx-checksumming: off",
+        "generic-segmentation-offload: off",
+        "generic-receive-offload: off",
+    ] {
+        assert!(k.contains(off), "pod a's eth0: {off}: {k}");
+    }
 
     // CHECK passes on a healthy attachment.
     let c = lab.cnitool("check", "a");
@@ -446,6 +466,36 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         "pod a still reaches b after the refused ADD"
     );
     assert_eq!(lab.leases().len(), 2, "refused ADD took no lease");
+
+    // podswitchd refuses the port (a second attachment under pod-a's name): the veth, the
+    // lease and the record made before are rolled back.
+    let netns_e = lab.netns_path("e");
+    let (ok, e) = lab.plugin(
+        "ADD",
+        &[
+            ("CNI_CONTAINERID", "dup-name"),
+            ("CNI_NETNS", netns_e.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a"),
+        ],
+        &lab.conf("1.1.0"),
+    );
+    assert!(!ok && e["code"] == 101, "podswitchd refusal: {e}");
+    assert_eq!(lab.host_veths().len(), 2, "refused port: veth rolled back");
+    assert_eq!(lab.leases().len(), 2, "refused port: lease rolled back");
+    assert!(
+        lab.in_ns("e", &["ip", "link", "show", "eth0"])
+            .status
+            .code()
+            != Some(0)
+    );
+    assert_eq!(
+        std::fs::read_dir(lab.dir.join("state/podswitch"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        2,
+        "refused port: record removed"
+    );
 
     // Bad input: spec errors with their codes, nothing changed.
     let netns_c = lab.netns_path("c");
@@ -584,4 +634,138 @@ fn sha_prefix(netns: &str) -> String {
         })
         .expect("sha512sum");
     String::from_utf8_lossy(&o.stdout)[..20].to_string()
+}
+
+/// Runs the plugin for `count` attachments at once, one thread each.
+fn parallel(lab: &Lab, command: &str, pods: &[String]) -> Vec<(bool, Value)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                s.spawn(move || {
+                    let netns = lab.netns_path(pod);
+                    let args = format!("K8S_POD_NAMESPACE=par;K8S_POD_NAME={pod}");
+                    lab.plugin(
+                        command,
+                        &[
+                            ("CNI_CONTAINERID", &format!("ctr-{pod}")),
+                            ("CNI_NETNS", &netns),
+                            ("CNI_IFNAME", "eth0"),
+                            ("CNI_ARGS", &args),
+                        ],
+                        &lab.conf("1.1.0"),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+#[test]
+fn parallel_adds_and_dels_and_a_killed_add_leave_nothing_behind() {
+    let first: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+    let second: Vec<String> = (0..25).map(|i| format!("q{i}")).collect();
+    let killed: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    let all: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .chain(&killed)
+        .map(String::as_str)
+        .collect();
+    let Some(mut lab) = setup("y", &all) else {
+        return;
+    };
+    lab.start_daemon();
+
+    // 50 ADDs at once: 50 distinct addresses, ports, veths and leases.
+    let t0 = Instant::now();
+    let added = parallel(&lab, "ADD", &first);
+    eprintln!("50 parallel ADDs: {:?}", t0.elapsed());
+    let mut ips: Vec<String> = added
+        .iter()
+        .map(|(ok, r)| {
+            assert!(ok, "parallel ADD: {r}");
+            r["ips"][0]["address"].as_str().expect("ip").to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50, "no duplicate address");
+    assert_eq!(lab.ports().len(), 50);
+    assert_eq!(lab.host_veths().len(), 50);
+    assert_eq!(lab.leases().len(), 50);
+
+    // 25 DELs and 25 ADDs at once.
+    let second_ips: Vec<String> = std::thread::scope(|s| {
+        let dels = s.spawn(|| parallel(&lab, "DEL", &first[..25]));
+        let adds = s.spawn(|| parallel(&lab, "ADD", &second));
+        for (ok, r) in dels.join().expect("dels") {
+            assert!(ok, "parallel DEL: {r}");
+        }
+        adds.join()
+            .expect("adds")
+            .into_iter()
+            .map(|(ok, r)| {
+                assert!(ok, "parallel ADD: {r}");
+                let a = r["ips"][0]["address"].as_str().expect("ip");
+                a.split('/').next().expect("ip").to_string()
+            })
+            .collect()
+    });
+    assert_eq!(lab.ports().len(), 50);
+    assert_eq!(lab.host_veths().len(), 50);
+    assert_eq!(lab.leases().len(), 50);
+    // A pod of the first wave reaches one of the second (its address may be a reused one).
+    assert!(lab.ping(&first[30], &second_ips[0]), "p30 -> q0");
+
+    // kill -9 during ADD, at several moments; DEL afterwards cleans up.
+    for (i, pod) in killed.iter().enumerate() {
+        let netns = lab.netns_path(pod);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("node"), PLUGIN])
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_PATH", lab.cni_path())
+            .env("CNI_CONTAINERID", format!("ctr-{pod}"))
+            .env("CNI_NETNS", &netns)
+            .env("CNI_IFNAME", "eth0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(lab.conf("1.1.0").as_bytes())
+            .expect("stdin");
+        std::thread::sleep(Duration::from_millis(3 * (1 << i)));
+        let _ = child.kill();
+        let _ = child.wait();
+        // An IPAM child of the killed plugin finishes on its own; a runtime's DEL comes later.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (ok, r) in parallel(&lab, "DEL", &killed) {
+        assert!(ok, "DEL after kill -9: {r}");
+    }
+    assert_eq!(lab.ports().len(), 50, "no orphaned port after killed ADDs");
+    assert_eq!(
+        lab.host_veths().len(),
+        50,
+        "no leaked veth after killed ADDs"
+    );
+    assert_eq!(lab.leases().len(), 50, "no leaked lease after killed ADDs");
+
+    // Everything goes.
+    let rest: Vec<String> = first[25..].iter().chain(&second).cloned().collect();
+    for (ok, r) in parallel(&lab, "DEL", &rest) {
+        assert!(ok, "parallel DEL: {r}");
+    }
+    assert!(lab.ports().is_empty());
+    assert!(lab.host_veths().is_empty());
+    assert!(lab.leases().is_empty());
 }
