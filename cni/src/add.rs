@@ -130,6 +130,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
         ifname: ifname.to_string(),
         netns: env.netns.clone(),
         host_veth: host.clone(),
+        socket: conf.socket.clone(),
         ipam_conf: ipam_stdin,
         pod: None,
     };

@@ -12,6 +12,7 @@ mod naming;
 mod netlink;
 mod netns;
 mod node;
+mod restore;
 mod spec;
 mod state;
 mod sys;
@@ -59,6 +60,13 @@ impl Env {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("restore") {
+        let dir = argv.get(2).map_or("/var/lib/cni/podswitch", String::as_str);
+        let (restored, failed) = restore::restore(std::path::Path::new(dir));
+        eprintln!("podswitch-cni restore: {restored} ports registered again, {failed} failed");
+        std::process::exit(i32::from(failed > 0));
+    }
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);

@@ -76,14 +76,16 @@ impl Podswitchd {
     }
 
     pub fn add_pod(&self, pod: &Pod) -> CniResult<()> {
-        self.call(&Request::AddPod { pod: pod.clone() })
-            .map(|_| ())
-            .map_err(|e| {
-                e.into_cni(&format!(
-                    "cannot register port {} with podswitchd",
-                    pod.port
-                ))
-            })
+        self.add_pod_raw(pod).map_err(|e| {
+            e.into_cni(&format!(
+                "cannot register port {} with podswitchd",
+                pod.port
+            ))
+        })
+    }
+
+    pub fn add_pod_raw(&self, pod: &Pod) -> Result<(), NodeError> {
+        self.call(&Request::AddPod { pod: pod.clone() }).map(|_| ())
     }
 
     /// Removes the pod whose port is `port`; Ok(false) when podswitchd has none.

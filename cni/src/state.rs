@@ -13,6 +13,8 @@ pub struct Record {
     pub ifname: String,
     pub netns: String,
     pub host_veth: String,
+    /// podswitchd's control socket the port was registered with.
+    pub socket: PathBuf,
     /// The exact configuration the IPAM plugin got on ADD.
     pub ipam_conf: Value,
     /// The port registered with podswitchd, once it was.
@@ -25,6 +27,17 @@ pub struct Store {
 }
 
 impl Store {
+    /// The stores of every network under `state_dir`.
+    pub fn networks(state_dir: &Path) -> Vec<Store> {
+        let Ok(rd) = std::fs::read_dir(state_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| Store { dir: e.path() })
+            .collect()
+    }
+
     pub fn new(state_dir: &Path, network: &str) -> Self {
         Store {
             dir: state_dir.join(network),

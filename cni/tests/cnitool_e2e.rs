@@ -580,6 +580,39 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
     );
     assert!(lab.ping("a", &ip_b), "a and b still talk after GC");
 
+    // podswitchd restarts with only its configuration file's ports; `restore` brings the
+    // recorded ones back without a CNI call.
+    lab.stop_daemon();
+    lab.start_daemon();
+    assert!(
+        lab.ports().is_empty(),
+        "a restarted podswitchd has no runtime ports"
+    );
+    let r = lab.in_ns(
+        "node",
+        &[
+            PLUGIN,
+            "restore",
+            &lab.dir.join("state").display().to_string(),
+        ],
+    );
+    assert!(
+        r.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(lab.ports().len(), 2, "restore registered a and b again");
+    assert!(
+        lab.ping("a", &ip_b),
+        "a and b talk after the restart and restore"
+    );
+    let c = lab.cnitool("check", "b");
+    assert!(
+        c.status.success(),
+        "cnitool check b after restore: {}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+
     // DEL is idempotent.
     for round in 0..2 {
         let d = lab.cnitool("del", "a");
