@@ -54,6 +54,36 @@ fn offloads_off(ifname: &str, where_: &str) -> CniResult<()> {
     Ok(())
 }
 
+/// Milliseconds per ADD step, logged on stderr (where attach time goes).
+struct Steps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Steps {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((name, (now - self.last).as_secs_f64() * 1000.0));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (n, ms)) in self.laps.iter().enumerate() {
+            write!(f, "{}{n} {ms:.1} ms", if i > 0 { ", " } else { "" })?;
+        }
+        Ok(())
+    }
+}
+
 /// What an ADD made so far, undone in reverse order when a later step fails.
 struct Undo<'a> {
     host_veth: &'a str,
@@ -91,6 +121,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
     let host = naming::host_veth(cid, ifname);
 
     // Checks first: nothing is changed when one fails.
+    let mut steps_ms = Steps::new();
     let taken = ns.run(|| Ok(open_netlink(ns.path())?.link(ifname)))?;
     if taken
         .map_err(netlink_error(format!(
@@ -116,11 +147,14 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
         ));
     }
     let node = Podswitchd::new(&conf.socket);
+    steps_ms.lap("checks");
     let cfg = node.config()?;
+    steps_ms.lap("config");
     let gateway = cfg.gateway();
     let mtu = conf.mtu.unwrap_or_else(|| pod_mtu(&cfg));
     let ipam = Ipam::find(&conf.ipam_type()?, &env.path)?;
-    let version = ipam.negotiate(&conf.cni_version)?;
+    let version = ipam.negotiate(&conf.cni_version, &conf.state_dir)?;
+    steps_ms.lap("ipam-version");
     let ipam_stdin = ipam_conf(raw, &version, cfg.node.pod_cidr, gateway);
     let ipam_bytes = serde_json::to_vec(&ipam_stdin).unwrap_or_default();
 
@@ -146,6 +180,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
     };
     let steps = (|| {
         let out = ipam.exec("ADD", &[], &ipam_bytes)?;
+        steps_ms.lap("ipam");
         undo.ipam = Some((&ipam, ipam_bytes.clone()));
         let out: Value = serde_json::from_slice(&out).map_err(|e| {
             CniError::new(
@@ -182,6 +217,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             gateway,
             &mut undo.veth,
         )?;
+        steps_ms.lap("veth");
         let host_mac = nl
             .link(&host)
             .map_err(netlink_error(format!("cannot look up {host}")))?
@@ -215,6 +251,11 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             .save(&record)
             .map_err(|e| CniError::new(code::IO_FAILURE, e))?;
         node.add_pod(&pod)?;
+        steps_ms.lap("podswitchd");
+        eprintln!(
+            "podswitch-cni ADD {cid}/{ifname}: {ip} on {host}; {}",
+            steps_ms
+        );
         Ok(AddResult {
             cni_version: conf.cni_version.clone(),
             interfaces: vec![

@@ -57,7 +57,7 @@ fn teardown(
                 msg: format!("cannot release the address of {cid}/{ifname}: {}", e.msg),
                 ..e
             })?;
-            let version = ipam.negotiate(&conf.cni_version)?;
+            let version = ipam.negotiate(&conf.cni_version, &conf.state_dir)?;
             ipam_conf(raw, &version, cfg.node.pod_cidr, cfg.gateway())
         }
     };

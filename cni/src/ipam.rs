@@ -7,7 +7,7 @@ use podswitch_model::Prefix;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub struct Ipam {
@@ -117,11 +117,13 @@ impl Ipam {
     /// The version to talk to the plugin in: the configuration's if the plugin speaks it,
     /// else the newest older one both speak (Debian's host-local 1.1.1 stops at 1.0.0,
     /// whose results are the same as 1.1.0's).
-    pub fn negotiate(&self, wanted: &str) -> CniResult<String> {
+    /// `cache_dir` keeps the plugin's VERSION answer, keyed by its path, size and mtime,
+    /// so an ADD does not exec the plugin twice.
+    pub fn negotiate(&self, wanted: &str, cache_dir: &Path) -> CniResult<String> {
         if wanted != "1.1.0" {
             return Ok(wanted.to_string());
         }
-        let theirs = self.versions()?;
+        let theirs = self.cached_versions(cache_dir)?;
         pick_version(wanted, &theirs).ok_or_else(|| {
             CniError::new(
                 code::INCOMPATIBLE_VERSION,
@@ -133,6 +135,41 @@ impl Ipam {
                 ),
             )
         })
+    }
+}
+
+impl Ipam {
+    fn cached_versions(&self, cache_dir: &Path) -> CniResult<Vec<String>> {
+        let key = std::fs::metadata(&self.path).ok().and_then(|m| {
+            Some(format!(
+                "{}:{}:{:?}",
+                self.path.display(),
+                m.len(),
+                m.modified().ok()?
+            ))
+        });
+        let file = cache_dir.join(format!("ipam-versions-{}.json", self.plugin));
+        if let Some(key) = &key
+            && let Ok(text) = std::fs::read(&file)
+            && let Ok(v) = serde_json::from_slice::<Value>(&text)
+            && v.get("key").and_then(Value::as_str) == Some(key.as_str())
+            && let Some(list) = v.get("versions").and_then(Value::as_array)
+        {
+            return Ok(list
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect());
+        }
+        let versions = self.versions()?;
+        if let Some(key) = key {
+            // A cache that cannot be written only costs the next ADD one more exec.
+            let _ = std::fs::create_dir_all(cache_dir).and_then(|()| {
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, json!({"key": key, "versions": versions}).to_string())?;
+                std::fs::rename(&tmp, &file)
+            });
+        }
+        Ok(versions)
     }
 }
 

@@ -3,7 +3,10 @@
 
 use crate::spec::{CniError, CniResult, code};
 use podswitch_model::config::{NodeConfig, Overlay, Pod};
-use podswitch_model::protocol::{Request, Response, request};
+use podswitch_model::protocol::{Request, Response};
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,8 +15,12 @@ const BUSY: &str = "too many clients";
 /// How long a busy daemon is retried before the call fails with "try again later".
 const BUSY_RETRY: Duration = Duration::from_secs(5);
 
+/// A client of podswitchd's control socket. One connection serves every request of a
+/// plugin call: podswitchd accepts new connections on a polling loop, so each one costs
+/// latency.
 pub struct Podswitchd {
     socket: PathBuf,
+    conn: RefCell<Option<BufReader<UnixStream>>>,
 }
 
 /// A failure talking to podswitchd: it could not be reached, or it refused the request.
@@ -23,32 +30,72 @@ pub enum NodeError {
     Refused(String),
 }
 
+/// How long one answer may take before podswitchd counts as unreachable.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Podswitchd {
     pub fn new(socket: &Path) -> Self {
         Podswitchd {
             socket: socket.to_path_buf(),
+            conn: RefCell::new(None),
         }
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> NodeError {
+        NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
+    }
+
+    /// Sends one request line and reads the answer line, on the open connection if there
+    /// is one (and on a fresh one if that fails: podswitchd may have closed it).
+    fn exchange(&self, line: &[u8]) -> Result<Response, NodeError> {
+        let mut slot = self.conn.borrow_mut();
+        let reused = slot.is_some();
+        for attempt in 0..2 {
+            if slot.is_none() {
+                let s = UnixStream::connect(&self.socket)
+                    .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
+                let _ = s.set_read_timeout(Some(ANSWER_TIMEOUT));
+                *slot = Some(BufReader::new(s));
+            }
+            let Some(conn) = slot.as_mut() else { continue };
+            let mut answer = String::new();
+            let io = conn
+                .get_mut()
+                .write_all(line)
+                .and_then(|()| conn.read_line(&mut answer));
+            match io {
+                Ok(n) if n > 0 => {
+                    return serde_json::from_str(&answer)
+                        .map_err(|e| self.unreachable(format!("bad response: {e}")));
+                }
+                Ok(_) | Err(_) if reused && attempt == 0 => *slot = None,
+                Ok(_) => return Err(self.unreachable("connection closed without a response")),
+                Err(e) => return Err(self.unreachable(e)),
+            }
+        }
+        Err(self.unreachable("no response"))
     }
 
     /// One request; a daemon busy with its maximum of clients (a burst of parallel CNI
     /// calls) is asked again after a short pause, for up to `BUSY_RETRY`.
     fn call(&self, req: &Request) -> Result<Response, NodeError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| self.unreachable(e))?;
+        line.push(b'\n');
         let start = Instant::now();
         let mut pause = Duration::from_millis(5 + u64::from(std::process::id() % 10));
         loop {
-            let r = request(&self.socket, req).map_err(|e| {
-                NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
-            })?;
+            let r = self.exchange(&line)?;
             if r.ok {
                 return Ok(r);
             }
             let e = r.error.unwrap_or_default();
-            if e != BUSY || start.elapsed() > BUSY_RETRY {
-                return Err(if e == BUSY {
-                    NodeError::Unreachable(format!("podswitchd at {}: {e}", self.socket.display()))
-                } else {
-                    NodeError::Refused(e)
-                });
+            if e != BUSY {
+                return Err(NodeError::Refused(e));
+            }
+            // The daemon closed that connection after saying so.
+            *self.conn.borrow_mut() = None;
+            if start.elapsed() > BUSY_RETRY {
+                return Err(self.unreachable(e));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
