@@ -59,18 +59,20 @@ impl Podswitchd {
             }
             let Some(conn) = slot.as_mut() else { continue };
             let mut answer = String::new();
-            let io = conn
-                .get_mut()
-                .write_all(line)
-                .and_then(|()| conn.read_line(&mut answer));
-            match io {
-                Ok(n) if n > 0 => {
+            // A daemon that refuses the connection (too many clients) answers and closes
+            // before reading: the write may fail, but the answer is there to read.
+            let sent = conn.get_mut().write_all(line);
+            let read = conn.read_line(&mut answer);
+            match (read, sent) {
+                (Ok(n), _) if n > 0 => {
                     return serde_json::from_str(&answer)
                         .map_err(|e| self.unreachable(format!("bad response: {e}")));
                 }
-                Ok(_) | Err(_) if reused && attempt == 0 => *slot = None,
-                Ok(_) => return Err(self.unreachable("connection closed without a response")),
-                Err(e) => return Err(self.unreachable(e)),
+                _ if reused && attempt == 0 => *slot = None,
+                (Err(e), _) | (Ok(_), Err(e)) => return Err(self.unreachable(e)),
+                (Ok(_), Ok(())) => {
+                    return Err(self.unreachable("connection closed without a response"));
+                }
             }
         }
         Err(self.unreachable("no response"))

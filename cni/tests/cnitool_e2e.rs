@@ -64,6 +64,45 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         assert!(k.contains(off), "pod a's eth0: {off}: {k}");
     }
 
+    // CHECK fails when podswitchd lost the port, and passes again once it is back.
+    let removed = podswitch_model::protocol::request(
+        &lab.socket(),
+        &podswitch_model::protocol::Request::RemovePod {
+            name: "default/pod-b".into(),
+        },
+    )
+    .expect("remove-pod");
+    assert!(removed.ok, "remove-pod default/pod-b: {:?}", removed.error);
+    let c = lab.cnitool("check", "b");
+    assert!(
+        !c.status.success(),
+        "CHECK must fail without the podswitchd port"
+    );
+    assert!(
+        String::from_utf8_lossy(&c.stderr).contains("podswitchd has no port"),
+        "CHECK names what is missing: {}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+    let r = lab.in_ns(
+        "node",
+        &[
+            PLUGIN,
+            "restore",
+            &lab.dir.join("state").display().to_string(),
+        ],
+    );
+    assert!(
+        r.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let c = lab.cnitool("check", "b");
+    assert!(
+        c.status.success(),
+        "CHECK after restore: {}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+
     // CHECK passes on a healthy attachment.
     let c = lab.cnitool("check", "a");
     assert!(
@@ -242,6 +281,12 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
     assert_eq!(lab.ports().len(), 1);
     assert_eq!(lab.host_veths().len(), 1);
     assert_eq!(lab.leases().len(), 1);
+    assert!(
+        !lab.in_ns("b", &["ping", "-c", "1", "-W", "1", &ip_a])
+            .status
+            .success(),
+        "a's address is gone after DEL"
+    );
 
     // podswitchd down: STATUS says 50, ADD fails with nothing left behind, DEL succeeds.
     let (ok, e) = lab.plugin("STATUS", &[], &lab.conf("1.1.0"));
