@@ -177,6 +177,28 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
     let (ok, e) = lab.plugin(
         "ADD",
         &[
+            ("CNI_CONTAINERID", "bad-2b"),
+            ("CNI_NETNS", "/proc/self/ns/uts"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &lab.conf("1.1.0"),
+    );
+    assert!(
+        !ok && e["code"] == 4,
+        "a namespace that is not a network one: {e}"
+    );
+    let (ok, e) = lab.plugin(
+        "ADD",
+        &[
+            ("CNI_CONTAINERID", "bad-2c"),
+            ("CNI_NETNS", netns_c.as_str()),
+        ],
+        &lab.conf("1.1.0"),
+    );
+    assert!(!ok && e["code"] == 4, "missing CNI_IFNAME: {e}");
+    let (ok, e) = lab.plugin(
+        "ADD",
+        &[
             ("CNI_CONTAINERID", "bad-3"),
             ("CNI_NETNS", netns_c.as_str()),
             ("CNI_IFNAME", "lo"),
