@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The podswitch lab: a two-node cluster in network namespaces with all pod traffic going
+# The static podswitch lab (no Kubernetes; lab/lab.sh is the cluster lab): a two-node
+# cluster in network namespaces, hand-written node TOMLs, all pod traffic going
 # through podswitchd (one per node, AF_XDP on veth, adaptive polling).
 #
-#   lab/lab.sh [up]   build, create the lab, start podswitchd on both nodes, run the checks,
+#   lab/static-lab.sh [up]   build, create the lab, start podswitchd on both nodes, run the checks,
 #                     print the flow dump and a result table; the lab stays up
-#   lab/lab.sh down   remove everything
-#   lab/lab.sh check  rerun the checks against a running lab
+#   lab/static-lab.sh down   remove everything
+#   lab/static-lab.sh check  rerun the checks against a running lab
 #
 # Overlay: OVERLAY=vxlan (default), ipip or host-gw (uses config/node{1,2}-$OVERLAY.toml).
 set -euo pipefail
@@ -67,7 +68,7 @@ up() {
   echo "  ip netns exec $P-n1-a ping 10.244.2.20"
   echo "  $BIN/podswitchctl --socket $(sock 1) dump flows"
   echo "  $BIN/podswitchctl --socket $(sock 1) stats"
-  echo "  lab/lab.sh down"
+  echo "  lab/static-lab.sh down"
 }
 
 # A small HTTP server in pod c (node1) and pod b (node2) answering with the pod's name.

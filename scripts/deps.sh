@@ -2,7 +2,8 @@
 # Installs what podswitch's build, tests and lab need on a Debian machine (idempotent).
 set -euo pipefail
 pkgs=(iproute2 iperf3 netsniff-ng tshark python3-scapy clang llvm libelf-dev zlib1g-dev
-      pkg-config bpftool ethtool conntrack iptables nftables tcpdump netcat-openbsd procps)
+      pkg-config bpftool ethtool conntrack iptables nftables tcpdump netcat-openbsd procps
+      containernetworking-plugins openssl curl util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
