@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The podswitch lab: a two-node cluster in network namespaces with all pod traffic going
+# The static podswitch lab (no Kubernetes; lab/lab.sh is the cluster lab): a two-node
+# cluster in network namespaces, hand-written node TOMLs, all pod traffic going
 # through podswitchd (one per node, AF_XDP on veth, adaptive polling).
 #
-#   lab/lab.sh [up]   build, create the lab, start podswitchd on both nodes, run the checks,
+#   lab/static-lab.sh [up]   build, create the lab, start podswitchd on both nodes, run the checks,
 #                     print the flow dump and a result table; the lab stays up
-#   lab/lab.sh down   remove everything
-#   lab/lab.sh check  rerun the checks against a running lab
+#   lab/static-lab.sh down   remove everything
+#   lab/static-lab.sh check  rerun the checks against a running lab
 #
 # Prints the binaries it built and where the daemons log (/tmp/$LAB_PREFIX-nodeN.log).
 # LAB_PREFIX (default psw) names everything, so several labs can coexist.
@@ -97,7 +98,7 @@ up() {
 }
 
 # The command line that reaches this lab again (the prefix, when not the default).
-lab_cmd() { if [ "$P" = psw ]; then echo "lab/lab.sh $1"; else echo "LAB_PREFIX=$P lab/lab.sh $1"; fi; }
+lab_cmd() { if [ "$P" = psw ]; then echo "lab/static-lab.sh $1"; else echo "LAB_PREFIX=$P lab/static-lab.sh $1"; fi; }
 down_cmd() { lab_cmd down; }
 
 # A small HTTP server in pod c (node1) and pod b (node2) answering with the pod's name.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the CNI configuration list of a flannel node, made from the subnet file flanneld
 # wrote, the way flannel's own CNI plugin delegates: the reference bridge plugin (cni0,
-# gateway, hairpin, MTU FLANNEL_MTU, no masquerade when flanneld does it) with host-local
+# gateway and default route, hairpin, MTU FLANNEL_MTU, no masquerade when flanneld does it) with host-local
 # IPAM over FLANNEL_SUBNET and a route to FLANNEL_NETWORK. host-local keeps its leases in
 # IPAM_DIR (one per lab node: the nodes share the host's file system). The bridge declares
 # the "ips" capability so a pod can ask for its address (the lab's demo pods do).
@@ -24,6 +24,7 @@ cat <<EOF2
       "type": "bridge",
       "bridge": "cni0",
       "isGateway": true,
+      "isDefaultGateway": true,
       "hairpinMode": true,
       "ipMasq": $masq,
       "mtu": $FLANNEL_MTU,
