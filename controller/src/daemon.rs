@@ -43,6 +43,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// Whether the daemon takes `batch` requests (learned on first use).
     batch: Option<bool>,
+    /// The connection kept open between requests (reopened after an error).
+    conn: Option<BufReader<UnixStream>>,
 }
 
 /// The node-wide parts of a configuration (not pods, peers, Services, routes, neighbours).
@@ -62,34 +64,54 @@ impl Daemon {
         Daemon {
             socket,
             batch: None,
+            conn: None,
         }
     }
 
-    /// One request line, one response line (requests are built as JSON so that a newer
-    /// request kind can be tried on an older daemon).
-    fn call(&self, req: &Value) -> Result<Response, String> {
-        let mut s = UnixStream::connect(&self.socket).map_err(|e| {
-            format!(
-                "cannot connect to podswitchd at {}: {e}",
-                self.socket.display()
-            )
-        })?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    /// One request line, one response line, on the kept connection; a failed connection
+    /// is reopened once (the daemon restarted). Requests are built as JSON so that a newer
+    /// request kind can be tried on an older daemon.
+    fn call(&mut self, req: &Value) -> Result<Response, String> {
         let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        s.write_all(&line).map_err(|e| format!("podswitchd: {e}"))?;
-        let mut out = String::new();
-        BufReader::new(s)
-            .read_line(&mut out)
-            .map_err(|e| format!("podswitchd: {e}"))?;
-        serde_json::from_str(&out).map_err(|e| format!("podswitchd: bad response: {e}"))
+        let mut last = String::new();
+        for _ in 0..2 {
+            if self.conn.is_none() {
+                let s = UnixStream::connect(&self.socket).map_err(|e| {
+                    format!(
+                        "cannot connect to podswitchd at {}: {e}",
+                        self.socket.display()
+                    )
+                })?;
+                s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                self.conn = Some(BufReader::new(s));
+            }
+            let Some(c) = self.conn.as_mut() else {
+                continue;
+            };
+            let mut out = String::new();
+            let r = c
+                .get_mut()
+                .write_all(&line)
+                .and_then(|()| c.read_line(&mut out));
+            match r {
+                Ok(n) if n > 0 => {
+                    return serde_json::from_str(&out)
+                        .map_err(|e| format!("podswitchd: bad response: {e}"));
+                }
+                Ok(_) => last = "podswitchd closed the connection".into(),
+                Err(e) => last = format!("podswitchd: {e}"),
+            }
+            self.conn = None;
+        }
+        Err(last)
     }
 
-    pub fn reachable(&self) -> bool {
+    pub fn reachable(&mut self) -> bool {
         self.call(&to_value(&Request::Version {})).is_ok()
     }
 
-    pub fn dump_config(&self) -> Result<NodeConfig, String> {
+    pub fn dump_config(&mut self) -> Result<NodeConfig, String> {
         let r = self.call(&to_value(&Request::Dump {
             table: "config".into(),
         }))?;
