@@ -26,6 +26,10 @@ pub mod flags {
     /// Translated by nat44-in (Service DNAT or a conntrack hit): the underlay source checks of
     /// ip4-lookup do not apply.
     pub const NAT: u8 = 4;
+    /// Received from a port that hands over TCP super-frames (GSO): a TCP segment larger
+    /// than its path is cut to the path by ip4-tso instead of being refused with
+    /// fragmentation-needed.
+    pub const SUPER: u8 = 8;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +144,15 @@ impl Batch {
         true
     }
 
+    /// Like `push_rx`, for a port that hands over TCP super-frames (sets `flags::SUPER`).
+    pub fn push_rx_super(&mut self, port: PortId, frame: &[u8]) -> bool {
+        if !self.push_rx(port, frame) {
+            return false;
+        }
+        self.meta[self.len - 1].flags |= flags::SUPER;
+        true
+    }
+
     /// Takes a spare slot for a frame the pipeline creates; `None` when all are used.
     pub fn alloc(&mut self) -> Option<usize> {
         if self.len >= SLOTS {
@@ -211,6 +224,17 @@ impl Batch {
     pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
         let start = usize::from(self.meta[i].start);
         (&mut self.data[i * SLOT_SIZE..(i + 1) * SLOT_SIZE], start)
+    }
+
+    /// Frame `i` to read and, to write, slot `j` from its frame start to the slot end
+    /// (`j > i`: spare slots always come after the frame they are made from).
+    pub fn frame_and_slot(&mut self, i: usize, j: usize) -> (&[u8], &mut [u8]) {
+        assert!(j > i, "slot {j} must come after frame {i}");
+        let (a, b) = self.data.split_at_mut(j * SLOT_SIZE);
+        let mi = &self.meta[i];
+        let src = &a[i * SLOT_SIZE + usize::from(mi.start)..i * SLOT_SIZE + usize::from(mi.end)];
+        let dst = &mut b[usize::from(self.meta[j].start)..SLOT_SIZE];
+        (src, dst)
     }
 
     /// Copies `range` of slot `from`'s frame to offset `to_off` of slot `to`'s frame.

@@ -97,6 +97,12 @@ reasons! {
     MtuExceeded => IcmpError, "mtu_exceeded", "too big with DF set (ICMP fragmentation needed sent unless suppressed)";
     IcmpRateLimited => IcmpError, "icmp_rate_limited", "ICMP error not sent: rate limit reached";
     IcmpNoHeadroom => IcmpError, "icmp_no_headroom", "no headroom to build the ICMP error";
+    TsoNotTcp => Ip4Tso, "tso_not_tcp", "super-frame larger than the path that is not an unfragmented IPv4 TCP segment";
+    TsoHeadersSplit => Ip4Tso, "tso_headers_split", "super-frame whose Ethernet, IPv4 and TCP headers are not all in its first buffer";
+    TsoBadChain => Ip4Tso, "tso_bad_chain", "super-frame chain shorter than its IPv4 total length, or longer than the chain limit";
+    TsoBadFlags => Ip4Tso, "tso_bad_flags", "SYN or RST super-frame carrying more than one segment of payload";
+    TsoMssTooSmall => Ip4Tso, "tso_mss_too_small", "path MTU leaves no room for payload after the super-frame's headers";
+    TsoNoBuffer => Ip4Tso, "tso_no_buffer", "not enough free slots for the super-frame's segments";
     FragNoBuffer => Ip4Frag, "frag_no_buffer", "no free slot for another fragment";
     FragMtuTooSmall => Ip4Frag, "frag_mtu_too_small", "path MTU too small to fragment into";
     EncapNoHeadroom => VxlanEncap, "encap_no_headroom", "no headroom for the outer headers";
@@ -127,10 +133,12 @@ pub enum Event {
     NatFragmentHeld,
     NatFragmentReleased,
     NatFragmentEvicted,
+    TsoSuperFrames,
+    TsoSegmentsMade,
 }
 
 impl Event {
-    pub const ALL: [Event; 18] = [
+    pub const ALL: [Event; 20] = [
         Event::ArpReplied,
         Event::EchoReplied,
         Event::IcmpErrorSent,
@@ -149,6 +157,8 @@ impl Event {
         Event::NatFragmentHeld,
         Event::NatFragmentReleased,
         Event::NatFragmentEvicted,
+        Event::TsoSuperFrames,
+        Event::TsoSegmentsMade,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn name(self) -> &'static str {
@@ -175,6 +185,10 @@ impl Event {
             Event::NatFragmentReleased => "nat_fragment_released",
             // Live fragment-table entries replaced by a new datagram's (table full).
             Event::NatFragmentEvicted => "nat_fragment_table_evicted",
+            // Super-frames cut into path-sized TCP segments by ip4-tso.
+            Event::TsoSuperFrames => "tso_super_frames",
+            // Segments ip4-tso made (the super-frame's own slot included).
+            Event::TsoSegmentsMade => "tso_segments_made",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod drop;
 pub mod frag_table;
 pub mod stage;
 mod stages;
+pub mod tso;
 
 use crate::conntrack::Conntrack;
 use crate::tables::Snapshot;

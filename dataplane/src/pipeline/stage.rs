@@ -23,6 +23,7 @@ pub enum Stage {
     IpipDecap,
     IcmpError,
     Ip4Rewrite,
+    Ip4Tso,
     Ip4Frag,
     VxlanEncap,
     IpipEncap,
@@ -38,7 +39,7 @@ pub enum Stage {
 impl Stage {
     pub const COUNT: usize = Stage::Done as usize + 1;
     /// The stages a pass runs, in order.
-    pub const RUN_ORDER: [Stage; 15] = [
+    pub const RUN_ORDER: [Stage; 16] = [
         Stage::EthInput,
         Stage::Arp,
         Stage::L2Fwd,
@@ -50,6 +51,7 @@ impl Stage {
         Stage::IpipDecap,
         Stage::IcmpError,
         Stage::Ip4Rewrite,
+        Stage::Ip4Tso,
         Stage::Ip4Frag,
         Stage::VxlanEncap,
         Stage::IpipEncap,
@@ -70,6 +72,7 @@ impl Stage {
             Stage::IpipDecap => "ipip4-decap",
             Stage::IcmpError => "ip4-icmp-error",
             Stage::Ip4Rewrite => "ip4-rewrite",
+            Stage::Ip4Tso => "ip4-tso",
             Stage::Ip4Frag => "ip4-frag",
             Stage::VxlanEncap => "vxlan4-encap",
             Stage::IpipEncap => "ipip4-encap",

@@ -35,7 +35,13 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     let total = ip.total_len();
     let too_big = total > route.mtu;
-    if too_big && ip.dont_frag() {
+    // A TCP super-frame from a port that hands them over is cut to the path (ip4-tso)
+    // whatever its DF bit says, as the kernel segments a GSO packet before the device.
+    let tso = too_big
+        && m.flags & flags::SUPER != 0
+        && ip.protocol() == ipv4::PROTO_TCP
+        && !ip.is_fragment();
+    if too_big && !tso && ip.dont_frag() {
         let mm = &mut b.meta[i];
         mm.icmp = (
             icmpv4::TYPE_DEST_UNREACH,
@@ -98,12 +104,17 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         if let Some((old, new)) = clamped {
             s.push_str(&format!(", mss {old} -> {new}"));
         }
-        if too_big {
+        if tso {
+            s.push_str(", too big: TCP super-frame, segment");
+        } else if too_big {
             s.push_str(", too big without DF: fragment");
         }
         s
     });
-    if too_big {
+    if tso {
+        b.meta[i].after_frag = post;
+        b.set_next(i, Stage::Ip4Tso);
+    } else if too_big {
         b.meta[i].after_frag = post;
         b.set_next(i, Stage::Ip4Frag);
     } else {

@@ -9,6 +9,7 @@ mod ip4_input;
 mod ip4_local;
 mod ip4_lookup;
 mod ip4_rewrite;
+mod ip4_tso;
 mod ipip;
 mod l2_fwd;
 mod nat44_in;
@@ -45,6 +46,7 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::IpipDecap => each(cx, b, mask, ipip::decap),
         Stage::IcmpError => each(cx, b, mask, icmp_error::packet),
         Stage::Ip4Rewrite => each(cx, b, mask, ip4_rewrite::packet),
+        Stage::Ip4Tso => each(cx, b, mask, ip4_tso::packet),
         Stage::Ip4Frag => each(cx, b, mask, ip4_frag::packet),
         Stage::VxlanEncap => each(cx, b, mask, vxlan::encap),
         Stage::IpipEncap => each(cx, b, mask, ipip::encap),

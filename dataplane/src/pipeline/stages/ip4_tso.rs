@@ -1,0 +1,53 @@
+//! ip4-tso: cuts a TCP super-frame (from a port that hands them over) that is larger than
+//! its path into path-sized segments (`pipeline::tso`, the kernel's TSO semantics). The
+//! first segment stays in the super-frame's slot; the others go into spare slots. Every
+//! segment then continues where the super-frame would have: encapsulation or output, so a
+//! VXLAN or IP-in-IP path gets outer headers per segment.
+
+use super::super::Cx;
+use super::super::batch::{Batch, SLOTS};
+use super::super::drop::{DropReason as R, Event};
+use super::super::stage::Stage;
+use super::super::tso::Plan;
+
+pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
+    let snap = cx.snap;
+    let m = b.meta[i];
+    let Some(route) = snap.routes.get(m.route as usize) else {
+        return cx.drop(b, i, R::NoRoute);
+    };
+    let plan = match Plan::for_mtu(&[b.frame(i)], usize::from(route.mtu)) {
+        Ok(p) => p,
+        Err(e) => return cx.drop(b, i, e.reason()),
+    };
+    let n = plan.segments();
+    if b.len() + n - 1 > SLOTS {
+        return cx.drop(b, i, R::TsoNoBuffer);
+    }
+    for k in 1..n {
+        let Some(j) = b.alloc() else {
+            return cx.drop(b, i, R::TsoNoBuffer);
+        };
+        b.meta[j] = b.meta[i];
+        b.meta[j].next = Stage::Done;
+        b.set_len(j, plan.segment_len(k));
+        let (src, dst) = b.frame_and_slot(i, j);
+        plan.write(&[src], k, dst);
+        b.set_next(j, m.after_frag);
+    }
+    // Segment 0's bytes are already in place: fix its headers last (the others copied them).
+    plan.patch(0, b.frame_mut(i));
+    b.set_len(i, plan.segment_len(0));
+    cx.event(Event::TsoSuperFrames);
+    for _ in 0..n {
+        cx.event(Event::TsoSegmentsMade);
+    }
+    cx.trace(Stage::Ip4Tso, || {
+        format!(
+            "super-frame cut into {n} segments of at most {} payload bytes for mtu {}",
+            plan.mss(),
+            route.mtu
+        )
+    });
+    b.set_next(i, m.after_frag);
+}
