@@ -26,10 +26,9 @@ const SCANNED_DIRS: &[&str] = &["lab", "scripts", "tests/e2e", "bench", "packet-
 /// A path ending in `/` is a folder prefix. Every scanned script must be in at least one.
 const SCOPES: &[(&str, &[&str])] = &[
     ("deps", &["scripts/deps.sh"]),
-    (
-        "lab",
-        &["lab/lab.sh", "lab/netns.sh", "scripts/preflight.sh"],
-    ),
+    // The lab is a cluster: lab.sh runs everything under lab/ (cluster/, checks, topology,
+    // and static-lab.sh, the hand-configured lab).
+    ("lab", &["lab/", "scripts/preflight.sh"]),
     (
         "test",
         &[
@@ -37,7 +36,8 @@ const SCOPES: &[(&str, &[&str])] = &[
             "scripts/preflight.sh",
             "packet-tests/scapy/",
             "tests/e2e/",
-            "lab/netns.sh",
+            // tests/e2e/cluster_lab.sh brings the lab cluster up.
+            "lab/",
         ],
     ),
     (
@@ -50,7 +50,7 @@ const SCOPES: &[(&str, &[&str])] = &[
             "tests/e2e/lib/interop.sh",
         ],
     ),
-    ("cluster", &["lab/cluster/"]),
+    ("cluster", &["lab/cluster/build-bins.sh"]),
 ];
 
 const BUILTINS: &[&str] = &[
