@@ -380,7 +380,11 @@ impl Control {
             | Request::AddService { .. }
             | Request::RemoveService { .. }
             | Request::AddNeighbour { .. }
-            | Request::RemoveNeighbour { .. } => self.change(vec![req]),
+            | Request::RemoveNeighbour { .. }
+            | Request::AddAddressSet { .. }
+            | Request::RemoveAddressSet { .. }
+            | Request::SetPodPolicy { .. }
+            | Request::RemovePodPolicy { .. } => self.change(vec![req]),
             Request::Batch { changes } => self.change(changes),
             Request::Trace { in_port, frame } => (|| {
                 let port = snap

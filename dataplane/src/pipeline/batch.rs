@@ -26,6 +26,9 @@ pub mod flags {
     /// Translated by nat44-in (Service DNAT or a conntrack hit): the underlay source checks of
     /// ip4-lookup do not apply.
     pub const NAT: u8 = 4;
+    /// nat44-in found the packet's flow in conntrack (an established flow, a reply): the
+    /// netpol stage lets it through without evaluating rules.
+    pub const TRACKED: u8 = 8;
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -9,6 +9,7 @@ pub mod fasthash;
 pub mod health_check;
 pub mod lpm;
 pub mod maglev;
+pub mod policy;
 pub mod services;
 pub mod snapshot;
 
