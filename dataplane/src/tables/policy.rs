@@ -15,8 +15,9 @@
 
 use super::PortId;
 use super::fasthash::FastMap;
+pub use crate::config::Established;
 use crate::config::{
-    AddressSet, Established, NodeConfig, PodPolicy, PolicyDirection, PolicyRule, services::Protocol,
+    AddressSet, NodeConfig, PodPolicy, PolicyDirection, PolicyRule, services::Protocol,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -83,7 +84,7 @@ fn subtract(plus: &[(u32, u32)], minus: &[(u32, u32)]) -> Vec<(u32, u32)> {
             match minus.get(k) {
                 Some(&(ma, mb)) if u64::from(ma) <= end => {
                     if u64::from(ma) > start {
-                        out.push((start as u32, ma as u32 - 1));
+                        out.push((start as u32, ma - 1));
                     }
                     start = start.max(u64::from(mb) + 1);
                     k += 1;
