@@ -42,6 +42,10 @@ pub const TABLES: &[(&str, &str)] = &[
     ),
     ("services", "Service frontends and their endpoints"),
     (
+        "policies",
+        "NetworkPolicy per pod: the policies selecting it, its rules and counters, the compiled lookup",
+    ),
+    (
         "conntrack",
         "connection-tracking entries (Service NAT, masquerade)",
     ),
@@ -72,6 +76,7 @@ pub fn snapshot_table(
         "tunnels" | "peers" | "vteps" => tunnels(snap),
         "flows" => flows(snap, counters),
         "services" => services(snap),
+        "policies" | "policy" | "netpol" => crate::tables::policy_dump::dump(snap),
         "config" => {
             let c = snap.config.to_node_config();
             (c.to_toml(), json!(c))

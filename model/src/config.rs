@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+pub mod policy;
 pub mod services;
+pub use policy::{
+    AddressSet, Established, PodPolicy, PolicyDirection, PolicyPort, PolicyRule, PolicySettings,
+};
 pub use services::{NatSettings, Service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,13 @@ pub struct NodeConfig {
     pub nat: NatSettings,
     #[serde(default, rename = "service")]
     pub services: Vec<Service>,
+    /// NetworkPolicy settings (see `policy`).
+    #[serde(default)]
+    pub policy: PolicySettings,
+    #[serde(default, rename = "address_set")]
+    pub address_sets: Vec<AddressSet>,
+    #[serde(default, rename = "pod_policy")]
+    pub pod_policies: Vec<PodPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

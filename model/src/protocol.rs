@@ -5,7 +5,7 @@
 
 use crate::Prefix;
 use crate::config::services::Service;
-use crate::config::{Neighbour, Peer, Pod, Route};
+use crate::config::{AddressSet, Neighbour, Peer, Pod, PodPolicy, Route};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -61,6 +61,22 @@ pub enum Request {
     },
     RemoveNeighbour {
         ip: Ipv4Addr,
+    },
+    /// Adds an address set, or replaces the one with the same name.
+    AddAddressSet {
+        set: AddressSet,
+    },
+    /// Removes an address set (refused while a pod policy refers to it).
+    RemoveAddressSet {
+        name: String,
+    },
+    /// Sets a pod's policy sections, replacing what it had.
+    SetPodPolicy {
+        policy: PodPolicy,
+    },
+    /// Removes a pod's policy sections: the pod is isolated in no direction.
+    RemovePodPolicy {
+        pod: String,
     },
     Trace {
         in_port: String,

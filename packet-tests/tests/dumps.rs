@@ -410,6 +410,49 @@ fn json_dumps_share_one_style_and_the_documented_fields() {
                     tuple(&e["reply"]);
                 }
             }
+            "policies" => {
+                // The example selects no pod: dump one that does.
+                let mut cfg = podswitch_packet_tests::load_config("node1-vxlan-services");
+                cfg.address_sets = vec![podswitch::config::AddressSet {
+                    name: "a".into(),
+                    prefixes: vec!["10.244.1.10/32".parse().unwrap()],
+                    except: vec![],
+                }];
+                cfg.pod_policies = vec![podswitch::config::PodPolicy {
+                    pod: "default/pod-c".into(),
+                    ingress: Some(podswitch::config::PolicyDirection {
+                        policies: vec!["default/web".into()],
+                        rules: vec![podswitch::config::PolicyRule {
+                            policy: "default/web".into(),
+                            rule: 0,
+                            peers: vec!["a".into()],
+                            ports: vec![],
+                        }],
+                    }),
+                    egress: None,
+                }];
+                let s = podswitch::tables::build::build(&cfg, 1).expect("valid");
+                let json = dump::snapshot_table(&s, "policies", None).unwrap().1;
+                check_style(table, &json);
+                check_rows(
+                    table,
+                    &json,
+                    &[
+                        ("pod", Str, false),
+                        ("ip", Addr, false),
+                        ("port", Port, true),
+                        ("ingress", Obj, true),
+                        ("egress", Obj, true),
+                    ],
+                    &ports,
+                );
+                check_value(
+                    "policies.ingress.compiled",
+                    &json[0]["ingress"]["compiled"],
+                    Obj,
+                    &ports,
+                );
+            }
             "config" => {
                 check_value(
                     "config.node.address",
@@ -439,6 +482,7 @@ fn json_dumps_share_one_style_and_the_documented_fields() {
             "tunnels",
             "flows",
             "services",
+            "policies",
             "conntrack",
             "config"
         ]

@@ -102,6 +102,8 @@ pub mod flag {
     pub const AFFINITY: u8 = 8;
     pub const FIN_ORIG: u8 = 16;
     pub const FIN_REPLY: u8 = 32;
+    /// Created by the netpol stage for a flow a NetworkPolicy applies to (no translation).
+    pub const POLICY: u8 = 64;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -32,6 +32,7 @@
 mod dump;
 mod index;
 mod key;
+pub mod policy_cut;
 mod stale;
 mod table;
 pub mod tcp;

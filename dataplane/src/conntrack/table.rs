@@ -740,6 +740,18 @@ impl Conntrack {
         out
     }
 
+    /// Removes the entry `key` belongs to (either direction); false when there is none.
+    pub fn remove_flow(&self, key: &FlowKey) -> bool {
+        let w = key.words();
+        let h = self.hash_words(&w);
+        let Some(id) = self.lock(self.shard_of(h)).index.get(&w, h) else {
+            return false;
+        };
+        let (owner, slot) = self.split(id);
+        let orig = self.lock(owner).entries.get(slot).map(|e| e.orig);
+        orig.is_some_and(|o| self.remove(id, &o))
+    }
+
     /// Removes the given entries (ids from `entries`, guarded by their original tuple).
     pub fn remove_entries(&self, victims: &[(u32, FlowKey)]) -> usize {
         victims.iter().filter(|(id, k)| self.remove(*id, k)).count()

@@ -303,6 +303,7 @@ impl Control {
                 s.entry = p.clone();
             }
         }
+        let prev_policy = self.views.load().snap.policy.clone();
         inner.generation = snap.generation;
         self.views.publish(View {
             snap,
@@ -316,6 +317,9 @@ impl Control {
             Some(ch) => crate::conntrack::cleanup_changed(&self.ct, &live.snap, ch, now),
             None => crate::conntrack::cleanup_stale(&self.ct, &live.snap, now),
         };
+        if !Arc::ptr_eq(&prev_policy, &live.snap.policy) {
+            crate::conntrack::policy_cut::cut(&self.ct, &live.snap, now);
+        }
         for s in removed_slots {
             for &w in &s.workers {
                 inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);
@@ -380,7 +384,11 @@ impl Control {
             | Request::AddService { .. }
             | Request::RemoveService { .. }
             | Request::AddNeighbour { .. }
-            | Request::RemoveNeighbour { .. } => self.change(vec![req]),
+            | Request::RemoveNeighbour { .. }
+            | Request::AddAddressSet { .. }
+            | Request::RemoveAddressSet { .. }
+            | Request::SetPodPolicy { .. }
+            | Request::RemovePodPolicy { .. } => self.change(vec![req]),
             Request::Batch { changes } => self.change(changes),
             Request::Trace { in_port, frame } => (|| {
                 let port = snap

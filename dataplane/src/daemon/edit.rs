@@ -141,6 +141,30 @@ impl<'a> Edit<'a> {
                 |x| x.ip == ip,
                 || format!("no neighbour {ip}"),
             )?,
+            Request::AddAddressSet { set } => {
+                let c = self.base();
+                match c.address_sets.iter_mut().find(|s| s.name == set.name) {
+                    Some(s) => *s = set,
+                    None => c.address_sets.push(set),
+                }
+            }
+            Request::RemoveAddressSet { name } => remove_where(
+                &mut self.base().address_sets,
+                |s| s.name == name,
+                || format!("no address set {name:?}"),
+            )?,
+            Request::SetPodPolicy { policy } => {
+                let c = self.base();
+                match c.pod_policies.iter_mut().find(|p| p.pod == policy.pod) {
+                    Some(p) => *p = policy,
+                    None => c.pod_policies.push(policy),
+                }
+            }
+            Request::RemovePodPolicy { pod } => remove_where(
+                &mut self.base().pod_policies,
+                |p| p.pod == pod,
+                || format!("no policy for pod {pod:?}"),
+            )?,
             other => {
                 let v = serde_json::to_value(&other).unwrap_or_default();
                 let cmd = v.get("cmd").and_then(|c| c.as_str()).unwrap_or("?");

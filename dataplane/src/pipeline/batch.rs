@@ -30,6 +30,9 @@ pub mod flags {
     /// than its path is cut to the path by ip4-tso instead of being refused with
     /// fragmentation-needed.
     pub const SUPER: u8 = 8;
+    /// nat44-in found the packet's flow in conntrack (an established flow, a reply): the
+    /// netpol stage lets it through without evaluating rules.
+    pub const TRACKED: u8 = 16;
 }
 
 #[derive(Clone, Copy, Debug)]

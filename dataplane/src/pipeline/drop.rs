@@ -69,6 +69,8 @@ reasons! {
     NatUnavailable => Nat44In, "nat_unavailable", "Service traffic, but the pipeline has no conntrack table";
     IcmpQuoteTruncated => Nat44In, "icmp_quote_truncated", "ICMP error quoting less than an IPv4 header and 8 bytes";
     IcmpErrorUnmatched => Nat44In, "icmp_error_unmatched", "ICMP error about a translated address that matches no conntrack entry";
+    PolicyDeniedEgress => NetPol, "policy_denied_egress", "no NetworkPolicy selecting the source pod allows this egress";
+    PolicyDeniedIngress => NetPol, "policy_denied_ingress", "no NetworkPolicy selecting the destination pod allows this ingress";
     Ip4MartianDst => Ip4Lookup, "ip4_martian_dst", "destination is multicast, broadcast, loopback or 0.0.0.0";
     NoRoute => Ip4Lookup, "no_route", "no FIB entry for the destination";
     NeighbourUnresolved => Ip4Lookup, "neighbour_unresolved", "next hop has no MAC";

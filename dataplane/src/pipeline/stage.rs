@@ -5,7 +5,7 @@
 //! must be routed back) is picked up by the next pass. `Nat44In` (conntrack, Service DNAT
 //! and every SNAT, decided and recorded before routing so that the next packet of a flow finds
 //! its entry whatever batch or pass it is in) sits between `Ip4Input` and `Ip4Lookup`;
-//! policy stages would slot in around it.
+//! `NetPol` (NetworkPolicy) follows it, so policies see translated packets.
 
 use serde::Serialize;
 
@@ -17,6 +17,7 @@ pub enum Stage {
     L2Fwd,
     Ip4Input,
     Nat44In,
+    NetPol,
     Ip4Lookup,
     Ip4Local,
     VxlanDecap,
@@ -39,12 +40,13 @@ pub enum Stage {
 impl Stage {
     pub const COUNT: usize = Stage::Done as usize + 1;
     /// The stages a pass runs, in order.
-    pub const RUN_ORDER: [Stage; 16] = [
+    pub const RUN_ORDER: [Stage; 17] = [
         Stage::EthInput,
         Stage::Arp,
         Stage::L2Fwd,
         Stage::Ip4Input,
         Stage::Nat44In,
+        Stage::NetPol,
         Stage::Ip4Lookup,
         Stage::Ip4Local,
         Stage::VxlanDecap,
@@ -66,6 +68,7 @@ impl Stage {
             Stage::L2Fwd => "l2-fwd",
             Stage::Ip4Input => "ip4-input",
             Stage::Nat44In => "nat44-in",
+            Stage::NetPol => "netpol",
             Stage::Ip4Lookup => "ip4-lookup",
             Stage::Ip4Local => "ip4-local",
             Stage::VxlanDecap => "vxlan4-decap",

@@ -8,6 +8,7 @@
 //! | peers (with their encapsulation templates) | `peers` | node, uplink, vxlan, ipip, peers; the neighbour table |
 //! | FIB | `fib` | node, uplink, host, routes; the port, peer and neighbour tables |
 //! | Services, NAT | `services` | nat, node, peers (the context); each Service |
+//! | NetworkPolicy | `policy` (`tables/policy.rs`) | policy, address sets, pod policies, pods; the port table (per set and per pod) |
 //!
 //! [`rebuild`] runs a builder only when what it reads differs from what the previous
 //! snapshot was built from (configuration sections by value, tables by `Arc` identity), and
@@ -173,6 +174,23 @@ pub fn rebuild(
             (Arc::new(t), Arc::new(n))
         }
     };
+    let policy = match old {
+        Some((p, o))
+            if o.policy == c.policy
+                && o.address_sets == c.address_sets
+                && o.pod_policies == c.pod_policies
+                && o.pods == c.pods
+                && Arc::ptr_eq(&p.ports, &ports.ports) =>
+        {
+            p.policy.clone()
+        }
+        _ => Arc::new(super::policy::build(
+            c,
+            &ports.ports,
+            prev.map(|p| &*p.policy),
+            &mut errs,
+        )),
+    };
     // The uplink XDP program steers external/LoadBalancer IPs through a prefix map of fixed
     // capacity (with the pod CIDR): a configuration it cannot hold is refused, never
     // half-steered.
@@ -215,6 +233,7 @@ pub fn rebuild(
         neighbour_macs: neigh.macs,
         services: svc,
         nat,
+        policy,
         config: cfg,
     })
 }

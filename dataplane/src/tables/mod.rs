@@ -9,6 +9,8 @@ pub mod fasthash;
 pub mod health_check;
 pub mod lpm;
 pub mod maglev;
+pub mod policy;
+pub mod policy_dump;
 pub mod services;
 pub mod snapshot;
 

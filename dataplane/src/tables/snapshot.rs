@@ -134,6 +134,8 @@ pub struct Snapshot {
     /// Services (frontends, endpoints, Maglev tables) and NAT settings.
     pub services: Arc<ServiceTable>,
     pub nat: Arc<NatInfo>,
+    /// NetworkPolicy compiled per local pod (`tables::policy`).
+    pub policy: Arc<super::policy::PolicyTable>,
     /// The configuration this snapshot was built from.
     pub config: ConfigState,
 }

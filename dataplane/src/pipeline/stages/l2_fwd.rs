@@ -32,6 +32,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     // A reply of a translated flow between two pods of this node (pod C answering pod A,
     // which reached it through a ClusterIP) would bypass the reverse NAT if bridged: route
     // it instead, like br_netfilter sending bridged traffic through conntrack.
+    if policy_applies(cx, b.frame(i), in_port, out) {
+        cx.trace(Stage::L2Fwd, || {
+            "a NetworkPolicy selects a pod of this flow: routed through netpol".into()
+        });
+        return b.set_next(i, Stage::Ip4Input);
+    }
     if is_translated_flow(cx, b.frame(i)) {
         cx.trace(Stage::L2Fwd, || {
             "reply of a translated flow: routed for reverse NAT".into()
@@ -47,6 +53,15 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     cx.counters.count_l2(out, b.frame(i).len());
     b.meta[i].out_port = out;
     b.set_next(i, Stage::Output);
+}
+
+/// Bridged IPv4 between two pods of which one is selected by a policy goes the routed way,
+/// through nat44-in's conntrack and netpol.
+fn policy_applies(cx: &Cx<'_>, f: &[u8], in_port: u16, out: u16) -> bool {
+    let pt = &cx.snap.policy;
+    !pt.is_empty()
+        && crate::wire::be16(f, 12) == ethernet::ETHERTYPE_IPV4
+        && (pt.by_port(in_port).is_some() || pt.by_port(out).is_some())
 }
 
 fn is_translated_flow(cx: &Cx<'_>, f: &[u8]) -> bool {

@@ -17,6 +17,7 @@ mod nat_common;
 mod nat_frag;
 mod nat_icmp;
 mod nat_policy;
+mod netpol;
 mod output;
 mod vxlan;
 
@@ -33,8 +34,10 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Nat44In => {
             nat_frag::expire(cx);
             nat44_in::prefetch(cx, b, mask);
-            each(cx, b, mask, nat44_in::packet)
+            each(cx, b, mask, nat44_in::packet);
+            netpol::take_over(cx, b);
         }
+        Stage::NetPol => each(cx, b, mask, netpol::packet),
         Stage::Ip4Lookup => {
             let routes = ip4_lookup::lookup_batch(cx, b, mask);
             each(cx, b, mask, |cx, b, i| {

@@ -108,7 +108,7 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if let Some(hit) = ct.lookup(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
         let to = hit.target();
         rewrite(b.frame_mut(i), l4, &key, &to);
-        b.meta[i].flags |= flags::NAT;
+        b.meta[i].flags |= flags::NAT | flags::TRACKED;
         let now = cx.now_ns;
         cx.trace(Stage::Nat44In, || {
             let d = if hit.dir == Dir::Orig {
