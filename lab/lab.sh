@@ -78,9 +78,12 @@ up() {
   echo "lab: Node $TOPO_CONTROL_PLANE_NAME podCIDR $cidr"
   for n in $TOPO_NODES; do
     cidr=$(lab/cluster/agent.sh "$n")
+    # kube-controller-manager's range allocator now and then allocates twice for one Node
+    # (a node-lifecycle status update racing its patch) and skips a /24: the lab goes on
+    # with what the cluster gave (checks read addresses from the API; the agent drops
+    # house addresses outside the node's podCIDR).
     if [ "$cidr" != "${TOPO_POD_CIDR[$n]}" ]; then
-      echo "lab: node$n got podCIDR $cidr, the topology says ${TOPO_POD_CIDR[$n]}"
-      return 1
+      echo "lab: WARNING: node$n got podCIDR $cidr, the topology says ${TOPO_POD_CIDR[$n]}"
     fi
   done
   for n in $TOPO_NODES; do

@@ -23,6 +23,15 @@ pub struct NodeInfo {
     pub max_pods: u32,
 }
 
+/// The GOARCH spelling Kubernetes uses.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn ready_condition(now: &Time) -> serde_json::Value {
     json!({
         "type": "Ready", "status": "True", "reason": "KubeletReady",
@@ -42,24 +51,31 @@ fn status_patch(n: &NodeInfo) -> serde_json::Value {
             "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
             "osImage": "podswitch lab", "containerRuntimeVersion": "podswitch-lab-agent://0.1",
             "kubeletVersion": "v1.37.2", "kubeProxyVersion": "",
-            "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
+            "operatingSystem": "linux", "architecture": arch(),
         },
     }})
 }
 
-/// Creates the Node, with its status, unless it exists (then posts its status). A new
-/// Node is written once only: node IPAM allocates its podCIDR on that event, and an update
-/// racing the allocation makes kube-controller-manager's range allocator skip a /24.
+/// Creates the Node unless it exists (then posts its status). A new Node is written once
+/// only until it has its podCIDR: node IPAM allocates on the create event, and an update
+/// racing the allocation makes kube-controller-manager's range allocator allocate twice,
+/// fail, and skip a /24 for the next Node.
 pub async fn register(client: &Client, n: &NodeInfo) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut node = status_patch(n);
-    // The annotations a kubelet's Node carries from the start (flanneld, among others,
-    // expects the map to exist).
+    // An annotation map from the start, as a kubelet's Node has (flanneld expects one): the
+    // TTL controller's, which the lab runs without.
     node["metadata"] = json!({"name": n.name,
+        // The deprecated beta labels too, as a kubelet sets them: otherwise the node
+        // lifecycle controller adds them at once, racing node IPAM (see above).
         "labels": {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": std::env::consts::ARCH},
-        "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true",
-            "node.alpha.kubernetes.io/ttl": "0"}});
+            "kubernetes.io/arch": arch(), "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": arch()},
+        "annotations": {"node.alpha.kubernetes.io/ttl": "0"}});
+    // Registered not-ready, as a kubelet registers: the apiserver drops the status of a
+    // created Node, and without this taint the node lifecycle controller adds it at once.
+    node["spec"] =
+        json!({"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]});
     let node: Node = serde_json::from_value(node)?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {
@@ -81,6 +97,8 @@ pub async fn wait_pod_cidr(client: &Client, name: &str) {
         if let Ok(node) = nodes.get(name).await
             && node.spec.and_then(|s| s.pod_cidr).is_some()
         {
+            // Let the allocator's cache see its own patch before the Node changes again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

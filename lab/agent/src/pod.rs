@@ -123,6 +123,39 @@ impl Ctx {
         caps
     }
 
+    /// The capability arguments for ADD: an address asked for outside the node's podCIDR
+    /// (node IPAM gave the node another range) is dropped with an Event, and IPAM chooses.
+    async fn add_capability_args(&self, pod: &Pod) -> Map<String, Value> {
+        let mut caps = Self::capability_args(pod);
+        let Some(ip) = pod.annotations().get(IP_ANNOTATION) else {
+            return caps;
+        };
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let cidr = nodes
+            .get(&self.node)
+            .await
+            .ok()
+            .and_then(|n| n.spec?.pod_cidr);
+        if let Some(cidr) = cidr
+            && !in_cidr(ip, &cidr)
+        {
+            let msg = format!(
+                "annotation {IP_ANNOTATION}={ip} is outside the node's podCIDR {cidr}: IPAM chooses the address"
+            );
+            pod_event(
+                &self.client,
+                &self.node,
+                pod,
+                true,
+                "RequestedIPIgnored",
+                &msg,
+            )
+            .await;
+            caps.remove("ips");
+        }
+        caps
+    }
+
     /// Namespace + CNI ADD; on failure whatever was made is removed again.
     async fn attach(&self, pod: &Pod) -> Result<PodRecord> {
         let uid = pod.uid().unwrap_or_default();
@@ -151,7 +184,7 @@ impl Ctx {
         netns::create(&rec.netns).await?;
         // Saved before ADD: a crash in the middle is cleaned up on the next start.
         self.state.save(&rec)?;
-        let caps = Self::capability_args(pod);
+        let caps = self.add_capability_args(pod).await;
         match self.cni.add(&self.attachment(&rec), &caps).await {
             Ok(result) => {
                 rec.pod_ip = cni::result_ips(&result).into_iter().next();
@@ -209,6 +242,22 @@ impl Ctx {
             tracing::warn!("pod {}: status update failed: {e}", pod_key(pod));
         }
     }
+}
+
+/// Whether the IPv4 address `ip` lies in `cidr` (false for anything unparsable).
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (Some((net, len)), Ok(ip)) = (cidr.split_once('/'), ip.parse::<std::net::Ipv4Addr>())
+    else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    if len > 32 {
+        return false;
+    }
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 fn grace_of(pod: &Pod) -> Duration {
@@ -475,6 +524,15 @@ mod tests {
             "env":[{"name":"K","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}}]}]}}),
         );
         assert!(format!("{:#}", container_specs(&p).unwrap_err()).contains("valueFrom"));
+    }
+
+    #[test]
+    fn requested_addresses_are_checked_against_the_pod_cidr() {
+        assert!(in_cidr("10.244.3.30", "10.244.3.0/24"));
+        assert!(!in_cidr("10.244.3.30", "10.244.4.0/24"));
+        assert!(in_cidr("10.1.2.3", "0.0.0.0/0"));
+        assert!(!in_cidr("garbage", "10.244.3.0/24"));
+        assert!(!in_cidr("10.244.3.30", "10.244.3.0/33"));
     }
 
     #[test]
