@@ -35,7 +35,7 @@ for _ in range(n):
         seen["error: %s" % e] += 1
 print(" ".join("%s=%d" % kv for kv in sorted(seen.items())))
 PY
-)
+) || out="error: client timed out ${out:-}"
   echo "$out" | grep -q error && ok=0
   for w in "$@"; do echo "$out" | grep -q "$w=" || ok=0; done
   if [ "$ok" = 1 ]; then result "$name" PASS "$out"; else result "$name" FAIL "$out"; fi

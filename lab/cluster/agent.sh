@@ -14,7 +14,7 @@ dir=$CLUSTER_DIR/node$n
 mkdir -p "$dir/net.d"
 spawn_node "$n" agent "${AGENT_BIN:?set AGENT_BIN}" --kubeconfig "$CLUSTER_DIR/pki/$node.kubeconfig" \
   --node "$node" --node-ip "${TOPO_ADDR[$n]}" --cni-conf "$dir/net.d/10-lab.conflist" \
-  --cni-path "${CNI_PATH:-/opt/cni/bin:/usr/lib/cni}" --netns-prefix "$P-n$n-" --state-dir "$dir/agent"
+  --cni-path "${CNI_PATH:-$BIN:/opt/cni/bin:/usr/lib/cni}" --netns-prefix "$P-n$n-" --state-dir "$dir/agent"
 if ! cidr=$(wait_pod_cidr "$node" 30); then
   tail -20 "$dir/agent.log" >&2
   exit 1

@@ -19,6 +19,8 @@ proxy_arp = false
 name = "eth0"
 mac = "${TOPO_UPLINK_MAC[$n]}"
 mtu = 1500
+# The fabric host is the node's default gateway (its MAC is learned from the kernel's ARP).
+gateway = "$TOPO_FABRIC_IP"
 
 [host]
 name = "psw-host"
