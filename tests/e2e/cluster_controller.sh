@@ -194,11 +194,14 @@ ctl_pid=$(cat "$LAB_STATE/node1/controller.pid")
 ctl_cmd=$(tr '\0' ' ' <"/proc/$ctl_pid/cmdline")
 check "kill -9 podswitch-controller on node1" kill -9 "$ctl_pid"
 check "NodePort still answers without the controller" http_ok "$P-fab" http://192.168.1.10:30090/whoami 10 echo-2
+# Names the API gives, read while it is up.
+nsa=$(pod_ns pod-a)
+ipb=$(kc get pod pod-b -o 'jsonpath={.status.podIP}')
 api_pid=$(cat "$LAB_STATE/kube-apiserver.pid")
 check "stop kube-apiserver" kill "$api_pid"
 sleep 1
 check "NodePort and pod-to-pod still work without the apiserver" bash -c "
-  ip netns exec $P-fab curl -sf -m 3 http://192.168.1.10:30090/whoami && ip netns exec $(pod_ns pod-a) ping -c 2 -W 2 $(kc get pod pod-b -o 'jsonpath={.status.podIP}' 2>/dev/null || echo 10.244.2.20)"
+  ip netns exec $P-fab curl -sf -m 3 http://192.168.1.10:30090/whoami && ip netns exec $nsa ping -c 2 -W 2 $ipb"
 check "kube-apiserver restarted" env CLUSTER_BIN="$(lab/cluster/build-bins.sh 2>/dev/null | tail -1)" \
   CLUSTER_DIR="$LAB_STATE" CLUSTER_NS="$P-fab" P="$P" lab/cluster/apiserver.sh
 # shellcheck disable=SC2086 # the recorded command line, word by word
