@@ -4,6 +4,7 @@
 //! Lookups are one hash-map probe whatever the number of Services (kube-proxy's iptables
 //! mode walks a chain per Service instead).
 
+use super::cow::{PagedVec, ShardedMap};
 use super::fasthash::FastMap;
 use super::lpm::{Prefix, overlaps};
 use super::maglev;
@@ -121,23 +122,28 @@ pub fn frontend_key(ip: [u8; 4], port: u16, proto: u8) -> u64 {
 /// The Service table. The pipeline reads `ports`, `frontends` and `node_ports`; the rest is
 /// the control side's record of what each Service put in, so that one Service is replaced
 /// or removed alone ([`ServiceTable::update`]) instead of rebuilding the table.
+///
+/// Its vectors and maps are copy-on-write in pages and shards (`tables::cow`): the copy a
+/// change makes shares everything but the few pages and shards that change writes, so a
+/// change costs in proportion to the Services it touches, not to the table.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceTable {
-    pub ports: Vec<Arc<ServicePortEntry>>,
+    pub ports: PagedVec<Arc<ServicePortEntry>>,
     /// ClusterIP / externalIP / LoadBalancer IP frontends.
-    pub frontends: FastMap<u64, (u32, Frontend)>,
+    pub frontends: ShardedMap<u64, (u32, Frontend)>,
     /// NodePorts, keyed by `frontend_key([0; 4], port, proto)`.
-    pub node_ports: FastMap<u64, u32>,
+    pub node_ports: ShardedMap<u64, u32>,
     /// Every frontend and endpoint address with the number of Services using it as each:
     /// what nat44-in checks (through [`ServiceTable::addr_kind`]) when a fragment without
     /// ports may belong to a translated flow.
-    addrs: FastMap<[u8; 4], AddrUse>,
-    /// externalIPs and LoadBalancer IPs, with the number of Services using each.
-    external: FastMap<[u8; 4], u32>,
+    addrs: ShardedMap<[u8; 4], AddrUse>,
+    /// externalIPs and LoadBalancer IPs, with the number of Services using each (few: the
+    /// uplink filter holds at most `MAX_OWNED_PREFIXES`), copied only when one changes.
+    external: Arc<FastMap<[u8; 4], u32>>,
     /// Per Service (`namespace/name`): what it put in the table.
-    services: HashMap<Arc<str>, Arc<ServiceRecord>>,
+    services: ShardedMap<Arc<str>, Arc<ServiceRecord>>,
     /// Per entry of `ports`: the Service it belongs to.
-    slot_owner: Vec<Arc<str>>,
+    slot_owner: PagedVec<Arc<str>>,
 }
 
 /// How many Services use an address as a frontend and as an endpoint.
@@ -220,6 +226,11 @@ impl ServiceTable {
         v
     }
 
+    /// The number of distinct externalIPs and LoadBalancer IPs.
+    pub fn external_count(&self) -> usize {
+        self.external.len()
+    }
+
     /// The number of Services in the table.
     pub fn service_count(&self) -> usize {
         self.services.len()
@@ -284,11 +295,14 @@ impl ServiceTable {
         for a in &rec.endpoint_addrs {
             self.addr_release(*a, false);
         }
-        for a in &rec.external {
-            if let Some(n) = self.external.get_mut(a) {
-                *n -= 1;
-                if *n == 0 {
-                    self.external.remove(a);
+        if !rec.external.is_empty() {
+            let external = Arc::make_mut(&mut self.external);
+            for a in &rec.external {
+                if let Some(n) = external.get_mut(a) {
+                    *n -= 1;
+                    if *n == 0 {
+                        external.remove(a);
+                    }
                 }
             }
         }
@@ -383,13 +397,16 @@ impl ServiceTable {
             frontends.push((key, f, p));
         }
         for a in &b.frontend_addrs {
-            self.addrs.entry(*a).or_default().frontend += 1;
+            self.addrs.entry_or_default(*a).frontend += 1;
         }
         for a in &b.endpoint_addrs {
-            self.addrs.entry(*a).or_default().endpoint += 1;
+            self.addrs.entry_or_default(*a).endpoint += 1;
         }
-        for a in &b.external {
-            *self.external.entry(*a).or_default() += 1;
+        if !b.external.is_empty() {
+            let external = Arc::make_mut(&mut self.external);
+            for a in &b.external {
+                *external.entry(*a).or_default() += 1;
+            }
         }
         for e in b.ports {
             self.ports.push(Arc::new(e));
