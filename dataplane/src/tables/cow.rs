@@ -259,3 +259,70 @@ impl<K: Hash + Eq + Clone + ShardKey, V: Clone> ShardedMap<K, V> {
         self.iter().map(|(k, _)| k)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paged_vec_is_a_vec_whose_clones_share_unwritten_pages() {
+        let mut a: PagedVec<u32> = PagedVec::default();
+        let mut model: Vec<u32> = Vec::new();
+        for i in 0..300 {
+            a.push(i);
+            model.push(i);
+        }
+        let b = a.clone();
+        // swap_remove across pages, at the end, and at the start.
+        for i in [5usize, 130, 297, 0, 64, 63] {
+            assert_eq!(a.swap_remove(i), model.swap_remove(i));
+        }
+        a.set(10, 1000);
+        model[10] = 1000;
+        assert_eq!(a.iter().copied().collect::<Vec<_>>(), model);
+        assert_eq!((&a).into_iter().count(), model.len());
+        assert_eq!(a.len(), model.len());
+        assert_eq!(a[7], model[7]);
+        assert_eq!(a.get(model.len()), None);
+        // The clone kept its values, and shares the pages neither wrote.
+        assert_eq!(
+            b.iter().copied().collect::<Vec<_>>(),
+            (0..300).collect::<Vec<_>>()
+        );
+        assert!(Arc::ptr_eq(&a.pages[3], &b.pages[3]));
+        assert!(!Arc::ptr_eq(&a.pages[0], &b.pages[0]));
+        while a.pop().is_some() {}
+        assert!(a.is_empty() && a.pages.is_empty());
+    }
+
+    #[test]
+    fn sharded_map_counts_and_copies_one_shard_per_write() {
+        let mut m: ShardedMap<u64, u32> = ShardedMap::default();
+        assert_eq!(m.get(&1), None);
+        assert_eq!(m.remove(&1), None);
+        for k in 0..1000u64 {
+            m.insert(k, k as u32);
+        }
+        m.insert(5, 50);
+        assert_eq!(m.len(), 1000);
+        let before = m.clone();
+        *m.entry_or_default(2000) += 1;
+        *m.entry_or_default(5) += 1;
+        assert_eq!(m.remove(&7), Some(7));
+        assert_eq!(m.len(), 1000);
+        assert_eq!(
+            (m.get(&5), m.get(&2000), m.get(&7)),
+            (Some(&51), Some(&1), None)
+        );
+        assert_eq!((before.get(&5), before.get(&7)), (Some(&50), Some(&7)));
+        assert_eq!(m.iter().count(), m.len());
+        let shared = (0..SHARDS)
+            .filter(|&s| Arc::ptr_eq(&m.shards[s], &before.shards[s]))
+            .count();
+        assert!(shared >= SHARDS - 3, "{shared} shards shared");
+        let mut names: ShardedMap<Arc<str>, u8> = ShardedMap::default();
+        names.insert("ns/a".into(), 1);
+        assert!(names.contains_key("ns/a"));
+        assert_eq!(names.get_mut("ns/a").map(|v| *v), Some(1));
+    }
+}

@@ -69,7 +69,9 @@ pub struct ServicePortEntry {
     pub backends: Vec<Backend>,
     #[serde(skip)]
     pub maglev: Vec<u16>,
-    /// Maglev table over the local backends only (values index `backends`).
+    /// Maglev table over the local backends only (values index `backends`); built only
+    /// when a Local traffic policy can use it (`external_local` or `internal_local`),
+    /// empty otherwise.
     #[serde(skip)]
     pub maglev_local: Vec<u16>,
 }
@@ -168,8 +170,8 @@ struct ServiceRecord {
 /// One Service built and checked on its own, not yet in a table.
 struct BuiltService {
     ports: Vec<ServicePortEntry>,
-    /// (frontend key, what it is for messages, kind, index of the Service port).
-    frontends: Vec<(u64, String, Frontend, u16)>,
+    /// (frontend key, kind, index of the Service port, protocol name for messages).
+    frontends: Vec<(u64, Frontend, u16, &'static str)>,
     /// Its health-check port as a NodePort frontend key, which no NodePort may hold.
     health_check: Option<(u64, u16)>,
     frontend_addrs: Vec<[u8; 4]>,
@@ -372,7 +374,7 @@ impl ServiceTable {
                 "service {name}: health_check_node_port {hc} is already used by {owner}"
             ));
         }
-        for (key, what, f, p) in b.frontends {
+        for (key, f, p, pstr) in b.frontends {
             let idx = slots[usize::from(p)];
             let taken = if f == Frontend::NodePort {
                 self.node_ports.get(&key).copied()
@@ -386,6 +388,7 @@ impl ServiceTable {
                     .map(|e| e.name.clone())
                     .or_else(|| b.ports.get((o - base) as usize).map(|e| e.name.clone()))
                     .unwrap_or_default();
+                let what = describe_frontend(key, f, pstr);
                 errs.push(format!("service {name}: {what} is already used by {owner}"));
                 continue;
             }
@@ -705,39 +708,33 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
             let local_idx: Vec<u16> = (0..backends.len() as u16)
                 .filter(|&i| backends[usize::from(i)].local)
                 .collect();
-            let local_ids: Vec<u64> = local_idx.iter().map(|&i| ids[usize::from(i)]).collect();
-            let maglev_local: Vec<u16> = maglev::build(&local_ids)
-                .into_iter()
-                .map(|k| local_idx[usize::from(k)])
-                .collect();
-            // Whether a frontend is free is checked when the Service is inserted.
-            let mut add = |key: u64, what: String, f: Frontend, _: &mut Vec<String>| {
-                out.frontends.push((key, what, f, pi as u16));
+            let local_policy = s.external_traffic_policy == TrafficPolicy::Local
+                || s.internal_traffic_policy == TrafficPolicy::Local;
+            let maglev_local: Vec<u16> = if local_policy {
+                let local_ids: Vec<u64> = local_idx.iter().map(|&i| ids[usize::from(i)]).collect();
+                maglev::build(&local_ids)
+                    .into_iter()
+                    .map(|k| local_idx[usize::from(k)])
+                    .collect()
+            } else {
+                Vec::new()
             };
+            // Whether a frontend is free is checked when the Service is inserted.
             let pstr = p.protocol.as_str();
+            let mut add = |key: u64, f: Frontend| {
+                out.frontends.push((key, f, pi as u16, pstr));
+            };
             if let Some(ip) = s.cluster_ip {
                 add(
                     frontend_key(ip.octets(), p.port, proto),
-                    format!("{ip}:{}/{pstr}", p.port),
                     Frontend::ClusterIp,
-                    errs,
                 );
             }
             for ip in s.external_ips.iter().chain(&s.load_balancer_ips) {
-                add(
-                    frontend_key(ip.octets(), p.port, proto),
-                    format!("{ip}:{}/{pstr}", p.port),
-                    Frontend::External,
-                    errs,
-                );
+                add(frontend_key(ip.octets(), p.port, proto), Frontend::External);
             }
             if let Some(np) = p.node_port {
-                add(
-                    frontend_key([0; 4], np, proto),
-                    format!("node_port {np}/{pstr}"),
-                    Frontend::NodePort,
-                    errs,
-                );
+                add(frontend_key([0; 4], np, proto), Frontend::NodePort);
             }
             for ip in s
                 .cluster_ip
@@ -780,6 +777,17 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         v.dedup();
     }
     Some(out)
+}
+
+/// A frontend for messages: `10.96.0.10:80/tcp`, `node_port 30080/tcp` (made only when
+/// one is refused, not for every frontend built).
+fn describe_frontend(key: u64, f: Frontend, pstr: &str) -> String {
+    let port = (key >> 8) as u16;
+    if f == Frontend::NodePort {
+        format!("node_port {port}/{pstr}")
+    } else {
+        format!("{}:{port}/{pstr}", Ipv4Addr::from((key >> 24) as u32))
+    }
 }
 
 /// Stable identity of a backend for Maglev (address and port).
