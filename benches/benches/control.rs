@@ -3,12 +3,14 @@
 //!
 //! - `control/endpoint_change`: one Service's endpoints change (`add-service`), applied and
 //!   published, as a client sees it (request to response on the socket);
-//! - `control/full_sync`: 10k Services from empty in one `batch` request;
+//! - `control/full_sync`: 10k Services from empty in one `batch` request (client encode,
+//!   daemon parse, build and publish; the request itself is built before the clock starts);
 //! - `control/full_rebuild`: every table built from scratch from the same configuration,
 //!   which is what every change cost before tables were built per table and per Service.
 //!
 //! Before criterion runs, the median and 99th percentile of 2000 endpoint changes are
-//! printed (criterion reports means and medians, not tails).
+//! printed (criterion reports means and medians, not tails), with an empty conntrack table
+//! and again with 100k Service flows in it.
 
 use criterion::{Criterion, black_box};
 use podswitch::config::NodeConfig;
@@ -100,13 +102,15 @@ impl Daemon {
         assert!(r.ok, "refused: {:?}", r.error);
     }
 
-    fn full_sync(&self) {
+    /// The full sync request: 10k `add-service` in one `batch` (built before the clock
+    /// starts: a controller has its Services in memory, it does not parse them first).
+    fn full_sync_request() -> Request {
         let changes = (0..SERVICES)
             .map(|i| Request::AddService {
                 service: service(i, 0),
             })
             .collect();
-        self.send(&Request::Batch { changes });
+        Request::Batch { changes }
     }
 
     fn clear(&self) {
@@ -148,16 +152,58 @@ fn percentiles(d: &Daemon) {
     );
 }
 
+/// Fills conntrack with `n` established flows to the Services' ClusterIPs (each to one of
+/// its endpoints), as a busy node has: a change's conntrack cleanup then has entries to
+/// look at.
+fn fill_conntrack(d: &Daemon, n: u32) {
+    use podswitch::conntrack::{FlowKey, NewFlow, State, flag};
+    let view = d.control.snapshot();
+    let now = podswitch::daemon::clock::now_ns();
+    let t = podswitch::config::services::Timeouts::default();
+    let mut made = 0;
+    for k in 0..n {
+        let i = k % SERVICES;
+        let vip = [10, 96, (i / 250) as u8, (1 + i % 250) as u8];
+        let Some((idx, _)) = view.snap.services.lookup(vip, 80, 6, [0; 4]) else {
+            continue;
+        };
+        let be = &view.snap.services.ports[idx as usize].backends;
+        let b = &be[(k / SERVICES) as usize % be.len()];
+        let client = [10, 244, 1, 2 + (k % 200) as u8];
+        let sport = 1024 + (k / 200) as u16;
+        let f = NewFlow {
+            orig: FlowKey::new(6, client, vip, sport, 80),
+            reply: FlowKey::new(6, b.ip, client, b.port, sport),
+            port_range: None,
+            flags: flag::SERVICE,
+            state: State::TcpEstablished,
+            bytes: 60,
+        };
+        if d.control.ct.create(&f, now, &t).is_ok() {
+            made += 1;
+        }
+    }
+    eprintln!("conntrack: {made} Service flows");
+}
+
 fn main() {
     let d = Daemon::start();
     let t0 = Instant::now();
-    d.full_sync();
+    let req = Daemon::full_sync_request();
+    let made = t0.elapsed();
+    let t0 = Instant::now();
+    d.send(&req);
     eprintln!(
-        "first full sync: {:?} ({} Services, {} endpoints)",
+        "first full sync: {:?} ({} Services, {} endpoints; building the request before: {:?})",
         t0.elapsed(),
         SERVICES,
-        SERVICES * ENDPOINTS
+        SERVICES * ENDPOINTS,
+        made
     );
+    percentiles(&d);
+    // The same changes with conntrack holding flows: the cleanup after each publish
+    // examines the changed Service's entries.
+    fill_conntrack(&d, 100_000);
     percentiles(&d);
 
     let mut c = Criterion::default().configure_from_args();
@@ -182,8 +228,9 @@ fn main() {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 d.clear();
+                let req = Daemon::full_sync_request();
                 let t0 = Instant::now();
-                d.full_sync();
+                d.send(&req);
                 total += t0.elapsed();
             }
             total

@@ -225,6 +225,151 @@ fn per_service_updates_match_a_full_build() {
     }
 }
 
+/// Service `i` of many: its own ClusterIP, one or two ports, random endpoints, some with
+/// an externalIP or a Local traffic policy (its local Maglev table).
+fn numbered_service(r: &mut Rng, i: u64) -> Service {
+    let eps: Vec<String> = (0..r.next(6))
+        .map(|_| {
+            let (net, host) = if r.next(2) == 0 {
+                (1, 10 + r.next(4))
+            } else {
+                (2, 20 + r.next(4))
+            };
+            format!(r#"{{"ip":"10.244.{net}.{host}"}}"#)
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ports = if r.next(2) == 0 {
+        r#"[{"protocol":"tcp","port":80}]"#
+    } else {
+        r#"[{"name":"p","protocol":"tcp","port":80},{"name":"q","protocol":"udp","port":53}]"#
+    };
+    let extra = match r.next(6) {
+        0 => format!(
+            r#","external_ips":["198.51.{}.{}"]"#,
+            100 + i / 250,
+            1 + i % 250
+        ),
+        1 => r#","internal_traffic_policy":"Local""#.to_string(),
+        _ => String::new(),
+    };
+    let json = format!(
+        r#"{{"namespace":"many","name":"s{i}","cluster_ip":"10.96.{}.{}","ports":{ports}{extra},"endpoints":[{}]}}"#,
+        2 + i / 200,
+        1 + i % 200,
+        eps.join(",")
+    );
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+/// Hundreds of Services, so that the Service table's pages (64 entries) and shards are
+/// crossed, shared and copied: every publish equals a build from scratch, the Service set
+/// keeps its order (a replaced Service moves last) and its health-check index.
+#[test]
+fn per_service_updates_across_pages_match_a_full_build() {
+    let mut base = support::config();
+    base.services.clear();
+    let c = control(base);
+    let mut r = Rng(0x05ee_d0f9_a9e5);
+    let mut order: Vec<String> = Vec::new();
+    for step in 0..60 {
+        let n = if step == 0 { 300 } else { 1 + r.next(20) };
+        let mut changes = Vec::new();
+        let mut touched = std::collections::HashSet::new();
+        for _ in 0..n {
+            let i = if step == 0 {
+                changes.len() as u64
+            } else {
+                r.next(400)
+            };
+            if !touched.insert(i) {
+                continue;
+            }
+            let name = format!("s{i}");
+            let exists = order.contains(&format!("many/{name}"));
+            if exists && r.next(3) == 0 {
+                changes.push(Request::RemoveService {
+                    namespace: "many".into(),
+                    name,
+                });
+                order.retain(|x| *x != format!("many/s{i}"));
+            } else {
+                changes.push(Request::AddService {
+                    service: numbered_service(&mut r, i),
+                });
+                order.retain(|x| *x != format!("many/s{i}"));
+                order.push(format!("many/s{i}"));
+            }
+        }
+        apply(&c, changes);
+        let after = c.snapshot();
+        let cfg = after.snap.config.to_node_config();
+        let names: Vec<String> = cfg
+            .services
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect();
+        assert_eq!(names, order, "step {step}: order of the Services");
+        let full = build(&cfg, 1).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        assert_eq!(
+            canonical(&after.snap.services),
+            canonical(&full.services),
+            "step {step}"
+        );
+        assert_eq!(after.snap.services.ports.len(), full.services.ports.len());
+        assert_eq!(after.snap.services.service_count(), order.len());
+    }
+}
+
+#[test]
+fn health_check_ports_follow_their_services() {
+    let mut cfg = support::config();
+    // The example's LoadBalancer with externalTrafficPolicy Local, health-checked.
+    let lb = cfg
+        .services
+        .iter_mut()
+        .find(|s| s.name == "web-local")
+        .expect("web-local in the example");
+    lb.health_check_node_port = Some(31000);
+    let with_hc = [lb.clone()];
+    let c = control(cfg.clone());
+    let ports = |c: &Control| -> Vec<(u16, String)> {
+        c.snapshot()
+            .snap
+            .config
+            .services
+            .health_checks()
+            .map(|(p, n)| (p, n.to_string()))
+            .collect()
+    };
+    let want: Vec<(u16, String)> = with_hc
+        .iter()
+        .map(|s| {
+            (
+                s.health_check_node_port.unwrap_or_default(),
+                format!("{}/{}", s.namespace, s.name),
+            )
+        })
+        .collect();
+    assert_eq!(ports(&c), want);
+    // Replaced with another port, then removed.
+    let mut s = with_hc[0].clone();
+    let new_port = s.health_check_node_port.unwrap_or_default() + 1;
+    s.health_check_node_port = Some(new_port);
+    apply(&c, vec![Request::AddService { service: s.clone() }]);
+    assert!(ports(&c).contains(&(new_port, format!("{}/{}", s.namespace, s.name))));
+    assert_eq!(ports(&c).len(), want.len());
+    apply(
+        &c,
+        vec![Request::RemoveService {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+        }],
+    );
+    assert_eq!(ports(&c).len(), want.len() - 1);
+}
+
 #[test]
 fn a_publish_cleans_only_the_entries_of_removed_endpoints() {
     let cfg = support::config();

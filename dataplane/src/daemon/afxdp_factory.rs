@@ -53,8 +53,8 @@ impl AfXdpFactory {
             kernel_tcp_ports: snap
                 .config
                 .services
-                .iter()
-                .filter_map(|s| s.health_check_node_port)
+                .health_checks()
+                .map(|(p, _)| p)
                 .collect(),
         }
     }

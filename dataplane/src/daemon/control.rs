@@ -646,7 +646,7 @@ fn client(c: &Control, mut s: UnixStream) {
             );
             return;
         }
-        let r = match serde_json::from_slice::<Request>(&line) {
+        let r = match super::parse::request(&line) {
             Ok(req) => c.handle(req),
             Err(e) => Response::err(c.generation(), format!("bad request: {e}")),
         };

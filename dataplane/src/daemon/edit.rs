@@ -5,26 +5,19 @@ use super::protocol::Request;
 use crate::config::{NodeConfig, Service};
 use crate::tables::build::ServiceDelta;
 use crate::tables::services::service_name;
-use crate::tables::snapshot::ConfigState;
-use std::collections::{HashMap, HashSet};
+use crate::tables::snapshot::{ConfigState, ServiceSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Service changes up to which each is applied to the list alone (a scan of the list each);
-/// past it, all of them in one pass with a set of names.
-const FEW: usize = 8;
 
 pub(super) struct Edit<'a> {
     cur: &'a ConfigState,
     /// Everything but the Services, once something in it changed.
     base: Option<NodeConfig>,
-    /// The Service list a `Replace` brought (then every Service is rebuilt).
-    replaced: Option<Vec<Arc<Service>>>,
+    /// The Services a `Replace` brought (then every Service is rebuilt).
+    replaced: Option<ServiceSet>,
     /// Service changes by `namespace/name` in request order; `None`: removed.
     svc: Vec<(String, Option<Arc<Service>>)>,
     svc_at: HashMap<String, usize>,
-    /// Names of the Services before these changes, built when many are looked up.
-    names: Option<HashSet<String>>,
-    lookups: usize,
 }
 
 impl<'a> Edit<'a> {
@@ -35,8 +28,6 @@ impl<'a> Edit<'a> {
             replaced: None,
             svc: Vec::new(),
             svc_at: HashMap::new(),
-            names: None,
-            lookups: 0,
         }
     }
 
@@ -56,21 +47,14 @@ impl<'a> Edit<'a> {
     }
 
     /// Whether Service `name` exists with the changes so far.
-    fn has_service(&mut self, name: &str) -> bool {
+    fn has_service(&self, name: &str) -> bool {
         if let Some(&i) = self.svc_at.get(name) {
             return self.svc[i].1.is_some();
         }
-        let list = self.replaced.as_deref().unwrap_or(&self.cur.services);
-        if self.replaced.is_none() {
-            self.lookups += 1;
-            if self.lookups > FEW && self.names.is_none() {
-                self.names = Some(list.iter().map(|s| service_name(s)).collect());
-            }
-            if let Some(n) = &self.names {
-                return n.contains(name);
-            }
-        }
-        list.iter().any(|s| is_named(s, name))
+        self.replaced
+            .as_ref()
+            .unwrap_or(&self.cur.services)
+            .contains(name)
     }
 
     /// Applies one change; an error names what is wrong and changes nothing published.
@@ -78,16 +62,10 @@ impl<'a> Edit<'a> {
         match req {
             Request::Replace { config } => {
                 let mut new = NodeConfig::from_toml(&config)?;
-                self.replaced = Some(
-                    std::mem::take(&mut new.services)
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                );
+                self.replaced = Some(ServiceSet::from_list(std::mem::take(&mut new.services)));
                 self.base = Some(new);
                 self.svc.clear();
                 self.svc_at.clear();
-                self.names = None;
             }
             Request::AddPod { pod } => {
                 let c = self.base();
@@ -175,47 +153,29 @@ impl<'a> Edit<'a> {
     }
 
     /// The new configuration and which Services changed (`None`: all may have, after a
-    /// `Replace`).
+    /// `Replace`). Copies only the shards of the Service set the changes write.
     pub fn finish(self) -> (ConfigState, Option<ServiceDelta>) {
         let base = match self.base {
             Some(b) => Arc::new(b),
             None => self.cur.base.clone(),
         };
         let full = self.replaced.is_some();
-        let list: Option<Vec<Arc<Service>>> = self.replaced;
-        if self.svc.is_empty() {
-            let services = list.map_or_else(|| self.cur.services.clone(), Arc::new);
-            let delta = (!full).then(ServiceDelta::default);
-            return (ConfigState { base, services }, delta);
-        }
-        // A replaced Service moves to the end of the list, as a new one is added there.
-        let mut v = list.unwrap_or_else(|| self.cur.services.to_vec());
-        if self.svc.len() <= FEW {
-            for (name, _) in &self.svc {
-                v.retain(|s| !is_named(s, name));
-            }
-        } else {
-            v.retain(|s| !self.svc_at.contains_key(&service_name(s)));
-        }
+        let mut services = self.replaced.unwrap_or_else(|| self.cur.services.clone());
         let mut delta = ServiceDelta::default();
         for (name, s) in self.svc {
             match s {
                 Some(s) => {
-                    v.push(s.clone());
+                    services.insert(name.into(), s.clone());
                     delta.upserts.push(s);
                 }
-                None => delta.removed.push(name),
+                None => {
+                    services.remove(&name);
+                    delta.removed.push(name);
+                }
             }
         }
-        let services = Arc::new(v);
         (ConfigState { base, services }, (!full).then_some(delta))
     }
-}
-
-/// Whether `s` is the Service `namespace/name` (without formatting its name).
-fn is_named(s: &Service, name: &str) -> bool {
-    name.split_once('/')
-        .is_some_and(|(ns, n)| s.namespace == ns && s.name == n)
 }
 
 /// Removes the items matching `gone`; an error naming the item when nothing matched.

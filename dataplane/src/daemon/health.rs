@@ -36,11 +36,8 @@ pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
         let wanted: HashMap<u16, String> = snap
             .config
             .services
-            .iter()
-            .filter_map(|s| {
-                s.health_check_node_port
-                    .map(|p| (p, format!("{}/{}", s.namespace, s.name)))
-            })
+            .health_checks()
+            .map(|(p, name)| (p, name.to_string()))
             .collect();
         if snap.generation != seen_gen || !failed.is_empty() {
             seen_gen = snap.generation;
@@ -79,11 +76,9 @@ pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
         }
         for (port, l) in &listeners {
             while let Ok((conn, _)) = l.sock.accept() {
-                let svc = snap
-                    .config
-                    .services
-                    .iter()
-                    .find(|s| s.health_check_node_port == Some(*port));
+                let svc = wanted
+                    .get(port)
+                    .and_then(|name| snap.config.services.get(name));
                 if let Some(s) = svc {
                     answer(conn, s, local_ready_endpoints(&snap.config.base, s));
                 }

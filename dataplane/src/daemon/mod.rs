@@ -13,6 +13,7 @@ mod edit;
 pub mod handoff;
 pub mod health;
 pub mod neigh;
+mod parse;
 pub use podswitch_model::protocol;
 pub mod sys;
 pub mod view;

@@ -212,7 +212,7 @@ impl Default for UplinkConfig {
 
 /// Binary layout of `struct uplink_config` in uplink.c.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct UplinkConfigRaw {
     flags: u32,
     node_addr: u32,
@@ -274,6 +274,13 @@ fn lpm_delete(fd: RawFd, k: &LpmKey) -> io::Result<()> {
     // SAFETY: key points to a live LpmKey matching the map's key_size (8).
     let rc = unsafe { bpf::bpf_map_delete_elem(fd, (k as *const LpmKey).cast()) };
     check(rc, "delete from owned_prefixes")
+}
+
+/// What [`XdpProgram::set_config`] last wrote.
+#[derive(Debug, Default)]
+struct Written {
+    owned: BTreeMap<LpmKey, u32>,
+    cfg: Option<UplinkConfigRaw>,
 }
 
 /// Every entry of the `owned_prefixes` trie (at most its capacity: the walk is bounded).
@@ -448,6 +455,10 @@ pub struct XdpProgram {
     kernel_ports_map: OwnedFd,
     /// The ports set in `kernel_tcp_ports` by the last `set_config`.
     kernel_ports: std::sync::Mutex<std::collections::BTreeSet<u16>>,
+    /// What `set_config` last wrote: the `owned_prefixes` entries (the map is ours from
+    /// `load` on) and the configuration record. A publish diffs against this copy instead
+    /// of walking the trie through the kernel, and writes nothing when it is unchanged.
+    written: std::sync::Mutex<Written>,
     xsks: XskMap,
 }
 
@@ -532,6 +543,7 @@ impl XdpProgram {
             counters_map,
             kernel_ports_map,
             kernel_ports: Default::default(),
+            written: Default::default(),
             xsks: XskMap {
                 fd: Arc::new(xsks),
                 attached: None,
@@ -588,7 +600,16 @@ impl XdpProgram {
         let raw = cfg.to_raw()?;
         let want = cfg.owned()?;
         let fd = self.owned_map.as_raw_fd();
-        let have = lpm_entries(fd)?;
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let kernel_ports_same = {
+            let k = self.kernel_ports.lock().unwrap_or_else(|e| e.into_inner());
+            k.len() == cfg.kernel_tcp_ports.len()
+                && cfg.kernel_tcp_ports.iter().all(|p| k.contains(p))
+        };
+        if written.owned == want && written.cfg == Some(raw) && kernel_ports_same {
+            return Ok(());
+        }
+        let have = written.owned.clone();
         let mut added: Vec<LpmKey> = Vec::new();
         for (k, &v) in &want {
             if have.get(k) == Some(&v) {
@@ -614,6 +635,9 @@ impl XdpProgram {
             }
             added.push(*k);
         }
+        for k in &added {
+            written.owned.insert(*k, want[k]);
+        }
         // Kernel ports before the configuration: a health-check port is never steered.
         let mut kports = self.kernel_ports.lock().unwrap_or_else(|e| e.into_inner());
         for &p in &cfg.kernel_tcp_ports {
@@ -634,6 +658,7 @@ impl XdpProgram {
             )
         };
         check(rc, "update uplink_cfg")?;
+        written.cfg = Some(raw);
         let gone: Vec<u16> = kports
             .iter()
             .copied()
@@ -649,17 +674,28 @@ impl XdpProgram {
         }
         // The new configuration is live from here on: a stale prefix that cannot be removed
         // only steers a little more to podswitch (which drops what it does not own, counted),
-        // so it is reported, not turned into a failed change that is in fact half applied.
-        for k in have.keys().filter(|k| !want.contains_key(k)) {
+        // so it is reported, not turned into a failed change that is in fact half applied
+        // (and kept in `written`, so the next publish tries again).
+        let stale: Vec<(LpmKey, u32)> = have
+            .iter()
+            .filter(|(k, _)| !want.contains_key(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let mut now = want;
+        for (k, v) in &stale {
             match lpm_delete(fd, k) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => eprintln!(
-                    "podswitchd: uplink filter: cannot remove {}/{}: {e}",
-                    Ipv4Addr::from(k.addr),
-                    k.prefixlen
-                ),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "podswitchd: uplink filter: cannot remove {}/{}: {e}",
+                        Ipv4Addr::from(k.addr),
+                        k.prefixlen
+                    );
+                    now.insert(*k, *v);
+                }
                 _ => {}
             }
         }
+        written.owned = now;
         Ok(())
     }
 

@@ -170,7 +170,7 @@ pub fn rebuild(
             }
         }
         _ => {
-            let (t, n) = services::build(c, &cfg.services, &mut errs);
+            let (t, n) = services::build(c, &cfg.services.in_order(), &mut errs);
             (Arc::new(t), Arc::new(n))
         }
     };
@@ -194,7 +194,7 @@ pub fn rebuild(
     // The uplink XDP program steers external/LoadBalancer IPs through a prefix map of fixed
     // capacity (with the pod CIDR): a configuration it cannot hold is refused, never
     // half-steered.
-    let owned = svc.external_ips().len();
+    let owned = svc.external_count();
     if owned + 1 > MAX_OWNED_PREFIXES {
         errs.push(format!(
             "{owned} distinct external/LoadBalancer IPs: the uplink filter holds at most {} (plus node.pod_cidr)",

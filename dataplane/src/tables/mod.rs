@@ -5,6 +5,7 @@
 //! and workers load one snapshot per loop iteration.
 
 pub mod build;
+pub mod cow;
 pub mod fasthash;
 pub mod health_check;
 pub mod lpm;

@@ -4,6 +4,7 @@
 //! Lookups are one hash-map probe whatever the number of Services (kube-proxy's iptables
 //! mode walks a chain per Service instead).
 
+use super::cow::{PagedVec, ShardedMap};
 use super::fasthash::FastMap;
 use super::lpm::{Prefix, overlaps};
 use super::maglev;
@@ -68,7 +69,9 @@ pub struct ServicePortEntry {
     pub backends: Vec<Backend>,
     #[serde(skip)]
     pub maglev: Vec<u16>,
-    /// Maglev table over the local backends only (values index `backends`).
+    /// Maglev table over the local backends only (values index `backends`); built only
+    /// when a Local traffic policy can use it (`external_local` or `internal_local`),
+    /// empty otherwise.
     #[serde(skip)]
     pub maglev_local: Vec<u16>,
 }
@@ -121,23 +124,28 @@ pub fn frontend_key(ip: [u8; 4], port: u16, proto: u8) -> u64 {
 /// The Service table. The pipeline reads `ports`, `frontends` and `node_ports`; the rest is
 /// the control side's record of what each Service put in, so that one Service is replaced
 /// or removed alone ([`ServiceTable::update`]) instead of rebuilding the table.
+///
+/// Its vectors and maps are copy-on-write in pages and shards (`tables::cow`): the copy a
+/// change makes shares everything but the few pages and shards that change writes, so a
+/// change costs in proportion to the Services it touches, not to the table.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceTable {
-    pub ports: Vec<Arc<ServicePortEntry>>,
+    pub ports: PagedVec<Arc<ServicePortEntry>>,
     /// ClusterIP / externalIP / LoadBalancer IP frontends.
-    pub frontends: FastMap<u64, (u32, Frontend)>,
+    pub frontends: ShardedMap<u64, (u32, Frontend)>,
     /// NodePorts, keyed by `frontend_key([0; 4], port, proto)`.
-    pub node_ports: FastMap<u64, u32>,
+    pub node_ports: ShardedMap<u64, u32>,
     /// Every frontend and endpoint address with the number of Services using it as each:
     /// what nat44-in checks (through [`ServiceTable::addr_kind`]) when a fragment without
     /// ports may belong to a translated flow.
-    addrs: FastMap<[u8; 4], AddrUse>,
-    /// externalIPs and LoadBalancer IPs, with the number of Services using each.
-    external: FastMap<[u8; 4], u32>,
+    addrs: ShardedMap<[u8; 4], AddrUse>,
+    /// externalIPs and LoadBalancer IPs, with the number of Services using each (few: the
+    /// uplink filter holds at most `MAX_OWNED_PREFIXES`), copied only when one changes.
+    external: Arc<FastMap<[u8; 4], u32>>,
     /// Per Service (`namespace/name`): what it put in the table.
-    services: HashMap<Arc<str>, Arc<ServiceRecord>>,
+    services: ShardedMap<Arc<str>, Arc<ServiceRecord>>,
     /// Per entry of `ports`: the Service it belongs to.
-    slot_owner: Vec<Arc<str>>,
+    slot_owner: PagedVec<Arc<str>>,
 }
 
 /// How many Services use an address as a frontend and as an endpoint.
@@ -162,8 +170,8 @@ struct ServiceRecord {
 /// One Service built and checked on its own, not yet in a table.
 struct BuiltService {
     ports: Vec<ServicePortEntry>,
-    /// (frontend key, what it is for messages, kind, index of the Service port).
-    frontends: Vec<(u64, String, Frontend, u16)>,
+    /// (frontend key, kind, index of the Service port, protocol name for messages).
+    frontends: Vec<(u64, Frontend, u16, &'static str)>,
     /// Its health-check port as a NodePort frontend key, which no NodePort may hold.
     health_check: Option<(u64, u16)>,
     frontend_addrs: Vec<[u8; 4]>,
@@ -218,6 +226,11 @@ impl ServiceTable {
         let mut v: Vec<Ipv4Addr> = self.external.keys().map(|a| Ipv4Addr::from(*a)).collect();
         v.sort();
         v
+    }
+
+    /// The number of distinct externalIPs and LoadBalancer IPs.
+    pub fn external_count(&self) -> usize {
+        self.external.len()
     }
 
     /// The number of Services in the table.
@@ -284,11 +297,14 @@ impl ServiceTable {
         for a in &rec.endpoint_addrs {
             self.addr_release(*a, false);
         }
-        for a in &rec.external {
-            if let Some(n) = self.external.get_mut(a) {
-                *n -= 1;
-                if *n == 0 {
-                    self.external.remove(a);
+        if !rec.external.is_empty() {
+            let external = Arc::make_mut(&mut self.external);
+            for a in &rec.external {
+                if let Some(n) = external.get_mut(a) {
+                    *n -= 1;
+                    if *n == 0 {
+                        external.remove(a);
+                    }
                 }
             }
         }
@@ -358,7 +374,7 @@ impl ServiceTable {
                 "service {name}: health_check_node_port {hc} is already used by {owner}"
             ));
         }
-        for (key, what, f, p) in b.frontends {
+        for (key, f, p, pstr) in b.frontends {
             let idx = slots[usize::from(p)];
             let taken = if f == Frontend::NodePort {
                 self.node_ports.get(&key).copied()
@@ -372,6 +388,7 @@ impl ServiceTable {
                     .map(|e| e.name.clone())
                     .or_else(|| b.ports.get((o - base) as usize).map(|e| e.name.clone()))
                     .unwrap_or_default();
+                let what = describe_frontend(key, f, pstr);
                 errs.push(format!("service {name}: {what} is already used by {owner}"));
                 continue;
             }
@@ -383,13 +400,16 @@ impl ServiceTable {
             frontends.push((key, f, p));
         }
         for a in &b.frontend_addrs {
-            self.addrs.entry(*a).or_default().frontend += 1;
+            self.addrs.entry_or_default(*a).frontend += 1;
         }
         for a in &b.endpoint_addrs {
-            self.addrs.entry(*a).or_default().endpoint += 1;
+            self.addrs.entry_or_default(*a).endpoint += 1;
         }
-        for a in &b.external {
-            *self.external.entry(*a).or_default() += 1;
+        if !b.external.is_empty() {
+            let external = Arc::make_mut(&mut self.external);
+            for a in &b.external {
+                *external.entry(*a).or_default() += 1;
+            }
         }
         for e in b.ports {
             self.ports.push(Arc::new(e));
@@ -688,39 +708,33 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
             let local_idx: Vec<u16> = (0..backends.len() as u16)
                 .filter(|&i| backends[usize::from(i)].local)
                 .collect();
-            let local_ids: Vec<u64> = local_idx.iter().map(|&i| ids[usize::from(i)]).collect();
-            let maglev_local: Vec<u16> = maglev::build(&local_ids)
-                .into_iter()
-                .map(|k| local_idx[usize::from(k)])
-                .collect();
-            // Whether a frontend is free is checked when the Service is inserted.
-            let mut add = |key: u64, what: String, f: Frontend, _: &mut Vec<String>| {
-                out.frontends.push((key, what, f, pi as u16));
+            let local_policy = s.external_traffic_policy == TrafficPolicy::Local
+                || s.internal_traffic_policy == TrafficPolicy::Local;
+            let maglev_local: Vec<u16> = if local_policy {
+                let local_ids: Vec<u64> = local_idx.iter().map(|&i| ids[usize::from(i)]).collect();
+                maglev::build(&local_ids)
+                    .into_iter()
+                    .map(|k| local_idx[usize::from(k)])
+                    .collect()
+            } else {
+                Vec::new()
             };
+            // Whether a frontend is free is checked when the Service is inserted.
             let pstr = p.protocol.as_str();
+            let mut add = |key: u64, f: Frontend| {
+                out.frontends.push((key, f, pi as u16, pstr));
+            };
             if let Some(ip) = s.cluster_ip {
                 add(
                     frontend_key(ip.octets(), p.port, proto),
-                    format!("{ip}:{}/{pstr}", p.port),
                     Frontend::ClusterIp,
-                    errs,
                 );
             }
             for ip in s.external_ips.iter().chain(&s.load_balancer_ips) {
-                add(
-                    frontend_key(ip.octets(), p.port, proto),
-                    format!("{ip}:{}/{pstr}", p.port),
-                    Frontend::External,
-                    errs,
-                );
+                add(frontend_key(ip.octets(), p.port, proto), Frontend::External);
             }
             if let Some(np) = p.node_port {
-                add(
-                    frontend_key([0; 4], np, proto),
-                    format!("node_port {np}/{pstr}"),
-                    Frontend::NodePort,
-                    errs,
-                );
+                add(frontend_key([0; 4], np, proto), Frontend::NodePort);
             }
             for ip in s
                 .cluster_ip
@@ -763,6 +777,17 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         v.dedup();
     }
     Some(out)
+}
+
+/// A frontend for messages: `10.96.0.10:80/tcp`, `node_port 30080/tcp` (made only when
+/// one is refused, not for every frontend built).
+fn describe_frontend(key: u64, f: Frontend, pstr: &str) -> String {
+    let port = (key >> 8) as u16;
+    if f == Frontend::NodePort {
+        format!("node_port {port}/{pstr}")
+    } else {
+        format!("{}:{port}/{pstr}", Ipv4Addr::from((key >> 24) as u32))
+    }
 }
 
 /// Stable identity of a backend for Maglev (address and port).

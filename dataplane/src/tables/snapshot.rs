@@ -1,11 +1,13 @@
 //! The immutable table snapshot and its publication cell.
 
+use super::cow::ShardedMap;
 use super::fasthash::FastMap;
 use super::lpm::{Lpm, Prefix};
 use super::services::{NatInfo, ServiceTable};
 use crate::config::{IcmpSettings, NodeConfig, Overlay, Service, VxlanSettings};
 use crate::wire::Mac;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -140,32 +142,137 @@ pub struct Snapshot {
     pub config: ConfigState,
 }
 
-/// A node configuration with its Services held apart, each behind an `Arc`, so that a
-/// change to one Service copies neither the others nor the rest of the configuration.
+/// A node configuration with its Services held apart, by name in a copy-on-write map, so
+/// that a change to one Service copies neither the others nor the rest of the configuration.
 #[derive(Clone, Debug)]
 pub struct ConfigState {
     /// Everything but the Services (`base.services` is always empty).
     pub base: Arc<NodeConfig>,
-    pub services: Arc<Vec<Arc<Service>>>,
+    pub services: ServiceSet,
 }
 
 impl ConfigState {
     pub fn new(mut cfg: NodeConfig) -> Self {
-        let services = std::mem::take(&mut cfg.services)
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let services = ServiceSet::from_list(std::mem::take(&mut cfg.services));
         ConfigState {
             base: Arc::new(cfg),
-            services: Arc::new(services),
+            services,
         }
     }
 
     /// The whole configuration (a copy: for dumps and full replaces, not per change).
     pub fn to_node_config(&self) -> NodeConfig {
         let mut c = NodeConfig::clone(&self.base);
-        c.services = self.services.iter().map(|s| Service::clone(s)).collect();
+        c.services = self
+            .services
+            .in_order()
+            .iter()
+            .map(|s| Service::clone(s))
+            .collect();
         c
+    }
+}
+
+/// The Services of a configuration by `namespace/name`, in the order they were added (a
+/// replaced Service moves to the end, as a new one is added there). Cloning shares it; a
+/// change copies one shard.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceSet {
+    /// name -> (position, Service).
+    by_name: ShardedMap<Arc<str>, (u64, Arc<Service>)>,
+    /// Services of a list whose name came earlier in it: kept (never published) so that
+    /// the build reports them as defined twice.
+    dups: Vec<(u64, Arc<Service>)>,
+    next: u64,
+    /// (health_check_node_port, name) of the Services that have one (few; copied when one
+    /// of them changes): what the uplink filter and the health-check listener read.
+    health_checks: Arc<BTreeSet<(u16, Arc<str>)>>,
+}
+
+impl ServiceSet {
+    pub fn from_list(list: Vec<Service>) -> Self {
+        let mut set = ServiceSet::default();
+        for s in list {
+            let name: Arc<str> = super::services::service_name(&s).into();
+            if set.contains(&name) {
+                set.dups.push((set.next, Arc::new(s)));
+                set.next += 1;
+            } else {
+                set.insert(name, Arc::new(s));
+            }
+        }
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len() + self.dups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether Service `namespace/name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Service>> {
+        self.by_name.get(name).map(|(_, s)| s)
+    }
+
+    /// Adds or replaces Service `name` (its `namespace/name`), placing it last.
+    pub fn insert(&mut self, name: Arc<str>, s: Arc<Service>) {
+        let hc = s.health_check_node_port;
+        if let Some((_, old)) = self.by_name.insert(name.clone(), (self.next, s)) {
+            self.forget_health_check(&old, &name);
+        }
+        if let Some(p) = hc {
+            Arc::make_mut(&mut self.health_checks).insert((p, name));
+        }
+        self.next += 1;
+    }
+
+    /// Removes Service `name`; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.by_name.remove(name) {
+            Some((_, old)) => {
+                self.forget_health_check(&old, name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget_health_check(&mut self, old: &Service, name: &str) {
+        if let Some(p) = old.health_check_node_port {
+            Arc::make_mut(&mut self.health_checks).remove(&(p, Arc::from(name)));
+        }
+    }
+
+    /// Every Service, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.by_name
+            .iter()
+            .map(|(_, (_, s))| s)
+            .chain(self.dups.iter().map(|(_, s)| s))
+    }
+
+    /// (health_check_node_port, `namespace/name`) of every Service that has one, sorted.
+    pub fn health_checks(&self) -> impl Iterator<Item = (u16, &Arc<str>)> {
+        self.health_checks.iter().map(|(p, n)| (*p, n))
+    }
+
+    /// Every Service in order (O(n log n): for full builds and dumps, not per change).
+    pub fn in_order(&self) -> Vec<Arc<Service>> {
+        let mut v: Vec<(u64, Arc<Service>)> = self
+            .by_name
+            .iter()
+            .map(|(_, (i, s))| (*i, s.clone()))
+            .chain(self.dups.iter().cloned())
+            .collect();
+        v.sort_unstable_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, s)| s).collect()
     }
 }
 
