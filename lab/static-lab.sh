@@ -113,40 +113,9 @@ web_servers() {
   sleep 0.5
 }
 
-# check_http NAME NS URL N: N fresh connections; PASS when all answer and both pods served.
-check_http() {
-  local name=$1 ns=$2 url=$3 n=$4 out
-  out=$(ip netns exec "$ns" timeout 30 python3 - "$url" "$n" <<'PY' 2>&1
-import sys, urllib.request, collections
-url, n = sys.argv[1], int(sys.argv[2])
-seen = collections.Counter()
-for _ in range(n):
-    try:
-        seen[urllib.request.urlopen(url, timeout=3).read().decode().strip()] += 1
-    except Exception as e:
-        seen["error: %s" % e] += 1
-print(" ".join("%s=%d" % kv for kv in sorted(seen.items())))
-PY
-)
-  if ! echo "$out" | grep -q error && echo "$out" | grep -q pod-b && echo "$out" | grep -q pod-c; then
-    result "$name" PASS "$out"
-  else
-    result "$name" FAIL "$out"
-  fi
-}
-
-RESULTS=()
-result() { RESULTS+=("$1|$2|$3"); printf '%-5s %-44s %s\n' "$2" "$1" "$3"; }
-
-check_ping() {
-  local name=$1 ns=$2 out
-  shift 2
-  if out=$(ip netns exec "$ns" ping -c 3 -i 0.2 -W 2 "$@" 2>&1); then
-    result "$name" PASS "$(echo "$out" | grep -o 'rtt.*' | cut -d/ -f5 | sed 's/$/ ms avg/')"
-  else
-    result "$name" FAIL "$(echo "$out" | tail -2 | head -1)"
-  fi
-}
+# result, check_ping and check_http: shared with the cluster lab.
+# shellcheck source=lab/checks.sh
+source lab/checks.sh
 
 check() {
   echo
@@ -172,8 +141,8 @@ check() {
     check_ping "ping -M do -s 1422 pod A -> pod B" "$P-n1-a" -M do -s 1422 10.244.2.20
   fi
   # Service NAT: ClusterIP from a pod, NodePort from outside the cluster (the fabric).
-  check_http "ClusterIP 10.96.0.10:80 from pod A (20 conns)" "$P-n1-a" http://10.96.0.10/whoami 20
-  check_http "NodePort 192.168.1.10:30080 from fabric" "$P-fab" http://192.168.1.10:30080/whoami 20
+  check_http "ClusterIP 10.96.0.10:80 from pod A (20 conns)" "$P-n1-a" http://10.96.0.10/whoami 20 pod-b pod-c
+  check_http "NodePort 192.168.1.10:30080 from fabric" "$P-fab" http://192.168.1.10:30080/whoami 20 pod-b pod-c
   # TCP throughput across nodes.
   ip netns exec "$P-n2-b" iperf3 -s -1 -D -p 5201 >/dev/null 2>&1 || true
   sleep 0.3
