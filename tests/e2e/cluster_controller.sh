@@ -130,7 +130,7 @@ check "kubectl apply: a pod, NodePort, LoadBalancer, an SCTP Service, a bogus No
 check "echo-1 Ready" kc wait --for=condition=Ready pod/echo-1 --timeout=90s
 echo1_ip=$(kc get pod echo-1 -o 'jsonpath={.status.podIP}')
 check "echo-1 ($echo1_ip) is a podswitchd port on node2 with a host-local lease" bash -c "
-  $BIN/podswitchctl --socket /run/podswitch/$P-node2.sock dump config | grep -q 'name = "default/echo-1"' &&
+  $BIN/podswitchctl --socket /run/podswitch/$P-node2.sock dump config | grep -q 'name = \"default/echo-1\"' &&
   test -f $LAB_STATE/node2/ipam/podswitch/$echo1_ip"
 check "LoadBalancer ingress 192.168.1.240 set through the status subresource" \
   kc patch svc echo-lb --subresource=status --type=merge -p '{"status":{"loadBalancer":{"ingress":[{"ip":"192.168.1.240"}]}}}'
@@ -176,7 +176,7 @@ check "kubectl delete pod echo-1: only echo-2 answers" bash -c "
   done; echo \$out; exit 1"
 
 check "echo-1's podswitchd port and IPAM lease on node2 are gone" bash -c "
-  ! $BIN/podswitchctl --socket /run/podswitch/$P-node2.sock dump config | grep -q 'name = "default/echo-1"' &&
+  ! $BIN/podswitchctl --socket /run/podswitch/$P-node2.sock dump config | grep -q 'name = \"default/echo-1\"' &&
   ! grep -rqs . $LAB_STATE/node2/ipam/podswitch/$echo1_ip"
 
 # A burst of 200 Services arrives within the minimum sync interval (1 s): few publishes.
