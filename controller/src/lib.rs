@@ -12,6 +12,8 @@ pub mod netconf;
 pub mod nodes;
 pub mod planner;
 pub mod policy;
+pub mod policy_plan;
+pub mod policy_sync;
 pub mod runner;
 pub mod selector;
 pub mod services;
