@@ -1,9 +1,12 @@
 //! The podswitch controller: one agent per node, as flanneld and kube-proxy are. It watches
-//! the Kubernetes API (Nodes, Services, EndpointSlices, and the Pods on its node) and
+//! the Kubernetes API (Nodes, Services, EndpointSlices, the Pods on its node, and for
+//! NetworkPolicy every NetworkPolicy, Namespace and Pod) and
 //! programs its node's podswitchd over the control socket: peers the way flannel's kube
 //! subnet manager derives them, Services with kube-proxy's semantics.
+//! NetworkPolicies compiled into address sets and per-pod rules (`policy`).
 //!
-//! The translation (`netconf`, `template`, `nodes`, `services`, `planner`) is pure and
+//! The translation (`netconf`, `template`, `nodes`, `services`, `planner`, `policy`,
+//! `selector`) is pure and
 //! tested without a cluster; `watch`, `runner`, `daemon`, `annotate` and `status` do I/O.
 
 pub mod annotate;
