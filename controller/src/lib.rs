@@ -2,8 +2,8 @@
 //! the Kubernetes API (Nodes, Services, EndpointSlices, the Pods on its node, and for
 //! NetworkPolicy every NetworkPolicy, Namespace and Pod) and
 //! programs its node's podswitchd over the control socket: peers the way flannel's kube
-//! subnet manager derives them, Services with kube-proxy's semantics.
-//! NetworkPolicies compiled into address sets and per-pod rules (`policy`).
+//! subnet manager derives them, Services with kube-proxy's semantics, NetworkPolicies
+//! compiled into shared address sets and per-pod rules (`policy`).
 //!
 //! The translation (`netconf`, `template`, `nodes`, `services`, `planner`, `policy`,
 //! `selector`) is pure and
