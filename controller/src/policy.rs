@@ -448,14 +448,23 @@ impl Compiler<'_> {
         v
     }
 
+    fn set_name(kind: &str, key: &str) -> String {
+        format!("{kind}-{:016x}", fnv(key))
+    }
+
     fn add_set(&mut self, kind: &str, key: &str, mut s: AddressSet) -> String {
-        let name = format!("{kind}-{:016x}", fnv(key));
+        let name = Self::set_name(kind, key);
         s.name = name.clone();
         self.sets.insert(name.clone(), s);
         name
     }
 
     fn pod_set(&mut self, key: &str, members: &[usize]) -> String {
+        // One key, one content within a compile: built once, then only named.
+        let name = Self::set_name("pods", key);
+        if self.sets.contains_key(&name) {
+            return name;
+        }
         let mut prefixes: Vec<Prefix> = members
             .iter()
             .filter_map(|i| self.pods[*i].ip)
@@ -486,6 +495,9 @@ impl Compiler<'_> {
                     b.except.iter().map(ToString::to_string).collect::<Vec<_>>()
                 );
                 self.add_set("ipblock", &key, b.clone())
+            }
+            Peer::Pods { key, .. } if self.sets.contains_key(&Self::set_name("pods", key)) => {
+                Self::set_name("pods", key)
             }
             Peer::Pods { key, ns, pods } => {
                 let m = self.resolve(key, ns, pods.as_ref());
