@@ -20,6 +20,9 @@ pub struct Applied {
     base: Value,
     peers: BTreeMap<String, Value>,
     services: HashMap<Key, Value>,
+    /// NetworkPolicy sections, by set name and by pod (`policy_sync`).
+    pub(crate) address_sets: BTreeMap<String, Value>,
+    pub(crate) pod_policies: BTreeMap<String, Value>,
 }
 
 impl Applied {
@@ -184,6 +187,7 @@ impl Daemon {
                 .iter()
                 .map(|s| ((s.namespace.clone(), s.name.clone()), to_value(s)))
                 .collect();
+            crate::policy_sync::load(applied, &c);
             applied.known = true;
             current = Some(c);
         }
@@ -219,6 +223,7 @@ impl Daemon {
                 .map(|p| (p.name.clone(), to_value(p)))
                 .collect();
             applied.services.clear();
+            crate::policy_sync::forget(applied);
         }
         let mut changes: Vec<Value> = Vec::new();
         let mut what: Vec<(Option<String>, Option<Key>, Option<Value>)> = Vec::new();
@@ -262,7 +267,12 @@ impl Daemon {
                 None => {}
             }
         }
-        let (results, publishes) = self.send(&changes)?;
+        let policy = crate::policy_sync::diff(plan, applied);
+        let first_policy = changes.len();
+        changes.extend(policy.iter().map(|c| c.request.clone()));
+        let (mut results, publishes) = self.send(&changes)?;
+        let policy_results = results.split_off(first_policy.min(results.len()));
+        crate::policy_sync::record(applied, policy, policy_results, &mut rep.refused);
         rep.requests += changes.len();
         rep.publishes += publishes;
         for (r, (peer, svc, v)) in results.into_iter().zip(what) {

@@ -32,6 +32,8 @@ pub struct Planner {
     translated: BTreeMap<Key, Translated>,
     /// Services refused because another one holds their NodePort.
     node_port_losers: BTreeMap<Key, String>,
+    /// NetworkPolicy compiled for this node (`None` until its inputs are listed).
+    pub policy: Option<crate::policy::Compiled>,
 }
 
 /// What one planning step changed.
@@ -39,6 +41,8 @@ pub struct Planner {
 pub struct Changes {
     /// Services whose desired state may differ from before.
     pub services: BTreeSet<Key>,
+    /// The compiled NetworkPolicy changed.
+    pub policy: bool,
 }
 
 impl Planner {
@@ -53,6 +57,7 @@ impl Planner {
             ignored_nodes: 0,
             translated: BTreeMap::new(),
             node_port_losers: BTreeMap::new(),
+            policy: None,
         }
     }
 
@@ -160,6 +165,7 @@ impl Planner {
             }
         }
         self.node_port_losers = losers;
+        ch.policy = self.update_policy(st);
         ch
     }
 
@@ -260,6 +266,11 @@ impl Planner {
                 Translated::Skip(_) => {}
             }
         }
+        v.extend(
+            self.policy
+                .iter()
+                .flat_map(|p| p.rejections.iter().cloned()),
+        );
         for (k, reason) in &self.node_port_losers {
             v.push(Rejection {
                 kind: "Service".into(),

@@ -86,6 +86,7 @@ pub async fn run(
                             for k in &changes.services {
                                 refused.remove(&format!("{}/{}", k.0, k.1));
                             }
+                            refused.retain(|_, r| !crate::policy_sync::is_policy_refusal(r));
                             for r in &rep.refused {
                                 log(&format!("{} {} refused: {}", r.kind, r.name, r.reason));
                                 refused.insert(r.name.clone(), r.clone());
@@ -159,6 +160,14 @@ pub async fn run(
             Some("listing the API".into())
         } else {
             plan.base_error.clone()
+        };
+        s.policy = status::PolicyStatus {
+            networkpolicies: st.netpols.objects.len(),
+            namespaces: st.namespaces.objects.len(),
+            pods_in_cluster: st.all_pods.objects.len(),
+            compiled: plan.policy.as_ref().map_or(0, |p| p.policies),
+            pods_selected: plan.policy.as_ref().map_or(0, |p| p.pods.len()),
+            address_sets: plan.policy.as_ref().map_or(0, |p| p.sets.len()),
         };
         let mut rej = logged_rejections.clone();
         rej.extend(refused.values().cloned());

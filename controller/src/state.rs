@@ -5,8 +5,9 @@
 //! `InitDone`: the new list replaces the kind's map at `InitDone` in one step, and whatever
 //! did not reappear counts as deleted.
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -28,6 +29,10 @@ pub enum Event {
     Service(Change<Service>),
     Slice(Change<EndpointSlice>),
     Pod(Change<Pod>),
+    /// NetworkPolicy inputs: every policy, namespace and (slimmed) pod of the cluster.
+    NetworkPolicy(Change<NetworkPolicy>),
+    Namespace(Change<Namespace>),
+    AnyPod(Change<Pod>),
     /// A watch failed (it backs off and retries); counted in `status`.
     WatchError(&'static str, String),
 }
@@ -40,6 +45,18 @@ pub enum Change<K> {
     ListStart,
     Listed(K),
     ListDone,
+}
+
+impl<K> Change<K> {
+    pub fn map<L>(self, f: impl FnOnce(K) -> L) -> Change<L> {
+        match self {
+            Change::Apply(o) => Change::Apply(f(o)),
+            Change::Delete(o) => Change::Delete(f(o)),
+            Change::ListStart => Change::ListStart,
+            Change::Listed(o) => Change::Listed(f(o)),
+            Change::ListDone => Change::ListDone,
+        }
+    }
 }
 
 /// A kind's objects, with the relist buffer.
@@ -119,6 +136,12 @@ pub struct ClusterState {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     pub pods: Store<Pod>,
+    pub netpols: Store<NetworkPolicy>,
+    pub namespaces: Store<Namespace>,
+    /// Every Pod of the cluster, slimmed to what policy reads (`policy::slim`).
+    pub all_pods: Store<Pod>,
+    /// A policy, or a namespace's labels, or a pod's policy facts changed.
+    pub policy_dirty: bool,
     /// Service -> its slices (by the `kubernetes.io/service-name` label).
     slice_index: HashMap<Key, BTreeSet<Key>>,
     /// Services whose object or slices changed since the last sync.
@@ -142,9 +165,17 @@ impl ClusterState {
         self.nodes.synced && self.services.synced && self.slices.synced && self.pods.synced
     }
 
+    /// The NetworkPolicy inputs have all been listed once.
+    pub fn policy_synced(&self) -> bool {
+        self.netpols.synced && self.namespaces.synced && self.all_pods.synced
+    }
+
     /// Something waits for a sync.
     pub fn pending(&self) -> usize {
-        self.dirty_services.len() + usize::from(self.nodes_dirty) + usize::from(self.full_compare)
+        self.dirty_services.len()
+            + usize::from(self.nodes_dirty)
+            + usize::from(self.full_compare)
+            + usize::from(self.policy_dirty)
     }
 
     pub fn apply(&mut self, ev: Event) {
@@ -204,6 +235,12 @@ impl ClusterState {
                 let t = self.pods.apply(c, |_| {});
                 self.full_compare |= t.relisted;
             }
+            Event::NetworkPolicy(c) => {
+                let t = self.netpols.apply(c, |_| {});
+                self.policy_dirty |= !t.keys.is_empty() || t.relisted;
+            }
+            Event::Namespace(c) => self.apply_namespace(c),
+            Event::AnyPod(c) => self.apply_any_pod(c),
             Event::WatchError(kind, e) => {
                 self.watch_errors += 1;
                 self.last_watch_error = Some(format!("{kind}: {e}"));
@@ -218,5 +255,37 @@ impl ClusterState {
             .into_iter()
             .flatten()
             .filter_map(|k| self.slices.objects.get(k))
+    }
+}
+
+impl ClusterState {
+    /// Policy is recomputed only when a namespace's labels changed (or it came or went).
+    fn apply_namespace(&mut self, c: Change<Namespace>) {
+        let new = match &c {
+            Change::Apply(n) => Some(crate::policy::namespace_labels(n)),
+            _ => None,
+        };
+        let mut old = None;
+        let t = self
+            .namespaces
+            .apply(c, |o| old = Some(crate::policy::namespace_labels(o)));
+        self.policy_dirty |= t.relisted || (!t.keys.is_empty() && old != new);
+    }
+
+    /// Policy is recomputed only when a pod's policy facts (labels, address, node, named
+    /// ports) changed: status updates of other kinds do not count.
+    fn apply_any_pod(&mut self, c: Change<Pod>) {
+        let new = match &c {
+            Change::Apply(p) => Some(crate::policy::PodFacts::of(p)),
+            _ => None,
+        };
+        let mut old = None;
+        let t = self
+            .all_pods
+            .apply(c, |o| old = Some(crate::policy::PodFacts::of(o)));
+        let addressed =
+            |f: &Option<crate::policy::PodFacts>| f.as_ref().is_some_and(|f| f.ip.is_some());
+        self.policy_dirty |= t.relisted
+            || (!t.keys.is_empty() && old != new && (addressed(&old) || addressed(&new)));
     }
 }

@@ -30,6 +30,21 @@ pub struct Status {
     pub watch_errors: u64,
     pub last_watch_error: Option<String>,
     pub last_error: Option<String>,
+    #[serde(default)]
+    pub policy: PolicyStatus,
+}
+
+/// NetworkPolicy: inputs seen and what was compiled for this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub networkpolicies: usize,
+    pub namespaces: usize,
+    pub pods_in_cluster: usize,
+    /// Policies accepted (the others are in `rejected`).
+    pub compiled: usize,
+    /// Local pods selected by at least one policy.
+    pub pods_selected: usize,
+    pub address_sets: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -109,6 +124,15 @@ pub fn render(s: &Status) -> String {
     o += &format!(
         "programmed           peers {}, services {} ({} skipped: headless, ExternalName, other proxies)\n",
         s.peers, s.services_programmed, s.services_skipped
+    );
+    o += &format!(
+        "networkpolicy        policies {} ({} compiled), namespaces {}, pods in cluster {}; pods selected here {}, address sets {}\n",
+        s.policy.networkpolicies,
+        s.policy.compiled,
+        s.policy.namespaces,
+        s.policy.pods_in_cluster,
+        s.policy.pods_selected,
+        s.policy.address_sets
     );
     o += &format!("pending changes      {}\n", s.pending);
     o += &format!(

@@ -3,8 +3,9 @@
 
 use crate::state::{Change, Event};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -39,8 +40,8 @@ where
     })
 }
 
-/// Starts the four watches: every Node, Service and EndpointSlice, and the Pods bound to
-/// `node`.
+/// Starts the watches: every Node, Service and EndpointSlice, the Pods bound to `node`,
+/// and for NetworkPolicy every NetworkPolicy, Namespace and Pod.
 pub fn start(client: Client, node: &str, tx: Sender<Event>) -> Vec<tokio::task::JoinHandle<()>> {
     let all = watcher::Config::default();
     vec![
@@ -66,10 +67,32 @@ pub fn start(client: Client, node: &str, tx: Sender<Event>) -> Vec<tokio::task::
             tx.clone(),
         ),
         forward(
-            Api::<Pod>::all(client),
+            Api::<Pod>::all(client.clone()),
             watcher::Config::default().fields(&format!("spec.nodeName={node}")),
             "Pod",
             Event::Pod,
+            tx.clone(),
+        ),
+        forward(
+            Api::<NetworkPolicy>::all(client.clone()),
+            all.clone(),
+            "NetworkPolicy",
+            Event::NetworkPolicy,
+            tx.clone(),
+        ),
+        forward(
+            Api::<Namespace>::all(client.clone()),
+            all.clone(),
+            "Namespace",
+            Event::Namespace,
+            tx.clone(),
+        ),
+        // Every pod, for the policy address sets: slimmed on arrival to keep memory low.
+        forward(
+            Api::<Pod>::all(client),
+            all,
+            "Pod (all)",
+            |c| Event::AnyPod(c.map(crate::policy::slim)),
             tx,
         ),
     ]
