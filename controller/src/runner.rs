@@ -39,7 +39,7 @@ pub async fn run(
     let mut daemon = Daemon::new(opts.socket.clone());
     let mut applied = Applied::default();
     // Changes podswitchd refused, by object, until the object changes and is accepted.
-    let mut refused: BTreeMap<String, Rejection> = BTreeMap::new();
+    let mut refused: BTreeMap<(String, String), Rejection> = BTreeMap::new();
     let mut last_sync = Instant::now() - opts.min_sync;
     let mut next_resync = Instant::now() + opts.resync;
     let mut backoff = Duration::from_millis(500);
@@ -84,12 +84,12 @@ pub async fn run(
                             retry_at = None;
                             backoff = Duration::from_millis(500);
                             for k in &changes.services {
-                                refused.remove(&format!("{}/{}", k.0, k.1));
+                                refused.remove(&("Service".to_string(), format!("{}/{}", k.0, k.1)));
                             }
                             refused.retain(|_, r| !crate::policy_sync::is_policy_refusal(r));
                             for r in &rep.refused {
                                 log(&format!("{} {} refused: {}", r.kind, r.name, r.reason));
-                                refused.insert(r.name.clone(), r.clone());
+                                refused.insert((r.kind.clone(), r.name.clone()), r.clone());
                             }
                             if rep.requests > 0 {
                                 log(&format!(

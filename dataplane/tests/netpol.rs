@@ -613,3 +613,17 @@ fn control_requests_in_a_batch_and_dump() {
         "10.244.1.10"
     );
 }
+
+/// Removing a pod (a CNI DEL) removes its policy with it, so the DEL is never refused while
+/// the controller has not caught up yet.
+#[test]
+fn removing_a_selected_pod_removes_its_policy() {
+    use podswitch::daemon::protocol::Request;
+    let c = control(with(vec![], vec![deny_ingress_c()]));
+    assert!(c.snapshot().snap.policy.by_ip(POD_C).is_some());
+    let r = c.handle(Request::RemovePod {
+        name: POD_C_NAME.into(),
+    });
+    assert!(r.ok, "{:?}", r.error);
+    assert!(c.snapshot().snap.policy.by_ip(POD_C).is_none());
+}

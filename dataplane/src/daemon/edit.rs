@@ -74,11 +74,22 @@ impl<'a> Edit<'a> {
                 }
                 c.pods.push(pod);
             }
-            Request::RemovePod { name } => remove_where(
-                &mut self.base().pods,
-                |p| p.name == name || p.port == name,
-                || format!("no pod {name:?}"),
-            )?,
+            Request::RemovePod { name } => {
+                let c = self.base();
+                let gone: Vec<String> = c
+                    .pods
+                    .iter()
+                    .filter(|p| p.name == name || p.port == name)
+                    .map(|p| p.name.clone())
+                    .collect();
+                remove_where(
+                    &mut c.pods,
+                    |p| p.name == name || p.port == name,
+                    || format!("no pod {name:?}"),
+                )?;
+                // A pod's policy goes with it: a CNI DEL must not wait for the controller.
+                c.pod_policies.retain(|pp| !gone.contains(&pp.pod));
+            }
             Request::AddRoute { route } => {
                 let c = self.base();
                 c.routes.retain(|r| r.prefix != route.prefix);
