@@ -408,33 +408,35 @@ impl AfXdpPort {
         let mut sock = None;
         let mut sg = o.multi_buffer;
         let mut refused: Option<String> = None;
-        for bind_flag in attempts {
-            // A failed bind can leave the socket's rings/UMEM in an unusable
-            // state, so every attempt starts from a fresh socket.
-            // EBUSY right after the previous socket on this queue was closed (a
-            // restart): the kernel releases the queue's buffer pool from a
-            // workqueue, so retry for up to ~1 s before giving up.
-            let mut res = Socket::create_retrying(ifindex, queue_id, o, bind_flag, sg);
-            if sg && let Err(e) = &res {
-                // Multi-buffer refused (kernel or driver): single-buffer, and say why.
-                refused = Some(format!("bind with XDP_USE_SG: {e}"));
-                sg = false;
-                res = Socket::create_retrying(ifindex, queue_id, o, bind_flag, false);
-            }
-            match res {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) => errs.push(format!(
-                    "{}: {e}",
-                    if bind_flag == libc::XDP_ZEROCOPY {
-                        "zerocopy"
-                    } else {
-                        "copy"
+        // Multi-buffer first (zero-copy, then copy); when every mode refuses it (kernel
+        // or driver without XDP_USE_SG), single-buffer, and `mode()` says why.
+        let sg_tries: &[bool] = if sg { &[true, false] } else { &[false] };
+        'modes: for &try_sg in sg_tries {
+            let mut sg_errs = Vec::new();
+            for &bind_flag in &attempts {
+                // A failed bind can leave the socket's rings/UMEM in an unusable
+                // state, so every attempt starts from a fresh socket.
+                match Socket::create_retrying(ifindex, queue_id, o, bind_flag, try_sg) {
+                    Ok(s) => {
+                        sock = Some(s);
+                        sg = try_sg;
+                        break 'modes;
                     }
-                )),
+                    Err(e) => sg_errs.push(format!(
+                        "{}{}: {e}",
+                        if bind_flag == libc::XDP_ZEROCOPY {
+                            "zerocopy"
+                        } else {
+                            "copy"
+                        },
+                        if try_sg { "+sg" } else { "" }
+                    )),
+                }
             }
+            if try_sg {
+                refused = Some(format!("bind with XDP_USE_SG: {}", sg_errs.join("; ")));
+            }
+            errs.extend(sg_errs);
         }
         let Some(s) = sock else {
             return Err(io::Error::other(format!(
