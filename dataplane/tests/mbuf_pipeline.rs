@@ -212,6 +212,49 @@ fn syn_from_a_gso_pod_keeps_its_mss_others_are_clamped() {
     let f = syn_with_mss(1460);
     let gso = run(&node(false), "veth-pod-a", &[vec![&f[..]]], true);
     assert_eq!(mss_of(&gso.out), 1460, "not clamped: ip4-tso cuts instead");
+    // A SYN-ACK from node2's pod to the GSO pod arrives through the tunnel: not clamped
+    // to the tunnel either, as pod A's segments are cut by ip4-tso on their way back.
+    let mut synack = tcp(
+        MAC_A,
+        MAC_GW,
+        POD_B,
+        POD_A,
+        5201,
+        40000,
+        SYN | ACK,
+        1,
+        2,
+        &[],
+    );
+    synack.splice(54..54, [2, 4, 0x05, 0xb4]);
+    synack[46] = 6 << 4;
+    let total = (synack.len() - 14) as u16;
+    synack[16..18].copy_from_slice(&total.to_be_bytes());
+    synack[24..26].copy_from_slice(&[0, 0]);
+    let c = csum(&synack[14..34], 0);
+    synack[24..26].copy_from_slice(&c.to_be_bytes());
+    synack[50..52].copy_from_slice(&[0, 0]);
+    let c = csum(&synack[34..], pseudo(POD_B, POD_A, 6, synack.len() - 34));
+    synack[50..52].copy_from_slice(&c.to_be_bytes());
+    let inner = {
+        let mut i = synack.clone();
+        i[0..6].copy_from_slice(&VTEP1);
+        i[6..12].copy_from_slice(&VTEP2);
+        i
+    };
+    for (gso, want) in [(true, 1460), (false, 1410)] {
+        let mut cfg = config();
+        cfg.pods
+            .iter_mut()
+            .for_each(|p| p.gso = gso && p.port == "veth-pod-a");
+        let r = run(
+            &snapshot(&cfg),
+            "eth0",
+            &[vec![&from_node2(&inner)[..]]],
+            false,
+        );
+        assert_eq!(mss_of(&r.out), want, "SYN-ACK to pod A, gso {gso}");
+    }
     let mut cfg = config();
     cfg.pods.iter_mut().for_each(|p| p.gso = false);
     let plain = run(&snapshot(&cfg), "veth-pod-a", &[vec![&f[..]]], false);
@@ -346,4 +389,26 @@ fn chains_at_single_buffer_stages_are_dropped_by_name() {
     let p = decode(&r.out[0].1);
     assert_eq!((p.icmp_type, p.icmp_code), (3, 4));
     assert_eq!(p.dst, POD_A);
+}
+
+#[test]
+fn a_batch_takes_no_more_chains_than_its_spare_slots_can_segment() {
+    let snap = node(false);
+    let p = snap.port_by_name("veth-pod-a").expect("port");
+    let f = gso_frame(MAC_GW, POD_B, 60000, ACK);
+    let mut b = Batch::new();
+    assert!(b.push_rx_chain(p, &chunked(&f), true), "the first is taken");
+    assert!(
+        !b.push_rx_chain(p, &chunked(&f), true),
+        "the second waits for the next batch"
+    );
+    let small = gso_frame(MAC_GW, POD_B, 100, ACK);
+    assert!(
+        b.push_rx_chain(p, &[&small[..]], true),
+        "single buffers still fit"
+    );
+    let mut pipeline = replay::pipeline_for(&snap);
+    pipeline.run(&snap, &mut b, 1_000_000_000);
+    let drops: Vec<_> = (0..b.len()).filter_map(|i| b.meta[i].drop).collect();
+    assert!(drops.is_empty(), "{drops:?}");
 }

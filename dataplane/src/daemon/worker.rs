@@ -167,7 +167,7 @@ impl Worker {
                 batch.clear();
                 let gso = view.snap.port(sid).is_some_and(|p| p.gso);
                 let n = ports[pi].port.recv_burst(BATCH_SIZE, &mut |chain| {
-                    batch.push_rx_chain(sid, chain, gso);
+                    batch.push_rx_chain(sid, chain, gso)
                 });
                 if n == 0 {
                     continue;

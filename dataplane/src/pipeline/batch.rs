@@ -27,6 +27,9 @@ const _: () = assert!(MAX_FRAME == SLOT_SIZE - HEADROOM);
 pub const TAIL_ARENA: usize = BATCH_SIZE * 65536;
 /// Largest chained frame: the largest IPv4 packet, its Ethernet header and a VLAN tag.
 pub const MAX_CHAIN_FRAME: usize = 65535 + 14 + 4;
+/// Bytes per segment assumed when reserving spare slots for a chained frame (a VXLAN path's
+/// segment; a smaller path needs more, and ip4-tso then drops by name if they are missing).
+pub const SEGMENT_ESTIMATE: usize = 1400;
 /// Most buffers a received chain may have (the AF_XDP descriptors of one frame).
 pub const MAX_CHAIN_BUFS: usize = super::tso::MAX_CHAIN;
 
@@ -100,6 +103,8 @@ pub struct Batch {
     /// Tails of chained frames (see the module docs), and how much of it is handed out.
     tails: Box<[u8]>,
     tails_used: usize,
+    /// Spare slots the chained frames taken so far may need for their segments.
+    spare_promised: usize,
     /// One bit per slot for each stage: the packets waiting for that stage.
     pub(crate) pending: [u128; Stage::COUNT],
 }
@@ -118,6 +123,7 @@ impl Batch {
             len: 0,
             tails: vec![0u8; TAIL_ARENA].into_boxed_slice(),
             tails_used: 0,
+            spare_promised: 0,
             pending: [0; Stage::COUNT],
         }
     }
@@ -126,6 +132,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.len = 0;
         self.tails_used = 0;
+        self.spare_promised = 0;
         self.pending = [0; Stage::COUNT];
     }
 
@@ -176,10 +183,25 @@ impl Batch {
     /// buffers than `MAX_CHAIN_BUFS` or more bytes than `MAX_CHAIN_FRAME`
     /// (`frame_too_long`), a first buffer longer than a slot (`frame_too_long`), an empty
     /// buffer (`chain_empty_buffer`), or no room left in the tail arena (`chain_no_buffer`).
+    ///
+    /// A chained frame may be cut into up to one segment per `SEGMENT_ESTIMATE` bytes, each
+    /// in a spare slot: a chain whose segments would not fit the spare slots left by the
+    /// chains already taken is refused (false) unless the batch is empty, so that the port
+    /// keeps it for the next batch instead of ip4-tso dropping it for want of slots.
     pub fn push_rx_chain(&mut self, port: PortId, chain: &[&[u8]], super_frames: bool) -> bool {
         let Some((first, rest)) = chain.split_first() else {
             return self.push_rx(port, &[]);
         };
+        let promise = if rest.is_empty() {
+            0
+        } else {
+            let len: usize = chain.iter().map(|b| b.len()).sum();
+            len.div_ceil(SEGMENT_ESTIMATE)
+        };
+        if self.len > 0 && self.spare_promised + promise > SPARE_SLOTS {
+            return false;
+        }
+        self.spare_promised += promise;
         if !self.push_rx(port, first) {
             return false;
         }

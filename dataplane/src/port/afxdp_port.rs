@@ -776,7 +776,7 @@ impl Port for AfXdpPort {
         &self.ifname
     }
 
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]])) -> usize {
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize {
         // Every available descriptor is looked at, `max` frames are delivered: a frame is
         // a chain of descriptors, all but its last with XDP_PKT_CONTD (multi-buffer only).
         let avail = self.rx.cons_avail(self.rx.size);
@@ -824,7 +824,9 @@ impl Port for AfXdpPort {
             if ok && k > 0 {
                 // A chain longer than MAX_RX_CHAIN is handed over cut at MAX_RX_CHAIN
                 // buffers: more than the batch takes, so it is dropped by name there.
-                f(&chain[..k]);
+                if !f(&chain[..k]) {
+                    break; // not taken: stays on the ring for the next burst
+                }
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += bytes;
             }

@@ -59,9 +59,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     // Clamp the MSS of SYN and SYN-ACK to the smaller of the egress and ingress paths.
     let mut clamped = None;
-    // Not for a SYN from a port that carries super-frames: ip4-tso cuts its segments to
-    // the path instead, so its pod keeps its own MSS.
-    if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() && !from_gso {
+    // Not for a SYN from or to a port that carries super-frames: ip4-tso cuts that pod's
+    // segments to the path instead, so it keeps (and learns from its peer) the MSS of its
+    // own MTU and hands over super-frames.
+    if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() && !from_gso && !out_gso {
         let hl = ip.header_len();
         let path = if m.in_tunnel_mtu > 0 {
             route.mtu.min(m.in_tunnel_mtu)
