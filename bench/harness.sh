@@ -25,7 +25,8 @@
 # and BENCHMARKS-harness.md (the latest table and the machine it ran on).
 # Knobs: BENCH_SECONDS (measured seconds per workload, default 5), BENCH_RR_SECONDS (3),
 # BENCH_PSW_CORES (cores of node1's and node2's podswitchd, default "0 0"),
-# BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_MD (markdown
+# BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_PSW_GSO (1: the
+# podswitch pods carry super-frames, `gso = true`, see README "Super-frames"), BENCH_MD (markdown
 # output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
@@ -62,6 +63,7 @@ PSW_CORES=${BENCH_PSW_CORES:-0 0}
 PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
 WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services p2p} "
+PSW_GSO=${BENCH_PSW_GSO:-0}
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
@@ -170,12 +172,24 @@ setup_podswitch() {
   pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1 1500
   pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1 1500
   pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1 1500
-  local c1 c2
+  local c1 c2 cfg1=config/node1-vxlan.toml cfg2=config/node2-vxlan.toml x
+  if [ "$PSW_GSO" = 1 ]; then
+    # Super-frame pods (README, "Super-frames"): gso = true, pod offloads on, both veth
+    # ends at MTU 65000.
+    sed 's/^port = "veth-pod-\(.*\)"$/port = "veth-pod-\1"\ngso = true/' "$cfg1" >"$TMPD/gso-node1.toml"
+    sed 's/^port = "veth-pod-\(.*\)"$/port = "veth-pod-\1"\ngso = true/' "$cfg2" >"$TMPD/gso-node2.toml"
+    cfg1=$TMPD/gso-node1.toml cfg2=$TMPD/gso-node2.toml
+    for x in 1:a 1:c 2:b 2:d; do
+      nsx "$P-n${x%%:*}-${x#*:}" ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
+      nsx "$P-node${x%%:*}" ip link set "veth-pod-${x#*:}" mtu 65000
+      nsx "$P-n${x%%:*}-${x#*:}" ip link set eth0 mtu 65000
+    done
+  fi
   read -r c1 c2 <<<"$PSW_CORES"
   # shellcheck disable=SC2086 # extra daemon arguments
-  PSW_WRAP="taskset -c $c1" start_psw 1 config/node1-vxlan.toml "$c1" $PSW_ARGS
+  PSW_WRAP="taskset -c $c1" start_psw 1 "$cfg1" "$c1" $PSW_ARGS
   # shellcheck disable=SC2086
-  PSW_WRAP="taskset -c $c2" start_psw 2 config/node2-vxlan.toml "$c2" $PSW_ARGS
+  PSW_WRAP="taskset -c $c2" start_psw 2 "$cfg2" "$c2" $PSW_ARGS
   SNAP_ARGS=(--pids "$(psw_pid 1),$(psw_pid 2)" --sockets "$(sock 1),$(sock 2)"
     --ctl "$BIN/podswitchctl" --rx-ns "$B" --tx-ns "$A")
 }
@@ -491,7 +505,7 @@ json.dump({
   "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
   "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
-  "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off. kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
+  "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
   "notes": "Reading the numbers. (1) busy cycles/pkt are TSC cycles of worker loop iterations that did work divided by the packets the node's worker received (podswitchctl stats); they include the AF_XDP copy-mode syscalls: a tx kick (sendto) runs the whole downstream kernel path synchronously (veth xmit, the fabric bridge, the next node's XDP program and copy into its UMEM), which is why they are ~50x the sum of the per-stage ns. (2) With the default placement both podswitchd share core 0 and poll adaptively: a worker with nothing to do yields the core at every empty pass (sched_yield) and sleeps in poll() after 200 us idle, so the other daemon runs as soon as it has packets; before that change (spinning 2000 empty passes without yielding) RR p50 was ~500 us instead of ~75 us. An iteration preempted by the other daemon still counts the other's run time as busy. (3) /proc/stat is machine wide: on a shared machine other work lands in the softirq and machine-busy figures; the podswitchd figure (/proc/PID/stat) is not affected. (4) The kernel path keeps TSO/GSO/GRO, podswitch moves 1500-byte frames one by one in copy mode: TCP parity needs multi-buffer frames or segmentation offload in userspace."
 }, open(sys.argv[1], "w"), indent=1)

@@ -233,6 +233,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             mac: Mac(mac),
             mtu,
             vlan: None,
+            gso: false,
             k8s: match (&k8s.namespace, &k8s.name) {
                 (Some(n), Some(p)) => Some(PodRef {
                     namespace: n.clone(),

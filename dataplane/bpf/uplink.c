@@ -414,7 +414,10 @@ pass:
 	return XDP_PASS;
 }
 
-SEC("xdp")
+/* Pod ports. Section xdp.frags: it never reads past the first buffer, so it may be
+ * loaded for multi-buffer frames (BPF_F_XDP_HAS_FRAGS, see xdp_prog.rs), which lets the
+ * pod's veth carry GSO super-frames to an AF_XDP socket bound with XDP_USE_SG. */
+SEC("xdp.frags")
 int xdp_redirect_all(struct xdp_md *ctx)
 {
 	return bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);

@@ -76,7 +76,7 @@ fn run(snap: &Snapshot, frames: &[(Vec<u8>, bool)]) -> Run {
     let mut out = Vec::new();
     b.for_each_output(|p, f| {
         let name = snap.port(p).map_or("?", |p| p.name.as_str());
-        out.push((name.to_string(), f.to_vec()));
+        out.push((name.to_string(), f.concat()));
     });
     let drops = (0..b.len())
         .filter_map(|i| b.meta[i].drop.map(DropReason::name))

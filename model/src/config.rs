@@ -188,6 +188,12 @@ pub struct Pod {
     /// Accept frames tagged with this VLAN on the port (tag stripped on input, pushed on output).
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// The port carries TCP super-frames (GSO) both ways: multi-buffer AF_XDP with an
+    /// `xdp.frags` program, the pod keeps its GSO and checksum offloads; podswitch cuts
+    /// super-frames to the path (no MSS clamping of the pod's SYNs) and hands super-frames
+    /// to it whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gso: bool,
     /// The Kubernetes Pod behind the port (from the CNI plugin's `K8S_POD_*` arguments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<PodRef>,

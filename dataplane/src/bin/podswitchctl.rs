@@ -213,6 +213,7 @@ fn to_request(cmd: Cmd) -> Result<Request, String> {
                     mac,
                     mtu,
                     vlan: None,
+                    gso: false,
                     k8s: None,
                     attachment: None,
                 },

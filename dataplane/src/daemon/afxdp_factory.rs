@@ -76,6 +76,15 @@ impl PortFactory for AfXdpFactory {
         let name = entry.name.as_str();
         let prog = if entry.kind == PortKind::Uplink {
             XdpProgram::attach_uplink(name, &Self::uplink_config(snap), self.mode)
+        } else if entry.gso {
+            // A port that carries super-frames: the program marked for multi-buffer frames
+            // (xdp.frags), else the plain one (then the pod's GSO stays off: single-buffer).
+            XdpProgram::attach_redirect_all_frags(name, self.mode).or_else(|e| {
+                eprintln!(
+                    "podswitchd: port {name}: no multi-buffer XDP ({e}): super-frames off, single-buffer"
+                );
+                XdpProgram::attach_redirect_all(name, self.mode)
+            })
         } else {
             XdpProgram::attach_redirect_all(name, self.mode)
         }
@@ -87,6 +96,7 @@ impl PortFactory for AfXdpFactory {
             ring_size: if small { 1024 } else { 2048 },
             rx_frames: if small { 2048 } else { 4096 },
             tx_frames: if small { 1024 } else { 2048 },
+            multi_buffer: entry.gso,
             ..Default::default()
         };
         let mut socks: Vec<Box<dyn Port>> = Vec::new();

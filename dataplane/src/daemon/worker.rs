@@ -165,8 +165,9 @@ impl Worker {
                     continue;
                 };
                 batch.clear();
-                let n = ports[pi].port.recv_burst(BATCH_SIZE, &mut |f| {
-                    batch.push_rx(sid, f);
+                let gso = view.snap.port(sid).is_some_and(|p| p.gso);
+                let n = ports[pi].port.recv_burst(BATCH_SIZE, &mut |chain| {
+                    batch.push_rx_chain(sid, chain, gso)
                 });
                 if n == 0 {
                     continue;
@@ -180,7 +181,7 @@ impl Worker {
                     let o = usize::from(out);
                     if let Some(&Some(li)) = local_by_snap.get(o) {
                         let lp = &mut ports[li];
-                        if !lp.port.send(frame) {
+                        if !lp.port.send_chain(frame) {
                             lp.tx_dropped += 1;
                         }
                         lp.dirty = true;
@@ -191,6 +192,12 @@ impl Worker {
                         return;
                     };
                     let Some(target) = self.all.get(usize::from(w)) else {
+                        st.handoff_dropped += 1;
+                        return;
+                    };
+                    // Hand-offs carry single-buffer frames (a super-frame goes to a port
+                    // of the same worker, or is dropped here, counted).
+                    let [frame] = frame else {
                         st.handoff_dropped += 1;
                         return;
                     };

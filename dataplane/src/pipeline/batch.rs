@@ -3,6 +3,13 @@
 //! Frames are copied into slots on receive; every stage rewrites them in place. Headroom
 //! lets encapsulation and ICMP errors grow a frame at the front without moving it. Spare
 //! slots past the receive batch hold frames the pipeline creates (IPv4 fragments).
+//!
+//! A frame larger than one slot (a multi-buffer AF_XDP frame: a TCP super-frame from a pod
+//! whose port carries them) is a *chain*: its first buffer, with all the headers, in the
+//! slot; the rest of its bytes in the slot's *tail*, a contiguous range of the batch's tail
+//! arena (preallocated with the batch, handed out in order, reset by `clear`: no allocation
+//! per packet). Stages read and rewrite headers in `frame`; the few that need the whole
+//! frame use `chain`. A stage that cannot handle a chain drops it by name.
 
 use super::drop::DropReason;
 use super::stage::Stage;
@@ -16,6 +23,15 @@ pub const HEADROOM: usize = 256;
 /// Largest frame a port may receive (defined in `limits`, which the table builder reads).
 pub const MAX_FRAME: usize = crate::limits::MAX_FRAME;
 const _: () = assert!(MAX_FRAME == SLOT_SIZE - HEADROOM);
+/// Bytes of the tail arena: room for every receive slot to hold a 64 KiB super-frame.
+pub const TAIL_ARENA: usize = BATCH_SIZE * 65536;
+/// Largest chained frame: the largest IPv4 packet, its Ethernet header and a VLAN tag.
+pub const MAX_CHAIN_FRAME: usize = 65535 + 14 + 4;
+/// Bytes per segment assumed when reserving spare slots for a chained frame (a VXLAN path's
+/// segment; a smaller path needs more, and ip4-tso then drops by name if they are missing).
+pub const SEGMENT_ESTIMATE: usize = 1400;
+/// Most buffers a received chain may have (the AF_XDP descriptors of one frame).
+pub const MAX_CHAIN_BUFS: usize = super::tso::MAX_CHAIN;
 
 /// Per-packet flags.
 pub mod flags {
@@ -57,6 +73,9 @@ pub struct Meta {
     pub icmp_cause: Option<DropReason>,
     /// The receive slot this frame came from (fragments keep their original's).
     pub parent: u8,
+    /// Offset of the frame's tail in the tail arena, and its length (0: not chained).
+    pub tail_at: u32,
+    pub tail_len: u32,
 }
 
 impl Meta {
@@ -75,6 +94,8 @@ impl Meta {
         icmp: (0, 0, 0),
         icmp_cause: None,
         parent: 0,
+        tail_at: 0,
+        tail_len: 0,
     };
 }
 
@@ -82,6 +103,11 @@ pub struct Batch {
     data: Box<[u8]>,
     pub meta: [Meta; SLOTS],
     len: usize,
+    /// Tails of chained frames (see the module docs), and how much of it is handed out.
+    tails: Box<[u8]>,
+    tails_used: usize,
+    /// Spare slots the chained frames taken so far may need for their segments.
+    spare_promised: usize,
     /// One bit per slot for each stage: the packets waiting for that stage.
     pub(crate) pending: [u128; Stage::COUNT],
 }
@@ -98,6 +124,9 @@ impl Batch {
             data: vec![0u8; SLOTS * SLOT_SIZE].into_boxed_slice(),
             meta: [Meta::EMPTY; SLOTS],
             len: 0,
+            tails: vec![0u8; TAIL_ARENA].into_boxed_slice(),
+            tails_used: 0,
+            spare_promised: 0,
             pending: [0; Stage::COUNT],
         }
     }
@@ -105,6 +134,8 @@ impl Batch {
     /// Empties the batch for reuse (no deallocation).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.tails_used = 0;
+        self.spare_promised = 0;
         self.pending = [0; Stage::COUNT];
     }
 
@@ -147,6 +178,70 @@ impl Batch {
         true
     }
 
+    /// Copies a received chain of buffers (an AF_XDP multi-buffer frame: `chain[0]` first)
+    /// into the next slot: the first buffer into the slot, the others into the slot's tail.
+    /// `super_frames`: the port hands over TCP super-frames (sets `flags::SUPER`). Returns
+    /// false (frame not taken) when the receive part of the batch is full. A chain that
+    /// cannot be held is taken empty and marked for ethernet-input to drop by name: more
+    /// buffers than `MAX_CHAIN_BUFS` or more bytes than `MAX_CHAIN_FRAME`
+    /// (`frame_too_long`), a first buffer longer than a slot (`frame_too_long`), an empty
+    /// buffer (`chain_empty_buffer`), or no room left in the tail arena (`chain_no_buffer`).
+    ///
+    /// A chained frame may be cut into up to one segment per `SEGMENT_ESTIMATE` bytes, each
+    /// in a spare slot: a chain whose segments would not fit the spare slots left by the
+    /// chains already taken is refused (false) unless the batch is empty, so that the port
+    /// keeps it for the next batch instead of ip4-tso dropping it for want of slots.
+    pub fn push_rx_chain(&mut self, port: PortId, chain: &[&[u8]], super_frames: bool) -> bool {
+        let Some((first, rest)) = chain.split_first() else {
+            return self.push_rx(port, &[]);
+        };
+        let promise = if rest.is_empty() {
+            0
+        } else {
+            let len: usize = chain.iter().map(|b| b.len()).sum();
+            len.div_ceil(SEGMENT_ESTIMATE)
+        };
+        if self.len > 0 && self.spare_promised + promise > SPARE_SLOTS {
+            return false;
+        }
+        self.spare_promised += promise;
+        if !self.push_rx(port, first) {
+            return false;
+        }
+        let i = self.len - 1;
+        if super_frames {
+            self.meta[i].flags |= flags::SUPER;
+        }
+        if rest.is_empty() || self.meta[i].drop.is_some() {
+            return true;
+        }
+        let tail: usize = rest.iter().map(|b| b.len()).sum();
+        let refuse = if chain.len() > MAX_CHAIN_BUFS || first.len() + tail > MAX_CHAIN_FRAME {
+            Some(DropReason::FrameTooLong)
+        } else if chain.iter().any(|b| b.is_empty()) {
+            Some(DropReason::ChainEmptyBuffer)
+        } else if self.tails_used + tail > self.tails.len() {
+            Some(DropReason::ChainNoBuffer)
+        } else {
+            None
+        };
+        if let Some(r) = refuse {
+            self.meta[i].end = self.meta[i].start;
+            self.meta[i].drop = Some(r);
+            return true;
+        }
+        let at = self.tails_used;
+        let mut o = at;
+        for b in rest {
+            self.tails[o..o + b.len()].copy_from_slice(b);
+            o += b.len();
+        }
+        self.tails_used = o;
+        self.meta[i].tail_at = at as u32;
+        self.meta[i].tail_len = tail as u32;
+        true
+    }
+
     /// Like `push_rx`, for a port that hands over TCP super-frames (sets `flags::SUPER`).
     pub fn push_rx_super(&mut self, port: PortId, frame: &[u8]) -> bool {
         if !self.push_rx(port, frame) {
@@ -154,6 +249,53 @@ impl Batch {
         }
         self.meta[self.len - 1].flags |= flags::SUPER;
         true
+    }
+
+    /// True when frame `i` continues past its first buffer (see the module docs).
+    #[inline]
+    pub fn is_chained(&self, i: usize) -> bool {
+        self.meta[i].tail_len > 0
+    }
+
+    /// The tail of frame `i` (empty when it is not chained).
+    #[inline]
+    pub fn tail(&self, i: usize) -> &[u8] {
+        let m = &self.meta[i];
+        let at = m.tail_at as usize;
+        &self.tails[at..at + m.tail_len as usize]
+    }
+
+    /// Frame `i` as a chain of buffers: the first buffer (`frame`), then its tail.
+    #[inline]
+    pub fn chain(&self, i: usize) -> ([&[u8]; 2], usize) {
+        let n = if self.is_chained(i) { 2 } else { 1 };
+        ([self.frame(i), self.tail(i)], n)
+    }
+
+    /// Length of the whole frame `i`, tail included.
+    #[inline]
+    pub fn frame_len(&self, i: usize) -> usize {
+        let m = &self.meta[i];
+        usize::from(m.end - m.start) + m.tail_len as usize
+    }
+
+    /// Cuts frame `i` to `len` bytes, tail included (shortens the tail first; a frame cut
+    /// into its first buffer is no longer chained).
+    pub fn truncate_chain(&mut self, i: usize, len: usize) {
+        let head = usize::from(self.meta[i].end - self.meta[i].start);
+        if len >= head {
+            let t = (len - head).min(self.meta[i].tail_len as usize);
+            self.meta[i].tail_len = t as u32;
+        } else {
+            self.meta[i].tail_len = 0;
+            self.set_len(i, len);
+        }
+    }
+
+    /// Forgets frame `i`'s tail: what remains is its first buffer.
+    #[inline]
+    pub fn unchain(&mut self, i: usize) {
+        self.meta[i].tail_len = 0;
     }
 
     /// Takes a spare slot for a frame the pipeline creates; `None` when all are used.
@@ -240,6 +382,26 @@ impl Batch {
         (src, dst)
     }
 
+    /// Frame `i` as a chain (first buffer, tail) to read and, to write, slot `j` from its
+    /// frame start to the slot end (`j > i`, as for `frame_and_slot`).
+    pub fn write_from_chain(&mut self, i: usize, j: usize, f: impl FnOnce(&[&[u8]], &mut [u8])) {
+        let at = self.meta[i].tail_at as usize;
+        let tail = &self.tails[at..at + self.meta[i].tail_len as usize];
+        let (src, dst) = {
+            assert!(j > i, "slot {j} must come after frame {i}");
+            let (a, b) = self.data.split_at_mut(j * SLOT_SIZE);
+            let mi = &self.meta[i];
+            let src =
+                &a[i * SLOT_SIZE + usize::from(mi.start)..i * SLOT_SIZE + usize::from(mi.end)];
+            (src, &mut b[usize::from(self.meta[j].start)..SLOT_SIZE])
+        };
+        if tail.is_empty() {
+            f(&[src], dst);
+        } else {
+            f(&[src, tail], dst);
+        }
+    }
+
     /// Copies `range` of slot `from`'s frame to offset `to_off` of slot `to`'s frame.
     pub fn copy_range(
         &mut self,
@@ -261,11 +423,13 @@ impl Batch {
             .map(|i| (self.meta[i].out_port, i))
             .collect();
         order.sort_unstable();
+        // Chained frames show their first buffer only: use `for_each_output` to send.
         order.into_iter().map(move |(p, i)| (p, self.frame(i)))
     }
 
-    /// Calls `f(port, frame)` for every output frame, grouped per port, without allocating.
-    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[u8])) {
+    /// Calls `f(port, chain)` for every output frame, grouped per port, without allocating:
+    /// `chain` is the frame's first buffer, and its tail when it is chained.
+    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[&[u8]])) {
         let mut mask = self.pending[Stage::Out as usize];
         while mask != 0 {
             let first = mask.trailing_zeros() as usize;
@@ -275,7 +439,8 @@ impl Batch {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
                 if self.meta[i].out_port == port {
-                    f(port, self.frame(i));
+                    let (c, n) = self.chain(i);
+                    f(port, &c[..n]);
                     mask &= !(1u128 << i);
                 }
             }

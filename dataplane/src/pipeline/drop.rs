@@ -29,6 +29,9 @@ macro_rules! reasons {
 reasons! {
     EthTruncated => EthInput, "eth_truncated", "frame shorter than an Ethernet header";
     FrameTooLong => EthInput, "frame_too_long", "frame longer than the port accepts";
+    ChainEmptyBuffer => EthInput, "chain_empty_buffer", "multi-buffer frame with an empty buffer in its chain";
+    ChainNoBuffer => EthInput, "chain_no_buffer", "multi-buffer frame, but the batch has no room left for its tail";
+    ChainNotIpv4 => EthInput, "chain_not_ipv4", "multi-buffer frame that is not IPv4";
     UnknownPort => EthInput, "unknown_port", "frame from a port the tables do not know";
     VlanTruncated => EthInput, "vlan_truncated", "802.1Q tag cut short";
     VlanNotAllowed => EthInput, "vlan_not_allowed", "VLAN-tagged frame on a port not configured for that VLAN";
@@ -56,6 +59,8 @@ reasons! {
     Ip4BadChecksum => Ip4Input, "ip4_bad_checksum", "IPv4 header checksum invalid";
     Ip4MartianSrc => Ip4Input, "ip4_martian_src", "source is 0.0.0.0, loopback, multicast or broadcast";
     Ip4SpoofedSrc => Ip4Input, "ip4_spoofed_src", "source address not owned by the sending pod";
+    ChainHeadersSplit => Ip4Input, "chain_headers_split", "multi-buffer frame whose IPv4 and TCP/UDP headers are not all in its first buffer";
+    ChainFragment => Ip4Input, "chain_fragment", "multi-buffer IPv4 fragment (never reassembled or translated)";
     Ip4BadFragment => Ip4Input, "ip4_bad_fragment", "fragment without payload, or ending past the 65535-byte datagram limit";
     CtInvalid => Nat44In, "ct_invalid", "TCP segment that is not a SYN, for a Service, with no conntrack entry";
     SvcNoPort => Nat44In, "svc_no_port", "to a Service address, but no Service port matches the protocol and port";
@@ -82,8 +87,10 @@ reasons! {
     SnatInvalid => Nat44In, "snat_ct_invalid", "TCP segment that is not a SYN with no conntrack entry, would leave masqueraded";
     LocalProtoUnhandled => Ip4Local, "local_proto_unhandled", "to the gateway or node address but not ICMP echo or a tunnel";
     NestedTunnel => Ip4Local, "nested_tunnel", "tunnel packet inside a tunnel: never decapsulated twice";
+    LocalChained => Ip4Local, "local_chained", "multi-buffer frame to the gateway or node address";
     TunnelFragment => Ip4Local, "tunnel_fragment", "fragmented tunnel packet (no reassembly)";
     IcmpTruncated => Ip4Local, "icmp_truncated", "ICMP shorter than its header";
+    VxlanDecapChained => VxlanDecap, "vxlan_decap_chained", "multi-buffer VXLAN packet (never decapsulated)";
     UdpBadLength => VxlanDecap, "udp_bad_length", "UDP length field disagrees with the packet";
     VxlanTruncated => VxlanDecap, "vxlan_truncated", "VXLAN header or inner frame cut short";
     VxlanBadFlags => VxlanDecap, "vxlan_bad_flags", "VXLAN I flag not set";
@@ -92,6 +99,7 @@ reasons! {
     VxlanInnerDstMac => VxlanDecap, "vxlan_inner_dst_mac", "inner destination MAC is not this node's VTEP MAC";
     VxlanInnerNotIpv4 => VxlanDecap, "vxlan_inner_not_ipv4", "inner frame is not IPv4";
     VxlanInnerSrcMismatch => VxlanDecap, "vxlan_inner_src_mismatch", "inner source is neither the sending node nor one of its pods";
+    IpipDecapChained => IpipDecap, "ipip_decap_chained", "multi-buffer IP-in-IP packet (never decapsulated)";
     IpipUnknownPeer => IpipDecap, "ipip_unknown_peer", "IP-in-IP from an address that is not a known node";
     IpipTruncated => IpipDecap, "ipip_truncated", "IP-in-IP inner header cut short";
     IpipInnerSrcMismatch => IpipDecap, "ipip_inner_src_mismatch", "inner source is neither the sending node nor one of its pods";
@@ -105,6 +113,7 @@ reasons! {
     TsoBadFlags => Ip4Tso, "tso_bad_flags", "SYN or RST super-frame carrying more than one segment of payload";
     TsoMssTooSmall => Ip4Tso, "tso_mss_too_small", "path MTU leaves no room for payload after the super-frame's headers";
     TsoNoBuffer => Ip4Tso, "tso_no_buffer", "not enough free slots for the super-frame's segments";
+    FragChained => Ip4Frag, "frag_chained", "multi-buffer packet without DF too big for its path and not a TCP super-frame: not fragmented";
     FragNoBuffer => Ip4Frag, "frag_no_buffer", "no free slot for another fragment";
     FragMtuTooSmall => Ip4Frag, "frag_mtu_too_small", "path MTU too small to fragment into";
     EncapNoHeadroom => VxlanEncap, "encap_no_headroom", "no headroom for the outer headers";

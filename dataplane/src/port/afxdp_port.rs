@@ -73,6 +73,11 @@ pub struct PortOptions {
     pub rx_frames: u32,
     /// TX chunks (default = ring_size).
     pub tx_frames: u32,
+    /// Carry frames larger than one chunk (AF_XDP multi-buffer): bind with `XDP_USE_SG` and,
+    /// when this port attaches its own program, attach it marked for multi-buffer frames
+    /// (`xdp.frags`), which also lets the veth's peer hand over GSO super-frames. When the
+    /// kernel refuses, the port opens single-buffer and says why in `mode()`.
+    pub multi_buffer: bool,
 }
 
 impl Default for PortOptions {
@@ -85,6 +90,7 @@ impl Default for PortOptions {
             ring_size: 2048,
             rx_frames: 4096,
             tx_frames: 2048,
+            multi_buffer: false,
         }
     }
 }
@@ -337,8 +343,15 @@ pub struct AfXdpPort {
     tx_free: Vec<u64>,
     tx_unsubmitted: u32,
     tx_budget: u32,
+    /// Bound with XDP_USE_SG: rx and tx descriptor chains.
+    multi_buffer: bool,
+    /// Why multi-buffer was asked for but not given (shown by `mode()`).
+    multi_buffer_refused: Option<String>,
     stats: PortStats,
 }
+
+/// Most descriptors one received frame may span before it is handed over as too long.
+const MAX_RX_CHAIN: usize = crate::pipeline::batch::MAX_CHAIN_BUFS + 1;
 
 struct Socket {
     rx: Ring<XdpDesc>,
@@ -393,36 +406,37 @@ impl AfXdpPort {
         }
         let mut errs = Vec::new();
         let mut sock = None;
-        for bind_flag in attempts {
-            // A failed bind can leave the socket's rings/UMEM in an unusable
-            // state, so every attempt starts from a fresh socket.
-            // EBUSY right after the previous socket on this queue was closed (a
-            // restart): the kernel releases the queue's buffer pool from a
-            // workqueue, so retry for up to ~1 s before giving up.
-            let mut res = Socket::create(ifindex, queue_id, o, bind_flag);
-            for _ in 0..20 {
-                match &res {
-                    Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                        res = Socket::create(ifindex, queue_id, o, bind_flag);
+        let mut sg = o.multi_buffer;
+        let mut refused: Option<String> = None;
+        // Multi-buffer first (zero-copy, then copy); when every mode refuses it (kernel
+        // or driver without XDP_USE_SG), single-buffer, and `mode()` says why.
+        let sg_tries: &[bool] = if sg { &[true, false] } else { &[false] };
+        'modes: for &try_sg in sg_tries {
+            let mut sg_errs = Vec::new();
+            for &bind_flag in &attempts {
+                // A failed bind can leave the socket's rings/UMEM in an unusable
+                // state, so every attempt starts from a fresh socket.
+                match Socket::create_retrying(ifindex, queue_id, o, bind_flag, try_sg) {
+                    Ok(s) => {
+                        sock = Some(s);
+                        sg = try_sg;
+                        break 'modes;
                     }
-                    _ => break,
+                    Err(e) => sg_errs.push(format!(
+                        "{}{}: {e}",
+                        if bind_flag == libc::XDP_ZEROCOPY {
+                            "zerocopy"
+                        } else {
+                            "copy"
+                        },
+                        if try_sg { "+sg" } else { "" }
+                    )),
                 }
             }
-            match res {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) => errs.push(format!(
-                    "{}: {e}",
-                    if bind_flag == libc::XDP_ZEROCOPY {
-                        "zerocopy"
-                    } else {
-                        "copy"
-                    }
-                )),
+            if try_sg {
+                refused = Some(format!("bind with XDP_USE_SG: {}", sg_errs.join("; ")));
             }
+            errs.extend(sg_errs);
         }
         let Some(s) = sock else {
             return Err(io::Error::other(format!(
@@ -436,7 +450,23 @@ impl AfXdpPort {
         let (prog, map) = match &o.program {
             Some(m) => (None, m.clone()),
             None => {
-                let p = XdpProgram::attach_redirect_all(ifname, o.xdp_mode)?;
+                let p = if sg {
+                    match XdpProgram::attach_redirect_all_frags(ifname, o.xdp_mode) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            // Frames above one page could not reach us: say so (the socket
+                            // itself still takes chains, e.g. from generic XDP).
+                            refused = Some(format!("xdp.frags program: {e}"));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let p = match p {
+                    Some(p) => p,
+                    None => XdpProgram::attach_redirect_all(ifname, o.xdp_mode)?,
+                };
                 let m = p.xsk_map();
                 (Some(p), m)
             }
@@ -464,6 +494,8 @@ impl AfXdpPort {
             tx_free: s.tx_free,
             tx_unsubmitted: 0,
             tx_budget: s.tx_budget,
+            multi_buffer: sg,
+            multi_buffer_refused: refused,
             stats: PortStats::default(),
         })
     }
@@ -476,6 +508,14 @@ impl AfXdpPort {
     }
     pub fn attached_mode(&self) -> Option<AttachedMode> {
         self.attached
+    }
+    /// True when the socket carries multi-buffer frames (bound with `XDP_USE_SG`).
+    pub fn is_multi_buffer(&self) -> bool {
+        self.multi_buffer
+    }
+    /// Why multi-buffer was asked for and not (fully) given, if it was.
+    pub fn multi_buffer_refused(&self) -> Option<&str> {
+        self.multi_buffer_refused.as_deref()
     }
     /// Largest frame `recv_burst` can deliver (frame_size - XDP_PACKET_HEADROOM).
     pub fn max_rx_frame(&self) -> usize {
@@ -565,7 +605,36 @@ impl AfXdpPort {
 }
 
 impl Socket {
-    fn create(ifindex: u32, queue_id: u32, o: &PortOptions, bind_flag: u16) -> io::Result<Socket> {
+    /// `create`, retried on EBUSY right after the previous socket on this queue was closed
+    /// (a restart): the kernel releases the queue's buffer pool from a workqueue, so retry
+    /// for up to ~1 s before giving up.
+    fn create_retrying(
+        ifindex: u32,
+        queue_id: u32,
+        o: &PortOptions,
+        bind_flag: u16,
+        sg: bool,
+    ) -> io::Result<Socket> {
+        let mut res = Socket::create(ifindex, queue_id, o, bind_flag, sg);
+        for _ in 0..20 {
+            match &res {
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    res = Socket::create(ifindex, queue_id, o, bind_flag, sg);
+                }
+                _ => break,
+            }
+        }
+        res
+    }
+
+    fn create(
+        ifindex: u32,
+        queue_id: u32,
+        o: &PortOptions,
+        bind_flag: u16,
+        sg: bool,
+    ) -> io::Result<Socket> {
         // SAFETY: plain socket(2) call.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -670,7 +739,9 @@ impl Socket {
 
         let sa = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: bind_flag | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_flags: bind_flag
+                | libc::XDP_USE_NEED_WAKEUP
+                | if sg { libc::XDP_USE_SG } else { 0 },
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue_id,
             sxdp_shared_umem_fd: 0,
@@ -705,31 +776,131 @@ impl Port for AfXdpPort {
         &self.ifname
     }
 
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
-        let n = self.rx.cons_avail(max.min(u32::MAX as usize) as u32);
-        for i in 0..n {
-            let d = self.rx.cons_read(i);
-            let (off, len) = (d.addr as usize, d.len as usize);
-            // In aligned mode addr = chunk + 256 (+ umem headroom); never trust
-            // the ring blindly before making a slice.
-            if off.checked_add(len).is_some_and(|end| end <= self.umem.len) {
-                // SAFETY: [off, off+len) is inside the UMEM mapping (checked
-                // above) and the chunk is owned by us until it goes back on the
-                // fill ring, which happens only after `f` returns. The slice
-                // does not outlive this iteration.
-                let frame = unsafe { std::slice::from_raw_parts(self.umem.ptr.add(off), len) };
-                f(frame);
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize {
+        // Every available descriptor is looked at, `max` frames are delivered: a frame is
+        // a chain of descriptors, all but its last with XDP_PKT_CONTD (multi-buffer only).
+        let avail = self.rx.cons_avail(self.rx.size);
+        let mut used = 0u32;
+        let mut frames = 0usize;
+        let mut chain: [&[u8]; MAX_RX_CHAIN] = [&[]; MAX_RX_CHAIN];
+        while frames < max && used < avail {
+            // Find the end of the frame; a chain whose end is not published yet stays on
+            // the ring for the next call.
+            let mut n = 0u32;
+            let mut complete = false;
+            while used + n < avail {
+                let d = self.rx.cons_read(used + n);
+                n += 1;
+                if !self.multi_buffer || d.options & libc::XDP_PKT_CONTD == 0 {
+                    complete = true;
+                    break;
+                }
             }
-            let base = self.chunk_base(d.addr);
-            self.rx_free.push(base);
+            if !complete {
+                break;
+            }
+            let mut k = 0usize;
+            let mut ok = true;
+            let mut bytes = 0u64;
+            for j in 0..n {
+                let d = self.rx.cons_read(used + j);
+                let (off, len) = (d.addr as usize, d.len as usize);
+                // In aligned mode addr = chunk + 256 (+ umem headroom); never trust the
+                // ring blindly before making a slice.
+                if off.checked_add(len).is_none_or(|end| end > self.umem.len) {
+                    ok = false;
+                    continue;
+                }
+                if k < MAX_RX_CHAIN {
+                    // SAFETY: [off, off+len) is inside the UMEM mapping (checked above)
+                    // and the chunk is ours until it goes back on the fill ring, which
+                    // happens only after `f` returns. The slices do not outlive this
+                    // iteration of the loop.
+                    chain[k] = unsafe { std::slice::from_raw_parts(self.umem.ptr.add(off), len) };
+                    k += 1;
+                    bytes += len as u64;
+                }
+            }
+            if ok && k > 0 {
+                // A chain longer than MAX_RX_CHAIN is handed over cut at MAX_RX_CHAIN
+                // buffers: more than the batch takes, so it is dropped by name there.
+                if !f(&chain[..k]) {
+                    break; // not taken: stays on the ring for the next burst
+                }
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += bytes;
+            }
+            for j in 0..n {
+                let d = self.rx.cons_read(used + j);
+                let base = self.chunk_base(d.addr);
+                self.rx_free.push(base);
+            }
+            used += n;
+            frames += 1;
         }
-        if n > 0 {
-            self.rx.cons_release(n);
+        if used > 0 {
+            self.rx.cons_release(used);
             self.refill();
         }
-        n as usize
+        frames
+    }
+
+    fn send_chain(&mut self, chain: &[&[u8]]) -> bool {
+        if let [one] = chain {
+            return self.send(one);
+        }
+        let len: usize = chain.iter().map(|b| b.len()).sum();
+        let fs = self.frame_size as usize;
+        if len == 0 || !self.multi_buffer {
+            return false;
+        }
+        let need = len.div_ceil(fs);
+        if need > MAX_RX_CHAIN {
+            return false;
+        }
+        if self.tx_free.len() < need {
+            self.reclaim();
+        }
+        if self.tx_free.len() < need || self.tx.prod_free(need as u32) < need as u32 {
+            self.stats.tx_ring_full += 1;
+            return false;
+        }
+        // Re-cut the chain into whole chunks: descriptor k holds bytes [k*fs, (k+1)*fs).
+        let mut src = chain.iter().copied();
+        let mut cur: &[u8] = src.next().unwrap_or(&[]);
+        for k in 0..need {
+            let Some(addr) = self.tx_free.pop() else {
+                return false; // checked above
+            };
+            let want = fs.min(len - k * fs);
+            let mut done = 0;
+            while done < want {
+                while cur.is_empty() {
+                    cur = src.next().unwrap_or(&[]);
+                }
+                let n = cur.len().min(want - done);
+                // SAFETY: addr is the start of a TX chunk inside the UMEM that we own (see
+                // `send`); done + n <= want <= frame_size, so the copy stays in the chunk.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        cur.as_ptr(),
+                        self.umem.ptr.add(addr as usize + done),
+                        n,
+                    )
+                };
+                cur = &cur[n..];
+                done += n;
+            }
+            self.tx.prod_push(XdpDesc {
+                addr,
+                len: want as u32,
+                options: if k + 1 < need { libc::XDP_PKT_CONTD } else { 0 },
+            });
+        }
+        self.tx_unsubmitted += need as u32;
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += len as u64;
+        true
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
@@ -806,7 +977,7 @@ impl Port for AfXdpPort {
 
     fn mode(&self) -> String {
         format!(
-            "xdp={} {} queue={} frame={} ring={}{}",
+            "xdp={} {} queue={} frame={} ring={}{}{}",
             self.attached.map_or("?", |m| m.as_str()),
             if self.zerocopy { "zerocopy" } else { "copy" },
             self.queue_id,
@@ -816,6 +987,11 @@ impl Port for AfXdpPort {
                 String::new()
             } else {
                 format!(" tx_budget={}", self.tx_budget)
+            },
+            match (&self.multi_buffer_refused, self.multi_buffer) {
+                (Some(why), _) => format!(" multi-buffer refused ({why})"),
+                (None, true) => " multi-buffer".to_string(),
+                (None, false) => String::new(),
             },
         )
     }

@@ -25,13 +25,16 @@ impl Port for MemPort {
     fn name(&self) -> &str {
         &self.name
     }
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize {
         let mut n = 0;
         while n < max {
             let Some(fr) = self.rx.pop_front() else { break };
+            if !f(&[&fr]) {
+                self.rx.push_front(fr);
+                break;
+            }
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += fr.len() as u64;
-            f(&fr);
             n += 1;
         }
         n
@@ -41,6 +44,9 @@ impl Port for MemPort {
         self.stats.tx_bytes += frame.len() as u64;
         self.tx.push(frame.to_vec());
         true
+    }
+    fn send_chain(&mut self, chain: &[&[u8]]) -> bool {
+        self.send(&chain.concat())
     }
     fn flush(&mut self) {}
     fn raw_fd(&self) -> Option<RawFd> {

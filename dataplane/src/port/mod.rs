@@ -22,10 +22,21 @@ pub struct PortStats {
 /// moves frames implement this, so the I/O binding can change without touching the rest.
 pub trait Port: Send {
     fn name(&self) -> &str;
-    /// Receives up to `max` frames, calling `f` once per frame (bytes valid during the call).
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Receives up to `max` frames, calling `f` once per frame with its buffers (one, or the
+    /// chain of a multi-buffer frame, headers in the first; bytes valid during the call).
+    /// When `f` returns false the frame is not taken: it stays queued for the next call and
+    /// the burst ends. Returns the frames taken.
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize;
     /// Queues one frame for transmit (copied); false when the tx ring is full.
     fn send(&mut self, frame: &[u8]) -> bool;
+    /// Queues one frame given as a chain of buffers (a multi-buffer frame); false when the
+    /// port cannot take it now. Ports without multi-buffer transmit take single buffers only.
+    fn send_chain(&mut self, chain: &[&[u8]]) -> bool {
+        match chain {
+            [one] => self.send(one),
+            _ => false,
+        }
+    }
     /// Reclaims completed buffers, refills receive buffers and kicks transmission.
     fn flush(&mut self);
     /// File descriptor to wait on when idle (`None`: never readable, e.g. in-memory).

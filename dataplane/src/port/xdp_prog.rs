@@ -465,51 +465,29 @@ pub struct XdpProgram {
 impl XdpProgram {
     /// Load the object into the kernel (both programs, fresh maps) without attaching.
     pub fn load(kind: ProgKind) -> io::Result<XdpProgram> {
-        let name = CString::new("podswitch").map_err(|e| invalid(e.to_string()))?;
-        let opts = bpf::bpf_object_open_opts {
-            sz: std::mem::size_of::<bpf::bpf_object_open_opts>() as bpf::size_t,
-            object_name: name.as_ptr(),
-            ..Default::default()
-        };
-        // SAFETY: BPF_OBJECT is a 'static byte slice; libbpf copies what it needs
-        // out of it during open; opts/name outlive the call.
-        let obj = unsafe {
-            bpf::bpf_object__open_mem(
-                BPF_OBJECT.as_ptr().cast(),
-                BPF_OBJECT.len() as bpf::size_t,
-                &opts,
-            )
-        };
-        // SAFETY: libbpf_get_error only inspects the pointer value (ERR_PTR encoding).
-        let err = unsafe { bpf::libbpf_get_error(obj.cast()) };
-        if obj.is_null() || err != 0 {
-            let e = if err != 0 {
-                -(err as i32)
-            } else {
-                libc::EINVAL
-            };
-            return Err(io::Error::new(
-                io::Error::from_raw_os_error(e).kind(),
-                format!("bpf_object__open_mem: {}", io::Error::from_raw_os_error(e)),
-            ));
-        }
-        let guard = ObjGuard(obj);
-        // SAFETY: obj is a valid, not yet loaded bpf_object owned by `guard`; the
-        // program pointers returned by bpf_program__next belong to it.
-        unsafe {
-            let mut p = bpf::bpf_program__next(std::ptr::null_mut(), obj);
-            while !p.is_null() {
-                bpf::bpf_program__set_xdp(p);
-                p = bpf::bpf_program__next(p, obj);
-            }
-        }
-        // SAFETY: obj is valid (see above).
-        let rc = unsafe { bpf::bpf_object__load(obj) };
-        check(
-            rc,
-            "bpf_object__load (run with libbpf warnings on stderr for the verifier log)",
-        )?;
+        Self::load_as(kind, false)
+    }
 
+    /// Load the object with its programs marked as handling multi-buffer frames
+    /// (`BPF_F_XDP_HAS_FRAGS`, what libbpf does for section `xdp.frags`): a veth with such a
+    /// program accepts frames larger than a page, and AF_XDP sockets bound with
+    /// `XDP_USE_SG` receive them as descriptor chains. Fails on kernels without XDP
+    /// multi-buffer (before 5.18).
+    pub fn load_frags(kind: ProgKind) -> io::Result<XdpProgram> {
+        Self::load_as(kind, true)
+    }
+
+    fn load_as(kind: ProgKind, frags: bool) -> io::Result<XdpProgram> {
+        let obj = if frags {
+            open_load_frags()?
+        } else {
+            open_load()?
+        };
+        Self::from_loaded(kind, ObjGuard(obj))
+    }
+
+    fn from_loaded(kind: ProgKind, guard: ObjGuard) -> io::Result<XdpProgram> {
+        let obj = guard.0;
         let sym = CString::new(kind.symbol()).map_err(|e| invalid(e.to_string()))?;
         // SAFETY: obj is valid and loaded; the returned pointer (if any) is owned by obj.
         let prog = unsafe { bpf::bpf_object__find_program_by_name(obj, sym.as_ptr()) };
@@ -566,6 +544,14 @@ impl XdpProgram {
     /// Load `xdp_redirect_all` (pod-port mode) and attach it to `ifname`.
     pub fn attach_redirect_all(ifname: &str, mode: XdpMode) -> io::Result<XdpProgram> {
         let mut p = XdpProgram::load(ProgKind::RedirectAll)?;
+        p.attach(ifname, mode)?;
+        Ok(p)
+    }
+
+    /// Like [`XdpProgram::attach_redirect_all`], the program marked for multi-buffer frames
+    /// (see [`XdpProgram::load_frags`]).
+    pub fn attach_redirect_all_frags(ifname: &str, mode: XdpMode) -> io::Result<XdpProgram> {
+        let mut p = XdpProgram::load_frags(ProgKind::RedirectAll)?;
         p.attach(ifname, mode)?;
         Ok(p)
     }
@@ -879,6 +865,96 @@ pub fn attached_ids(ifname: &str) -> io::Result<(u32, u32)> {
     };
     check(rc, "bpf_get_link_xdp_info")?;
     Ok((info.drv_prog_id, info.skb_prog_id))
+}
+
+/// Opens and loads the embedded object (all programs as plain XDP); the caller owns it.
+fn open_load() -> io::Result<*mut bpf::bpf_object> {
+    let name = CString::new("podswitch").map_err(|e| invalid(e.to_string()))?;
+    let opts = bpf::bpf_object_open_opts {
+        sz: std::mem::size_of::<bpf::bpf_object_open_opts>() as bpf::size_t,
+        object_name: name.as_ptr(),
+        ..Default::default()
+    };
+    // SAFETY: BPF_OBJECT is a 'static byte slice; libbpf copies what it needs
+    // out of it during open; opts/name outlive the call.
+    let obj = unsafe {
+        bpf::bpf_object__open_mem(
+            BPF_OBJECT.as_ptr().cast(),
+            BPF_OBJECT.len() as bpf::size_t,
+            &opts,
+        )
+    };
+    // SAFETY: libbpf_get_error only inspects the pointer value (ERR_PTR encoding).
+    let err = unsafe { bpf::libbpf_get_error(obj.cast()) };
+    if obj.is_null() || err != 0 {
+        let e = if err != 0 {
+            -(err as i32)
+        } else {
+            libc::EINVAL
+        };
+        return Err(io::Error::new(
+            io::Error::from_raw_os_error(e).kind(),
+            format!("bpf_object__open_mem: {}", io::Error::from_raw_os_error(e)),
+        ));
+    }
+    let guard = ObjGuard(obj);
+    // SAFETY: obj is a valid, not yet loaded bpf_object owned by `guard`; the
+    // program pointers returned by bpf_program__next belong to it.
+    unsafe {
+        let mut p = bpf::bpf_program__next(std::ptr::null_mut(), obj);
+        while !p.is_null() {
+            bpf::bpf_program__set_xdp(p);
+            p = bpf::bpf_program__next(p, obj);
+        }
+    }
+    // SAFETY: obj is valid (see above).
+    let rc = unsafe { bpf::bpf_object__load(obj) };
+    check(
+        rc,
+        "bpf_object__load (run with libbpf warnings on stderr for the verifier log)",
+    )?;
+    Ok(std::mem::ManuallyDrop::new(guard).0)
+}
+
+/// `BPF_F_XDP_HAS_FRAGS` (uapi/linux/bpf.h): the program handles multi-buffer frames.
+const BPF_F_XDP_HAS_FRAGS: i32 = 1 << 5;
+
+/// Like [`open_load`], every program loaded with `BPF_F_XDP_HAS_FRAGS`. The vendored libbpf
+/// (0.3) has no per-program flag setter and predates the `xdp.frags` section name; its
+/// `bpf_prog_load_xattr` sets the flags but reads a file, so the object is handed over
+/// through a memfd.
+fn open_load_frags() -> io::Result<*mut bpf::bpf_object> {
+    let fname = c"podswitch-bpf";
+    // SAFETY: plain memfd_create with a valid NUL-terminated name.
+    let raw = unsafe { libc::memfd_create(fname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, BPF_OBJECT)?;
+    let path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| invalid(e.to_string()))?;
+    let attr = bpf::bpf_prog_load_attr {
+        file: path.as_ptr(),
+        prog_type: bpf::BPF_PROG_TYPE_XDP,
+        prog_flags: BPF_F_XDP_HAS_FRAGS,
+        ..Default::default()
+    };
+    let mut obj: *mut bpf::bpf_object = std::ptr::null_mut();
+    let mut first_fd: i32 = -1;
+    // SAFETY: attr and path outlive the call; obj/first_fd are live out-parameters. On
+    // success libbpf hands us the loaded object (closed by the caller's ObjGuard).
+    let rc = unsafe { bpf::bpf_prog_load_xattr(&attr, &mut obj, &mut first_fd) };
+    check(
+        rc,
+        "load XDP programs with BPF_F_XDP_HAS_FRAGS (multi-buffer)",
+    )?;
+    if obj.is_null() {
+        return Err(io::Error::other("bpf_prog_load_xattr returned no object"));
+    }
+    Ok(obj)
 }
 
 // ---------------------------------------------------------------------------

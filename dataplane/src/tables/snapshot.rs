@@ -34,6 +34,8 @@ pub struct PortEntry {
     pub ip: Option<[u8; 4]>,
     pub mtu: u16,
     pub vlan: Option<u16>,
+    /// Carries TCP super-frames as multi-buffer frames (pod ports with `gso`).
+    pub gso: bool,
     /// Pod name for pod ports.
     pub label: String,
 }

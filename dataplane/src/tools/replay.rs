@@ -86,7 +86,7 @@ pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> Re
         }
         batch.for_each_output(|port, frame| {
             if let Some((p, times)) = ports.get_mut(usize::from(port)) {
-                p.send(frame);
+                p.send_chain(frame);
                 times.push(ts);
             }
         });

@@ -1,7 +1,7 @@
 //! ethernet-input: length, VLAN tags, source MAC checks, and the L2/L3 decision.
 
 use super::super::Cx;
-use super::super::batch::{Batch, MAX_FRAME, flags};
+use super::super::batch::{Batch, MAX_CHAIN_FRAME, MAX_FRAME, flags};
 use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
 use crate::tables::PortKind;
@@ -20,9 +20,14 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     if len < ethernet::HEADER_LEN {
         return cx.drop(b, i, R::EthTruncated);
     }
-    if len > MAX_FRAME
-        || len > usize::from(port.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN
-    {
+    // A port that carries super-frames takes frames up to the largest IPv4 packet (its
+    // veth's MTU stays the pod's MTU; the pod's GSO hands over larger ones).
+    let max = if port.gso {
+        MAX_CHAIN_FRAME
+    } else {
+        usize::from(port.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN
+    };
+    if len > MAX_FRAME || b.frame_len(i) > max {
         return cx.drop(b, i, R::FrameTooLong);
     }
     let mut ethertype = be16(b.frame(i), 12);
@@ -70,6 +75,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     if ethertype != ethernet::ETHERTYPE_IPV4 && ethertype != ethernet::ETHERTYPE_ARP {
         return cx.drop(b, i, R::UnsupportedEthertype);
+    }
+    if b.is_chained(i) && ethertype != ethernet::ETHERTYPE_IPV4 {
+        return cx.drop(b, i, R::ChainNotIpv4);
     }
     let l3_mac: Mac = match (port.kind, decapped) {
         (_, true) => snap.node.vtep_mac,

@@ -43,8 +43,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     // The original is dropped: count why, then reuse its buffer for the error.
     cx.counters.drops[cause as usize] += 1;
-    let quote =
-        usize::from(ip.total_len()).min(MAX_ERROR_LEN - ipv4::MIN_HEADER_LEN - icmpv4::HEADER_LEN);
+    // (A multi-buffer frame was cut to its first buffer: quote only what is there.)
+    let quote = usize::from(ip.total_len())
+        .min(f.len() - L3)
+        .min(MAX_ERROR_LEN - ipv4::MIN_HEADER_LEN - icmpv4::HEADER_LEN);
     let grow = ipv4::MIN_HEADER_LEN + icmpv4::HEADER_LEN;
     if !b.push_front(i, grow) {
         return cx.drop(b, i, R::IcmpNoHeadroom);

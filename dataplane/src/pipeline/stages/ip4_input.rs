@@ -20,7 +20,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     let hl = ip.header_len();
     let total = usize::from(ip.total_len());
-    let avail = f.len() - L3;
+    let avail = b.frame_len(i) - L3;
     if hl < ipv4::MIN_HEADER_LEN || hl > total {
         return cx.drop(b, i, R::Ip4BadIhl);
     }
@@ -29,6 +29,22 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     if !ip.checksum_ok() {
         return cx.drop(b, i, R::Ip4BadChecksum);
+    }
+    if b.is_chained(i) {
+        if ip.is_fragment() {
+            return cx.drop(b, i, R::ChainFragment);
+        }
+        // Every stage reads and rewrites headers in the first buffer only.
+        let l4 = match ip.protocol() {
+            ipv4::PROTO_TCP => 20,
+            ipv4::PROTO_UDP => 8,
+            _ => 0,
+        };
+        if f.len() < L3 + hl + l4
+            || (l4 == 20 && f.len() < L3 + hl + usize::from(f[L3 + hl + 12] >> 4) * 4)
+        {
+            return cx.drop(b, i, R::ChainHeadersSplit);
+        }
     }
     // What the kernel's reassembly discards too: an empty fragment, or one ending past the
     // largest datagram.
@@ -50,7 +66,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     if total < avail {
         // Ethernet padding (or trailing junk) past the IPv4 total length.
-        b.set_len(i, L3 + total);
+        b.truncate_chain(i, L3 + total);
         cx.event(Event::PaddingTrimmed);
     }
     cx.trace(Stage::Ip4Input, || {

@@ -55,7 +55,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize, routes: Option<&R
     let snap = cx.snap;
     let f = b.frame(i);
     let dst = ip4(f, L3 + 16);
-    let len = f.len() as u64;
+    let len = b.frame_len(i) as u64;
     if dst == [0; 4] || dst[0] == 127 || dst[0] >= 224 {
         return cx.drop(b, i, R::Ip4MartianDst);
     }

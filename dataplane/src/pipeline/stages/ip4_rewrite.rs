@@ -34,7 +34,13 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return b.set_next(i, Stage::IcmpError);
     }
     let total = ip.total_len();
-    let too_big = total > route.mtu;
+    // A port that carries super-frames takes them whole, whatever its MTU.
+    let out_gso = route
+        .out_port
+        .and_then(|p| snap.port(p))
+        .is_some_and(|p| p.gso);
+    let too_big = total > route.mtu && !out_gso;
+    let from_gso = m.flags & flags::SUPER != 0;
     // A TCP super-frame from a port that hands them over is cut to the path (ip4-tso)
     // whatever its DF bit says, as the kernel segments a GSO packet before the device.
     let tso = too_big
@@ -53,7 +59,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     // Clamp the MSS of SYN and SYN-ACK to the smaller of the egress and ingress paths.
     let mut clamped = None;
-    if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() {
+    // Not for a SYN from or to a port that carries super-frames: ip4-tso cuts that pod's
+    // segments to the path instead, so it keeps (and learns from its peer) the MSS of its
+    // own MTU and hands over super-frames.
+    if ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment() && !from_gso && !out_gso {
         let hl = ip.header_len();
         let path = if m.in_tunnel_mtu > 0 {
             route.mtu.min(m.in_tunnel_mtu)
@@ -82,6 +91,11 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     );
     if clamped.is_some() {
         cx.event(Event::MssClamped);
+    }
+    // ip4-tso computes every segment's checksum; anything else from such a port leaves
+    // whole and needs its partial checksum finished here (after NAT, before encapsulation).
+    if from_gso && !tso {
+        super::l4_checksum::finish(b, i);
     }
     let post = match route.target {
         RouteTarget::Peer { peer } => match snap.peers[usize::from(peer)].overlay {

@@ -16,28 +16,40 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let Some(route) = snap.routes.get(m.route as usize) else {
         return cx.drop(b, i, R::NoRoute);
     };
-    let plan = match Plan::for_mtu(&[b.frame(i)], usize::from(route.mtu)) {
+    let (c, nc) = b.chain(i);
+    let plan = match Plan::for_mtu(&c[..nc], usize::from(route.mtu)) {
         Ok(p) => p,
         Err(e) => return cx.drop(b, i, e.reason()),
     };
     let n = plan.segments();
-    if b.len() + n - 1 > SLOTS {
+    // Segment 0 stays in the super-frame's slot when its bytes are all in the first buffer;
+    // otherwise (a short first buffer) it is written into a spare slot like the others.
+    let in_place = b.frame(i).len() >= plan.segment_len(0);
+    let first_new = if in_place { 1 } else { 0 };
+    if b.len() + n - first_new > SLOTS {
         return cx.drop(b, i, R::TsoNoBuffer);
     }
-    for k in 1..n {
+    for k in first_new..n {
         let Some(j) = b.alloc() else {
             return cx.drop(b, i, R::TsoNoBuffer);
         };
         b.meta[j] = b.meta[i];
         b.meta[j].next = Stage::Done;
+        b.meta[j].tail_len = 0;
+        b.meta[j].start = super::super::batch::HEADROOM as u16;
         b.set_len(j, plan.segment_len(k));
-        let (src, dst) = b.frame_and_slot(i, j);
-        plan.write(&[src], k, dst);
+        b.write_from_chain(i, j, |chain, dst| {
+            plan.write(chain, k, dst);
+        });
         b.set_next(j, m.after_frag);
     }
-    // Segment 0's bytes are already in place: fix its headers last (the others copied them).
-    plan.patch(0, b.frame_mut(i));
-    b.set_len(i, plan.segment_len(0));
+    if in_place {
+        // Segment 0's bytes are already in place: fix its headers last (the others copied
+        // them).
+        b.unchain(i);
+        plan.patch(0, b.frame_mut(i));
+        b.set_len(i, plan.segment_len(0));
+    }
     cx.event(Event::TsoSuperFrames);
     for _ in 0..n {
         cx.event(Event::TsoSegmentsMade);
@@ -49,5 +61,10 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             route.mtu
         )
     });
-    b.set_next(i, m.after_frag);
+    if in_place {
+        b.set_next(i, m.after_frag);
+    } else {
+        b.unchain(i);
+        b.set_next(i, Stage::Done);
+    }
 }

@@ -44,7 +44,7 @@ pub(super) fn encap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return cx.drop(b, i, R::IpipEncapNoHeadroom);
     };
     let p = &snap.peers[usize::from(peer)];
-    let inner_ip_len = b.frame(i).len() - L3;
+    let inner_ip_len = b.frame_len(i) - L3;
     if !b.push_front(i, ipv4::MIN_HEADER_LEN) {
         return cx.drop(b, i, R::IpipEncapNoHeadroom);
     }

@@ -1,7 +1,7 @@
 //! l2-fwd: same-node pod to pod bridging from the MAC table (the cni0 job).
 
 use super::super::Cx;
-use super::super::batch::Batch;
+use super::super::batch::{Batch, flags};
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
 use super::L3;
@@ -50,7 +50,21 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             snap.port(out).map_or("?", |p| p.name.as_str())
         )
     });
-    cx.counters.count_l2(out, b.frame(i).len());
+    if b.meta[i].flags & flags::SUPER != 0 {
+        // A super-frame for a port that cannot take it whole is routed, so ip4-tso cuts it
+        // to that port's MTU (costing a TTL decrement, as routed traffic does).
+        let fits = snap
+            .port(out)
+            .is_some_and(|p| p.gso || b.frame_len(i) <= usize::from(p.mtu) + ethernet::HEADER_LEN);
+        if !fits {
+            cx.trace(Stage::L2Fwd, || {
+                "super-frame larger than the output port takes: routed to be segmented".into()
+            });
+            return b.set_next(i, Stage::Ip4Input);
+        }
+        super::l4_checksum::finish(b, i);
+    }
+    cx.counters.count_l2(out, b.frame_len(i));
     b.meta[i].out_port = out;
     b.set_next(i, Stage::Output);
 }

@@ -12,6 +12,7 @@ mod ip4_rewrite;
 mod ip4_tso;
 mod ipip;
 mod l2_fwd;
+mod l4_checksum;
 mod nat44_in;
 mod nat_common;
 mod nat_frag;
@@ -26,6 +27,7 @@ use super::batch::Batch;
 use super::stage::Stage;
 
 pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
+    let mask = chains(stage, cx, b, mask);
     match stage {
         Stage::EthInput => each(cx, b, mask, eth_input::packet),
         Stage::Arp => each(cx, b, mask, arp::packet),
@@ -56,6 +58,40 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Output => each(cx, b, mask, output::packet),
         Stage::Out | Stage::Dropped | Stage::Done => {}
     }
+}
+
+/// Multi-buffer frames (see `batch`) at a stage that only works on a single buffer: the
+/// ICMP error stage quotes the first buffer (the tail is let go); the stages that would need
+/// the whole frame contiguous drop it by name. Returns the packets the stage still runs on.
+fn chains(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) -> u128 {
+    use super::drop::DropReason as R;
+    let reason = match stage {
+        Stage::Ip4Local => R::LocalChained,
+        Stage::VxlanDecap => R::VxlanDecapChained,
+        Stage::IpipDecap => R::IpipDecapChained,
+        Stage::Ip4Frag => R::FragChained,
+        Stage::IcmpError => {
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                b.unchain(i);
+            }
+            return mask;
+        }
+        _ => return mask,
+    };
+    let mut keep = mask;
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if b.is_chained(i) {
+            cx.drop(b, i, reason);
+            keep &= !(1u128 << i);
+        }
+    }
+    keep
 }
 
 /// Runs one stage's per-packet function over every packet in `mask`. Generic over the

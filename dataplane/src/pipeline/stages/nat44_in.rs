@@ -104,7 +104,7 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     {
         return b.set_next(i, Stage::Ip4Lookup);
     }
-    let len = (f.len() - L3) as u32;
+    let len = (b.frame_len(i) - L3) as u32;
     if let Some(hit) = ct.lookup(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
         let to = hit.target();
         rewrite(b.frame_mut(i), l4, &key, &to);
@@ -285,7 +285,7 @@ fn new_flow(
         } else {
             State::Unreplied
         },
-        bytes: (b.frame(i).len() - L3) as u32,
+        bytes: (b.frame_len(i) - L3) as u32,
     };
     let now = cx.now_ns;
     let to = match ct.create(&req, now, &snap.nat.timeouts) {
@@ -325,6 +325,7 @@ fn reject(cx: &mut Cx<'_>, b: &mut Batch, i: usize, l4: usize, key: &FlowKey, na
     });
     if key.proto == ipv4::PROTO_TCP {
         cx.counters.drops[R::SvcNoEndpoints as usize] += 1;
+        b.unchain(i);
         let n = tcp_reset(b.frame_mut(i), l4);
         b.set_len(i, n);
         b.meta[i].flags = flags::LOCAL_ORIGIN;

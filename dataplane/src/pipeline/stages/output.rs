@@ -1,7 +1,7 @@
 //! interface-output: final MTU sanity check and VLAN tag push for tagged pod ports.
 
 use super::super::Cx;
-use super::super::batch::Batch;
+use super::super::batch::{Batch, MAX_CHAIN_FRAME};
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
 use crate::wire::ethernet;
@@ -12,7 +12,14 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let Some(port) = snap.port(out) else {
         return cx.drop(b, i, R::UnknownPort);
     };
-    if b.frame(i).len() > usize::from(port.mtu) + ethernet::HEADER_LEN {
+    // A port that carries super-frames takes them whole (the veth with an `xdp.frags`
+    // program accepts multi-buffer frames up to the largest IPv4 packet).
+    let max = if port.gso {
+        MAX_CHAIN_FRAME
+    } else {
+        usize::from(port.mtu) + ethernet::HEADER_LEN
+    };
+    if b.frame_len(i) > max {
         return cx.drop(b, i, R::TxTooBig);
     }
     if let Some(vid) = port.vlan {
@@ -25,7 +32,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         slot[start + 14..start + 16].copy_from_slice(&vid.to_be_bytes());
     }
     cx.trace(Stage::Output, || {
-        format!("tx on {} ({} bytes)", port.name, b.frame(i).len())
+        format!("tx on {} ({} bytes)", port.name, b.frame_len(i))
     });
     b.set_next(i, Stage::Out);
 }

@@ -81,7 +81,7 @@ pub(super) fn encap(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return cx.drop(b, i, R::EncapNoHeadroom);
     };
     let p = &snap.peers[usize::from(peer)];
-    let inner_len = b.frame(i).len();
+    let inner_len = b.frame_len(i);
     let hash = {
         let f = b.frame(i);
         let ip = &f[L3..];

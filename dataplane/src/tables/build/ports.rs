@@ -47,6 +47,7 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
             ip: Some(n.address.octets()),
             mtu: cfg.uplink.mtu,
             vlan: None,
+            gso: false,
             label: "uplink".into(),
         },
     );
@@ -62,6 +63,7 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
                 ip: None,
                 mtu: h.mtu,
                 vlan: None,
+                gso: false,
                 label: "host".into(),
             },
         )
@@ -115,6 +117,7 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
                 ip: Some(p.ip.octets()),
                 mtu: p.mtu,
                 vlan: p.vlan,
+                gso: p.gso,
                 label: p.name.clone(),
             },
         );
