@@ -101,6 +101,7 @@ fn config_with(policies: u32, local: u32) -> NodeConfig {
             vlan: None,
             k8s: None,
             attachment: None,
+            gso: false,
         });
         let take = (RULES_PER_POLICY * 10).min(rules.len() as u32) as usize;
         cfg.pod_policies.push(PodPolicy {
