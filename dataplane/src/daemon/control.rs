@@ -454,6 +454,7 @@ impl Control {
                     s.1.to_string(),
                     s.2.to_string(),
                     s.3,
+                    p.label.clone(),
                 ]
             })
             .collect();
@@ -469,7 +470,7 @@ impl Control {
         }
         let text = dump::table(
             &[
-                "ID", "NAME", "KIND", "MAC", "IP", "MTU", "RX", "TX", "TX-DROP", "MODE",
+                "ID", "NAME", "KIND", "MAC", "IP", "MTU", "RX", "TX", "TX-DROP", "MODE", "LABEL",
             ],
             &rows,
         );
