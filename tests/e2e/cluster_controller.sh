@@ -11,25 +11,14 @@
 # Environment: E2E_PREFIX (default pq<pid>), PODSWITCH_BIN.
 set -uo pipefail
 E2E_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-# shellcheck source=tests/e2e/lib/common.sh
-source "$E2E_ROOT/tests/e2e/lib/common.sh"
-need_root
-cd "$E2E_ROOT" || exit 1
-P=${E2E_PREFIX:-pq$$}
-export LAB_PREFIX=$P LAB_STATE="${TMPDIR:-/tmp}/$P-cluster"
+# shellcheck source=tests/e2e/lib/cluster.sh
+source "$E2E_ROOT/tests/e2e/lib/cluster.sh"
+cluster_test_init "pq$$"
 BIN=${PODSWITCH_BIN:-$E2E_ROOT/target/release}
-kc() { lab/lab.sh kubectl "$@"; }
 status() { "$BIN/podswitch-controller" status --status-socket "$LAB_STATE/node$1/controller.sock" "${@:2}"; }
 status_field() { status "$1" -o json | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$2"; }
 pod_ns() { echo "$P-n$(kc get pod "$1" -o 'jsonpath={.spec.nodeName}' | tr -dc 0-9)-$1"; }
 
-cleanup() {
-  lab/lab.sh down >/dev/null 2>&1 || true
-  rm -f "${MANIFEST:-}"
-  common_cleanup
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # http_ok NS URL N [WANT]: N fresh connections all answered (and WANT among the answers).
 http_ok() {
@@ -59,7 +48,6 @@ wait_until() {
   "$@"
 }
 
-lab_up() { timeout 1800 lab/lab.sh up; }
 check "lab/lab.sh up (podswitch nodes 1 and 2, flannel node 3)" lab_up || die "cluster" "see above"
 [ -S "$LAB_STATE/node1/controller.sock" ] || die "podswitch-controller runs on node1" "no status socket"
 
@@ -78,6 +66,7 @@ check "node1's NetworkUnavailable is False" bash -c "LAB_PREFIX=$P LAB_STATE=$LA
 check "node1 has node2 and node3 (flanneld) as peers" bash -c "$BIN/podswitchctl --socket /run/podswitch/$P-node1.sock dump tunnels | tee /dev/stderr | grep -q 192.168.1.12"
 
 MANIFEST=$(mktemp "${TMPDIR:-/tmp}/$P-ctl.XXXXXX.yaml")
+CLEANUP_FILES+=("$MANIFEST")
 cat >"$MANIFEST" <<'YAML'
 apiVersion: v1
 kind: Pod

@@ -7,26 +7,15 @@
 # Environment: E2E_PREFIX (default pn<pid>), PODSWITCH_BIN.
 set -uo pipefail
 E2E_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-# shellcheck source=tests/e2e/lib/common.sh
-source "$E2E_ROOT/tests/e2e/lib/common.sh"
-need_root
-cd "$E2E_ROOT" || exit 1
-P=${E2E_PREFIX:-pn$$}
-export LAB_PREFIX=$P LAB_STATE="${TMPDIR:-/tmp}/$P-cluster"
-kc() { lab/lab.sh kubectl "$@"; }
-cleanup() {
-  lab/lab.sh down >/dev/null 2>&1 || true
-  rm -f "${MANIFEST:-}"
-  common_cleanup
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tests/e2e/lib/cluster.sh
+source "$E2E_ROOT/tests/e2e/lib/cluster.sh"
+cluster_test_init "pn$$"
 
 PODS="x/a x/b y/a y/b"
-lab_up() { timeout 1800 lab/lab.sh up; }
 check "lab/lab.sh up" lab_up || die "cluster" "see above"
 
 MANIFEST=$(mktemp "${TMPDIR:-/tmp}/$P-np.XXXXXX.yaml")
+CLEANUP_FILES+=("$MANIFEST")
 {
   for ns in x y; do
     printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata: {name: "%s", labels: {ns: "%s"}}\n' "$ns" "$ns"
