@@ -85,23 +85,10 @@ impl Planner {
         let mut ch = Changes::default();
         let mut all_services = false;
         if std::mem::take(&mut st.nodes_dirty) {
-            let before = (
-                self.base.as_ref().map(|b| b.node.pod_cidr),
-                self.context().map(|c| {
-                    let mut v: Vec<_> = c.peers.into_iter().collect();
-                    v.sort();
-                    v
-                }),
-            );
+            // Every Service's translation reads the context (this node, the peers).
+            let before = self.context();
             self.plan_nodes(st);
-            let after = (
-                self.base.as_ref().map(|b| b.node.pod_cidr),
-                self.context().map(|c| {
-                    let mut v: Vec<_> = c.peers.into_iter().collect();
-                    v.sort();
-                    v
-                }),
-            );
+            let after = self.context();
             all_services = before != after;
         }
         let dirty: Vec<Key> = if all_services {

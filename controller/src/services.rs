@@ -20,7 +20,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 /// What this node knows when it translates a Service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Context {
     pub node_name: String,
     pub node_address: Ipv4Addr,
