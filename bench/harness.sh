@@ -148,8 +148,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # shellcheck source=scripts/preflight.sh
 source scripts/preflight.sh
 preflight bench
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
+PY=$DEBIAN_PYTHON # matplotlib comes from Debian's python3-matplotlib
 build_release
 mkdir -p "$RAW"
 T0=$(date +%s)

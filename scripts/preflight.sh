@@ -11,6 +11,12 @@
 
 DEPS_TABLE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/commands.tsv"
 
+# The interpreter Debian's python3-* packages install into. A python3 earlier on PATH
+# (pyenv, a venv) does not see them, so module checks and the scripts that import a
+# Debian-packaged module (scapy, matplotlib) use this one.
+DEBIAN_PYTHON="${PYTHON:-/usr/bin/python3}"
+[ -x "$DEBIAN_PYTHON" ] || DEBIAN_PYTHON=python3
+
 # deps_rows SCOPE...: "COMMAND PACKAGE" for every row in one of the scopes.
 deps_rows() {
   awk -F'\t+' -v want="$*" '
@@ -43,14 +49,15 @@ preflight() {
   [ ${#mods[@]} -gt 0 ] || return 0
   # One interpreter for all modules: prints the first one that does not import.
   local bad
-  bad=$(python3 - "${mods[@]}" <<'PY'
+  bad=$("$DEBIAN_PYTHON" - "$DEBIAN_PYTHON" "${mods[@]}" <<'PY'
 import importlib, sys
-for arg in sys.argv[1:]:
+for arg in sys.argv[2:]:
     mod, pkg = arg.split(":", 1)
     try:
         importlib.import_module(mod)
     except Exception:
-        print("missing Python module %s (Debian package %s): run scripts/deps.sh" % (mod, pkg))
+        print("missing Python module %s for %s (Debian package %s): run scripts/deps.sh"
+              % (mod, sys.argv[1], pkg))
         break
 PY
 )

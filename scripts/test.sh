@@ -8,6 +8,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # shellcheck source=scripts/preflight.sh
 source scripts/preflight.sh
 preflight test
+export PYTHON="$DEBIAN_PYTHON" # the scapy replay imports Debian's python3-scapy
 step() { printf '\n=== %s\n' "$*"; }
 step "cluster components (etcd, kube-apiserver, kube-controller-manager, kubectl, flanneld, cnitool)"
 # Built once into a cache folder; the CNI plugin's cnitool tests and the cluster e2e tests use them.
