@@ -13,6 +13,9 @@
       tables appended (for `podswitchctl program replace`), and the same Services as
       kube-proxy's iptables mode writes them (an iptables-restore file of the nat table)
       and, with OUT_NFT, as its nftables mode does (an nft -f file); prints the target VIP
+  bench.py netpol-gen N BASE_TOML POD POD_IP CLIENT_IP OUT_TOML OUT_IPSET OUT_IPT
+      N NetworkPolicies of 10 rules selecting POD, in podswitch's form (node config for
+      `program replace`) and Calico's iptables form (ipsets + filter chains)
   bench.py cc-server PORT SECONDS  TCP accept, send 1 byte, close (as fast as possible),
                                    for SECONDS
   bench.py cc-client HOST PORT SECONDS CONCURRENCY
@@ -217,6 +220,68 @@ def svc_gen(argv):
         with open(argv[4], "w") as f:
             f.write(kube_nft(svcs))
     print(svcs[-1][1])
+
+
+def netpol_gen(argv):
+    """netpol-gen N BASE_TOML POD POD_IP CLIENT_IP OUT_TOML OUT_IPSET OUT_IPT: N policies of
+    10 rules select pod POD (POD_IP); rule r of policy p allows one set of 10 cluster pods
+    (10.245.x.y, none of them real) on one TCP port; the last rule of the last policy also
+    allows CLIENT_IP on TCP 8080, so the client's connections are allowed after every rule
+    has been considered (iptables) or found in one lookup (podswitch). Writes podswitch's
+    form (BASE_TOML + [[address_set]] + [[pod_policy]]) and Calico's iptables form: one
+    ipset per peer set (ipset restore) and filter-table chains (iptables-restore)."""
+    n, base, pod, pod_ip, client = int(argv[0]), argv[1], argv[2], argv[3], argv[4]
+    out_toml, out_ipset, out_ipt = argv[5], argv[6], argv[7]
+    sets, rules = [], []
+    for p in range(n):
+        for r in range(10):
+            k = p * 10 + r
+            members = [ip4((10 << 24) | (245 << 16) | ((k * 10 + j) % 65000 + 1)) for j in range(10)]
+            last = p == n - 1 and r == 9
+            if last:
+                members.append(client)
+            sets.append((f"p{p}-r{r}", members))
+            rules.append((p, r, f"p{p}-r{r}", 8080 if last else 1000 + k % 500))
+    with open(out_toml, "w") as f:
+        f.write(open(base).read())
+        f.write(f"\n# {n} benchmark NetworkPolicies (bench.py netpol-gen)\n")
+        for name, members in sets:
+            f.write(f'\n[[address_set]]\nname = "bench/{name}"\n'
+                    f'prefixes = [{", ".join(f"{chr(34)}{m}/32{chr(34)}" for m in members)}]\n')
+        if n:
+            f.write(f'\n[[pod_policy]]\npod = "{pod}"\n[pod_policy.ingress]\n'
+                    f'policies = [{", ".join(f"{chr(34)}bench/p{p}{chr(34)}" for p in range(n))}]\n')
+            for p, r, name, port in rules:
+                f.write(f'[[pod_policy.ingress.rules]]\npolicy = "bench/p{p}"\nrule = {r}\n'
+                        f'peers = ["bench/{name}"]\nports = [{{ protocol = "tcp", port = {port} }}]\n')
+    with open(out_ipset, "w") as f:
+        for name, members in sets:
+            f.write(f"create cali40s:{name} hash:ip family inet\n")
+            f.write("".join(f"add cali40s:{name} {m}\n" for m in members))
+    # Calico's shape: conntrack first, then per workload a chain that clears the policy
+    # mark, jumps to each policy's chain in order and returns as soon as one accepted,
+    # else drops. Calico dispatches by the workload's interface; this path bridges through
+    # cni0, so the dispatch matches the pod's address.
+    chains = [":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+              ":cali-FORWARD - [0:0]", ":cali-tw-pod - [0:0]"]
+    lines = ["-A FORWARD -j cali-FORWARD",
+             "-A cali-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+             "-A cali-FORWARD -m conntrack --ctstate INVALID -j DROP"]
+    if n:
+        lines += [f"-A cali-FORWARD -d {pod_ip}/32 -j cali-tw-pod",
+                  "-A cali-tw-pod -j MARK --set-xmark 0x0/0x10000"]
+    for p in range(n):
+        chains.append(f":cali-pi-p{p} - [0:0]")
+        lines += [f"-A cali-tw-pod -m mark --mark 0x0/0x10000 -j cali-pi-p{p}",
+                  "-A cali-tw-pod -m mark --mark 0x10000/0x10000 -j RETURN"]
+    if n:
+        lines.append("-A cali-tw-pod -j DROP")
+    for p, r, name, port in rules:
+        lines += [f"-A cali-pi-p{p} -p tcp -m set --match-set cali40s:{name} src "
+                  f"-m multiport --dports {port} -j MARK --set-xmark 0x10000/0x10000",
+                  f"-A cali-pi-p{p} -m mark --mark 0x10000/0x10000 -j RETURN"]
+    with open(out_ipt, "w") as f:
+        f.write("*filter\n" + "\n".join(chains) + "\n" + "\n".join(lines) + "\nCOMMIT\n")
 
 
 def cc_server(argv):
@@ -500,6 +565,23 @@ def report(argv):
                            "rounds": rounds}
         if svc:
             r["services"] = svc
+        np = {}
+        for n in meta.get("policy_counts", []):
+            rounds = []
+            for k in range(1, meta.get("service_rounds", 1) + 1):
+                if not present(path, f"np{n}-{k}"):
+                    continue
+                c = load(f"{raw}/{path}-np{n}-{k}.json")
+                c.update(load(f"{raw}/{path}-np{n}-{k}-program.json"))
+                rounds.append(c)
+            if rounds:
+                med = sorted(rounds, key=lambda c: c["conns_per_s"])[(len(rounds) - 1) // 2]
+                np[str(n)] = {"conns_per_s": med["conns_per_s"],
+                              "conns_per_s_rounds": [c["conns_per_s"] for c in rounds],
+                              "program_ms": sorted(c["program_ms"] for c in rounds)[(len(rounds) - 1) // 2],
+                              "rounds": rounds}
+        if np:
+            r["netpol"] = np
         res["paths"][path] = r
 
     def cyc(path, wl, node):
@@ -549,6 +631,20 @@ def report(argv):
         for c in counts:
             rows.append((f"program {label(c)} Services, 2 nodes (ms)", P["services"][c]["program_ms"],
                          K["services"][c]["program_ms"], False))
+    if "netpol" in P and "netpol" in K:
+        pcounts = [c for c in map(str, meta.get("policy_counts", []))
+                   if c in P["netpol"] and c in K["netpol"]]
+        for c in pcounts:
+            rows.append((f"new conns/s, pod under {int(c):,} policies (Calico)",
+                         P["netpol"][c]["conns_per_s"], K["netpol"][c]["conns_per_s"], True))
+        if len(pcounts) >= 2:
+            lo, hi = pcounts[0], pcounts[-1]
+            rows.append((f"new conns/s ratio {int(hi):,}/{int(lo):,} policies",
+                         P["netpol"][hi]["conns_per_s"] / P["netpol"][lo]["conns_per_s"],
+                         K["netpol"][hi]["conns_per_s"] / K["netpol"][lo]["conns_per_s"], "no-ratio"))
+        for c in pcounts:
+            rows.append((f"program {int(c):,} policies, node2 (ms)", P["netpol"][c]["program_ms"],
+                         K["netpol"][c]["program_ms"], False))
     N = res["paths"].get("kernel-nft", {})
     if "services" in P and "services" in N:
         ncounts = [c for c in map(str, meta.get("service_counts", []))
@@ -611,6 +707,9 @@ def report(argv):
         for c, v in res["paths"][path].get("services", {}).items():
             svc_lines.append(f"{path}, {int(c):,} Services: " +
                              " / ".join(f"{x:,.0f}" for x in v["conns_per_s_rounds"]))
+        for c, v in res["paths"][path].get("netpol", {}).items():
+            svc_lines.append(f"{path}, {int(c):,} policies: " +
+                             " / ".join(f"{x:,.0f}" for x in v["conns_per_s_rounds"]))
     if svc_lines:
         print("\nnew conns/s of each round (the table shows the median):")
         print("\n".join("  " + s for s in svc_lines))
@@ -636,6 +735,8 @@ def report(argv):
         f.write(f"- Workloads: {m['workloads']}\n")
         if m.get("services"):
             f.write(f"- Services: {m['services']}\n")
+        if m.get("netpol"):
+            f.write(f"- NetworkPolicy: {m['netpol']}\n")
         f.write("\n")
         f.write("| metric | podswitch | kernel (flannel vxlan) | ratio |\n|---|---:|---:|---:|\n")
         for r in res["table"]:
@@ -744,4 +845,4 @@ def chart_cmd(argv):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report,
-     "svc-gen": svc_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)
+     "svc-gen": svc_gen, "netpol-gen": netpol_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)

@@ -14,6 +14,10 @@
 #                                                  podswitch: `program replace` on both
 #                                                  nodes; kernel: kube-proxy's iptables
 #                                                  rules (nat table) in both node namespaces
+#   new TCP connections/s to a pod selected by     bench/bench.py cc-client/cc-server;
+#   0, 1 and 1,000 NetworkPolicies (10 rules each) podswitch: pod policies in node2's
+#                                                  config; kernel: Calico's iptables form
+#                                                  (ipsets + per-pod/per-policy chains)
 #
 # Placement (2 cores): both nodes' podswitchd pinned to core 0 (taskset + --cores 0,
 # adaptive polling), every traffic tool (iperf3 client and server, trafgen, rr) on core 1.
@@ -31,6 +35,7 @@
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
 # BENCH_SVC_ROUNDS (interleaved rounds over the counts, median reported, default 3),
+# BENCH_POLICIES (NetworkPolicy counts of the netpol workload, default "0 1 1000"),
 # BENCH_IPTABLES_RESTORE (default iptables-restore; iptables-legacy-restore for the legacy
 # backend), BENCH_OVS_XDP_MODE (xdp-mode of the OVS afxdp ports, default native: copy
 # mode on veths; "generic" also works, native-with-zerocopy does not on veths),
@@ -62,13 +67,14 @@ RR_SECONDS=${BENCH_RR_SECONDS:-3}
 PSW_CORES=${BENCH_PSW_CORES:-0 0}
 PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
-WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services p2p} "
+WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services netpol p2p} "
 PSW_GSO=${BENCH_PSW_GSO:-0}
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
 SVC_CONC=${BENCH_SVC_CONCURRENCY:-32}
 SVC_ROUNDS=${BENCH_SVC_ROUNDS:-3}
+NP_COUNTS=${BENCH_POLICIES:-0 1 1000}
 IPT_RESTORE=${BENCH_IPTABLES_RESTORE:-iptables-restore}
 wl_on() { [[ $WORKLOADS == *" $1 "* ]]; }
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -319,6 +325,7 @@ measure() {
       nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client 10.244.2.20 5400 $((RR_SECONDS + 2)) 64
     wait "$spid" 2>/dev/null || true
   fi
+  if wl_on netpol; then netpol "$path"; fi
   if wl_on services; then
     if [ "$path" = podswitch ]; then
       services podswitch
@@ -376,6 +383,52 @@ services() {
     echo "bench: [$path] $n Services, round $r: $(cat "$RAW/$path-svc$n-$r.json")"
   done
   done
+}
+
+# netpol PATH: for each policy count N, pod B (node2) selected by N NetworkPolicies of 10
+# rules (bench.py netpol-gen; pod A's rule comes last), then new TCP connections/s from pod A
+# straight to pod B:8080. podswitch: node2's config + policies in one `program replace`;
+# kernel: Calico's iptables form in node2 (ipset restore + filter chains via iptables-restore).
+netpol() {
+  local path=$1 n r t0 t1 spid
+  nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+  for r in $(seq 1 "$SVC_ROUNDS"); do
+  for n in $NP_COUNTS; do
+    "$PY" bench/bench.py netpol-gen "$n" config/node2-vxlan.toml default/pod-b 10.244.2.20 \
+      10.244.1.10 "$TMPD/np-node2.toml" "$TMPD/np.ipset" "$TMPD/np.ipt"
+    [ "$path" = podswitch ] || kernel_policies_flush
+    t0=$(date +%s%N)
+    if [ "$path" = podswitch ]; then
+      psw_ctl 2 program replace "$TMPD/np-node2.toml" >"$TMPD/program.out" 2>&1 ||
+        { echo "bench: podswitch node2: program replace ($n policies) failed:"; tail -3 "$TMPD/program.out"; return 1; }
+    else
+      { nsx "$P-node2" ipset restore <"$TMPD/np.ipset" && nsx "$P-node2" "$IPT_RESTORE" <"$TMPD/np.ipt"; } ||
+        { echo "bench: kernel node2: ipset/$IPT_RESTORE ($n policies) failed"; return 1; }
+    fi
+    t1=$(date +%s%N)
+    echo "{\"policies\": $n, \"program_ms\": $(((t1 - t0) / 1000000))}" >"$RAW/$path-np$n-$r-program.json"
+    echo "bench: [$path] round $r: new TCP connections to pod B:8080 selected by $n policies (programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
+    nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
+    spid=$!
+    sleep 0.3
+    run_wl "$path" "np$n-$r" "$DUR" "$RAW/$path-np$n-$r.json" \
+      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client 10.244.2.20 8080 "$DUR" "$SVC_CONC"
+    wait "$spid" 2>/dev/null || true
+    echo "bench: [$path] $n policies, round $r: $(cat "$RAW/$path-np$n-$r.json")"
+  done
+  done
+  if [ "$path" = podswitch ]; then
+    psw_ctl 2 program replace config/node2-vxlan.toml >/dev/null
+  else
+    kernel_policies_flush
+  fi
+}
+
+# kernel_policies_flush: node2's filter table empty (an empty restore), then its ipsets gone.
+kernel_policies_flush() {
+  printf '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' |
+    nsx "$P-node2" "$IPT_RESTORE"
+  nsx "$P-node2" ipset destroy 2>/dev/null || true
 }
 
 cat >"$TMPD/p2p64.trafgen" <<'EOF'
@@ -474,7 +527,7 @@ p2p() {
   netns_cleanup
 }
 
-if wl_on tcp || wl_on udp || wl_on rr || wl_on services; then
+if wl_on tcp || wl_on udp || wl_on rr || wl_on services || wl_on netpol; then
   echo "bench: podswitch path (prefix $P)"
   setup_podswitch
   measure podswitch
@@ -502,6 +555,8 @@ json.dump({
   "seconds_per_workload": $DUR, "rr_seconds": $RR_SECONDS,
   "workloads_run": "$(echo $WORKLOADS)",
   "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
+  "policy_counts": [$(echo $NP_COUNTS | tr ' ' ',')],
+  "netpol": "$(wl_on netpol && echo "new TCP connections/s from pod A (node1) straight to pod B:8080 (node2), pod B selected by N NetworkPolicies of 10 rules (N = $(echo $NP_COUNTS | sed 's/ /, /g'); 10 cluster addresses and one TCP port per rule; pod A allowed by the last rule of the last policy), same client, server, rounds and median as the Service workload. podswitch: node2's config with address sets and the pod policy in one program replace. kernel: Calico's iptables form in node2: an ipset per peer set (hash:ip, ipset restore), filter FORWARD -> cali-FORWARD (conntrack ESTABLISHED,RELATED accept, INVALID drop) -> per-pod chain (dispatched by pod B's address, the path bridges through cni0) clearing the policy mark, jumping to each policy's chain in order and returning once one marked the packet, else DROP; each policy chain one rule per rule (-m set src, -m multiport --dports, MARK) + RETURN; via $IPT_RESTORE; program ms = node2")",
   "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",

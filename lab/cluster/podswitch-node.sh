@@ -28,9 +28,12 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 "$BIN/podswitchctl" --socket "$sock" version >/dev/null || { tail -20 "$dir/podswitchd.log" >&2; exit 1; }
+# LAB_CONTROLLER_ARGS: extra podswitch-controller run flags (word-split on purpose), e.g.
+# --min-sync-period-ms 0 for bench/cluster_latency.sh.
+# shellcheck disable=SC2086
 spawn_node "$n" controller "$BIN/podswitch-controller" run --kubeconfig "$kc" --node "$node" \
   --net-conf "$here/net-conf.json" --node-template "$dir/node-template.toml" --socket "$sock" \
-  --status-socket "$dir/controller.sock"
+  --status-socket "$dir/controller.sock" ${LAB_CONTROLLER_ARGS:-}
 # The CNI configuration list podswitch-cni is installed with (README "podswitch-cni"),
 # host-local over this node's podCIDR with its leases in this node's folder.
 cidr=$(wait_pod_cidr "$node" 10)
