@@ -8,7 +8,8 @@
 //! uplink, host port, VXLAN settings, pods (`default/pod-X` on `veth-pod-X`), peers,
 //! neighbours, Service CIDR, NodePort range and Services must match the topology. The
 //! mixed-overlay example (`*-mixed.toml`) places node `TOPO_ROUTED_NODE` on the routed
-//! segment (`TOPO_ROUTED_*`).
+//! segment (`TOPO_ROUTED_*`). The lab cluster's demo Pods (`lab/manifests/pods.yaml`) ask
+//! for the static pods' addresses on their nodes.
 //!
 //! It lives in packet-tests, the workspace's crate of repository-level tests: no root needed.
 
@@ -552,4 +553,58 @@ fn a_planted_wrong_value_is_reported() {
             "{to:?} in {file}: expected a problem about {field}, got {problems:?}"
         );
     }
+}
+
+/// The lab cluster's demo Pods (lab/manifests/pods.yaml) ask IPAM for the static pods'
+/// addresses (annotation `lab.podswitch.io/ip`) on their topology node (`nodeName`). The
+/// manifest is read line by line: each document's `metadata.name`, the annotation and
+/// `spec.nodeName`, as written there.
+#[test]
+fn lab_manifest_pods_agree_with_the_topology() {
+    let root = repo_root();
+    let topo = Topology::load(&root);
+    let file = "lab/manifests/pods.yaml";
+    let text = std::fs::read_to_string(root.join(file)).expect("readable");
+    let value = |doc: &str, key: &str| {
+        doc.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().trim_matches('"').to_string())
+    };
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for doc in text.split("\n---") {
+        let Some(ip) = value(doc, "lab.podswitch.io/ip:") else {
+            continue;
+        };
+        let name = value(doc, "name:").unwrap_or_default();
+        let Some(x) = name
+            .strip_prefix("pod-")
+            .filter(|x| topo.words("PODS").iter().any(|p| p == x))
+        else {
+            problems.push(format!(
+                "{file}: Pod {name:?} asks for {ip}, not a TOPO_PODS pod"
+            ));
+            continue;
+        };
+        checked += 1;
+        if ip != topo.at("POD_IP", x) {
+            problems.push(format!(
+                "{file}: Pod {name} asks for {ip}, lab/topology.sh says {} (TOPO_POD_IP)",
+                topo.at("POD_IP", x)
+            ));
+        }
+        let want = format!("node{}", topo.at("POD_NODE", x));
+        if value(doc, "nodeName:").as_deref() != Some(want.as_str()) {
+            problems.push(format!(
+                "{file}: Pod {name} nodeName {:?}, lab/topology.sh says {want} (TOPO_POD_NODE)",
+                value(doc, "nodeName:")
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        checked,
+        topo.words("PODS").len(),
+        "{file}: every TOPO_PODS pod is a demo Pod"
+    );
 }
