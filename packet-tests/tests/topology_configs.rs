@@ -608,3 +608,63 @@ fn lab_manifest_pods_agree_with_the_topology() {
         "{file}: every TOPO_PODS pod is a demo Pod"
     );
 }
+
+/// The topology agrees with itself: the node addresses in the fabric's subnet (the routed
+/// one in its own), pod CIDRs in the cluster CIDR, gateways and static pods in their
+/// node's pod CIDR.
+#[test]
+fn the_topology_is_consistent() {
+    let topo = Topology::load(&repo_root());
+    let prefix = |name: &str, key: &str| -> Prefix {
+        topo.at(name, key)
+            .parse()
+            .unwrap_or_else(|e| panic!("TOPO_{name}[{key}]: {e}"))
+    };
+    let addr = |name: &str, key: &str| -> u32 {
+        let a: Ipv4Addr = topo
+            .at(name, key)
+            .parse()
+            .unwrap_or_else(|e| panic!("TOPO_{name}[{key}]: {e}"));
+        u32::from(a)
+    };
+    let mut problems = Vec::new();
+    let mut inside = |what: String, a: u32, p: Prefix| {
+        if !p.contains(a) {
+            problems.push(format!("{what} ({}) is outside {p}", Ipv4Addr::from(a)));
+        }
+    };
+    let fabric = prefix("FABRIC_NET", "0");
+    assert_eq!(
+        fabric.len.to_string(),
+        topo.get("FABRIC_PREFIX_LEN"),
+        "TOPO_FABRIC_PREFIX_LEN is TOPO_FABRIC_NET's length"
+    );
+    inside("TOPO_FABRIC_IP".into(), addr("FABRIC_IP", "0"), fabric);
+    let routed = prefix("ROUTED_NET", "0");
+    inside("TOPO_ROUTED_ADDR".into(), addr("ROUTED_ADDR", "0"), routed);
+    inside(
+        "TOPO_ROUTED_ROUTER_IP".into(),
+        addr("ROUTED_ROUTER_IP", "0"),
+        routed,
+    );
+    let cluster = prefix("CLUSTER_CIDR", "0");
+    for n in topo.words("NODES") {
+        let pods = prefix("POD_CIDR", &n);
+        inside(format!("TOPO_ADDR[{n}]"), addr("ADDR", &n), fabric);
+        inside(format!("TOPO_POD_CIDR[{n}]"), pods.addr, cluster);
+        inside(format!("TOPO_GATEWAY[{n}]"), addr("GATEWAY", &n), pods);
+    }
+    for x in topo.words("PODS") {
+        let n = topo.at("POD_NODE", &x).to_string();
+        inside(
+            format!("TOPO_POD_IP[{x}]"),
+            addr("POD_IP", &x),
+            prefix("POD_CIDR", &n),
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "lab/topology.sh: {}",
+        problems.join("; ")
+    );
+}
