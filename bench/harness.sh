@@ -81,7 +81,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench-results/$STAMP
 RAW=$OUT/raw
 # shellcheck source=lab/netns.sh
-source lab/netns.sh
+source lab/netns.sh # and lab/topology.sh: the nodes, pods, addresses and MACs used below
 # shellcheck source=tests/e2e/lib/interop.sh
 source tests/e2e/lib/interop.sh
 need_root
@@ -160,34 +160,37 @@ mkdir -p "$RAW"
 T0=$(date +%s)
 
 TOOL=(taskset -c 1)
+# The two nodes and their static pods (lab/topology.sh); traffic goes from pod A (node1)
+# to pod B (node2), the port-to-port workload from pod A to pod C (both on node1).
+NODES="1 2"
 A=$P-n1-a B=$P-n2-b
-GW_MAC=0a:58:0a:f4:01:01
+B_IP=${TOPO_POD_IP[b]}
 
 topology() {
+  local n
   fabric_up
-  node_up 1 192.168.1.10 02:00:c0:a8:01:10
-  node_up 2 192.168.1.11 02:00:c0:a8:01:11
+  for n in $NODES; do node_up "$n"; done
 }
 
 setup_podswitch() {
   topology
-  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-  host_port 2 02:00:0a:f4:02:fe 10.244.2.1
-  pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1 1500
-  pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1 1500
-  pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1 1500
-  pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1 1500
-  local c1 c2 cfg1=config/node1-vxlan.toml cfg2=config/node2-vxlan.toml x
+  local n x c1 c2 cfg1=config/node1-vxlan.toml cfg2=config/node2-vxlan.toml
+  for n in $NODES; do
+    host_port "$n"
+    for x in $(topo_pods_on "$n"); do topo_pod_up "$x" 1500; done
+  done
   if [ "$PSW_GSO" = 1 ]; then
     # Super-frame pods (README, "Super-frames"): gso = true, pod offloads on, both veth
     # ends at MTU 65000.
     sed 's/^port = "veth-pod-\(.*\)"$/port = "veth-pod-\1"\ngso = true/' "$cfg1" >"$TMPD/gso-node1.toml"
     sed 's/^port = "veth-pod-\(.*\)"$/port = "veth-pod-\1"\ngso = true/' "$cfg2" >"$TMPD/gso-node2.toml"
     cfg1=$TMPD/gso-node1.toml cfg2=$TMPD/gso-node2.toml
-    for x in 1:a 1:c 2:b 2:d; do
-      nsx "$P-n${x%%:*}-${x#*:}" ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
-      nsx "$P-node${x%%:*}" ip link set "veth-pod-${x#*:}" mtu 65000
-      nsx "$P-n${x%%:*}-${x#*:}" ip link set eth0 mtu 65000
+    for n in $NODES; do
+      for x in $(topo_pods_on "$n"); do
+        nsx "$P-n$n-$x" ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
+        nsx "$P-node$n" ip link set "veth-pod-$x" mtu 65000
+        nsx "$P-n$n-$x" ip link set eth0 mtu 65000
+      done
     done
   fi
   read -r c1 c2 <<<"$PSW_CORES"
@@ -207,16 +210,15 @@ offloads_on() {
 setup_kernel() {
   topology
   local n
-  for n in 1 2; do flannel_node "$n" "192.168.1.1$((n - 1))"; done
-  flannel_peer 1 2 192.168.1.11
-  flannel_peer 2 1 192.168.1.10
+  for n in $NODES; do flannel_node "$n"; done
+  flannel_peer 1 2
+  flannel_peer 2 1
   # cni0 answers for the pods' gateway with the same MAC podswitch uses, so the same
   # hand-built 64-byte frames are valid on both paths.
-  nsx "$P-node1" ip link set cni0 address "$GW_MAC"
-  nsx "$P-node2" ip link set cni0 address 0a:58:0a:f4:02:01
-  kernel_pod 1 a 10.244.1.10 0a:58:0a:f4:01:0a 1450
-  kernel_pod 2 b 10.244.2.20 0a:58:0a:f4:02:14 1450
-  for n in 1 2; do
+  for n in $NODES; do nsx "$P-node$n" ip link set cni0 address "${TOPO_GATEWAY_MAC[$n]}"; done
+  topo_kernel_pod a 1450
+  topo_kernel_pod b 1450
+  for n in $NODES; do
     offloads_on "$P-node$n" eth0
     offloads_on "$P-fab" "$P-n$n"
   done
@@ -261,15 +263,19 @@ run_wl() {
   fi
 }
 
-cat >"$TMPD/udp64.trafgen" <<'EOF'
+# trafgen_mac MAC / trafgen_ip IP: an address as trafgen configuration bytes.
+trafgen_mac() { echo "0x${1//:/, 0x}"; }
+trafgen_ip() { echo "${1//./, }"; }
+
+cat >"$TMPD/udp64.trafgen" <<EOF
 /* 64-byte frame on the wire (60 without FCS): pod A -> pod B, UDP 40000 -> 9, 18 B payload */
 {
-  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01,
-  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0a,
+  $(trafgen_mac "${TOPO_GATEWAY_MAC[1]}"),
+  $(trafgen_mac "${TOPO_POD_MAC[a]}"),
   0x08, 0x00,
   0x45, 0x00, const16(46), const16(1), const16(0), 64, 17, csumip(14, 33),
-  10, 244, 1, 10,
-  10, 244, 2, 20,
+  $(trafgen_ip "${TOPO_POD_IP[a]}"),
+  $(trafgen_ip "$B_IP"),
   const16(40000), const16(9), const16(26), const16(0),
   fill(0x00, 18),
 }
@@ -295,7 +301,7 @@ NFT
 measure() {
   local path=$1 spid
   echo "bench: [$path] ping check"
-  ping_ok "$A" 10.244.2.20 >/dev/null || { echo "bench: $path: pod A cannot reach pod B"; return 1; }
+  ping_ok "$A" "$B_IP" >/dev/null || { echo "bench: $path: pod A cannot reach pod B"; return 1; }
   local n
   if wl_on tcp; then
     for n in 1 4; do
@@ -304,7 +310,7 @@ measure() {
       spid=$!
       sleep 0.3
       run_wl "$path" "tcp$n" "$DUR" "$RAW/$path-tcp$n.json" \
-        nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c 10.244.2.20 -p 5201 -t $((DUR + 2)) -P "$n" -J
+        nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c "$B_IP" -p 5201 -t $((DUR + 2)) -P "$n" -J
       wait "$spid" 2>/dev/null || true
     done
   fi
@@ -322,7 +328,7 @@ measure() {
     spid=$!
     sleep 0.3
     run_wl "$path" rr "$RR_SECONDS" "$RAW/$path-rr.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client 10.244.2.20 5400 $((RR_SECONDS + 2)) 64
+      nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client "$B_IP" 5400 $((RR_SECONDS + 2)) 64
     wait "$spid" 2>/dev/null || true
   fi
   if wl_on netpol; then netpol "$path"; fi
@@ -337,7 +343,7 @@ measure() {
           return 0
         fi
         # the iptables variant's nat table goes away first (an empty restore flushes it)
-        for n in 1 2; do printf '*nat\nCOMMIT\n' | nsx "$P-node$n" "$IPT_RESTORE" 2>/dev/null || true; done
+        for n in $NODES; do printf '*nat\nCOMMIT\n' | nsx "$P-node$n" "$IPT_RESTORE" 2>/dev/null || true; done
         services kernel-nft
       fi
     fi
@@ -358,7 +364,7 @@ services() {
     vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt" "$TMPD/svc.nft")
     "$PY" bench/bench.py svc-gen "$n" config/node2-vxlan.toml "$TMPD/svc-node2.toml" /dev/null >/dev/null
     t0=$(date +%s%N)
-    for node in 1 2; do
+    for node in $NODES; do
       if [ "$path" = podswitch ]; then
         psw_ctl "$node" program replace "$TMPD/svc-node$node.toml" >"$TMPD/program.out" 2>&1 ||
           { echo "bench: podswitch node$node: program replace ($n Services) failed:"; tail -3 "$TMPD/program.out"; return 1; }
@@ -394,8 +400,8 @@ netpol() {
   nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
   for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $NP_COUNTS; do
-    "$PY" bench/bench.py netpol-gen "$n" config/node2-vxlan.toml default/pod-b 10.244.2.20 \
-      10.244.1.10 "$TMPD/np-node2.toml" "$TMPD/np.ipset" "$TMPD/np.ipt"
+    "$PY" bench/bench.py netpol-gen "$n" config/node2-vxlan.toml default/pod-b "$B_IP" \
+      "${TOPO_POD_IP[a]}" "$TMPD/np-node2.toml" "$TMPD/np.ipset" "$TMPD/np.ipt"
     [ "$path" = podswitch ] || kernel_policies_flush
     t0=$(date +%s%N)
     if [ "$path" = podswitch ]; then
@@ -412,7 +418,7 @@ netpol() {
     spid=$!
     sleep 0.3
     run_wl "$path" "np$n-$r" "$DUR" "$RAW/$path-np$n-$r.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client 10.244.2.20 8080 "$DUR" "$SVC_CONC"
+      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$B_IP" 8080 "$DUR" "$SVC_CONC"
     wait "$spid" 2>/dev/null || true
     echo "bench: [$path] $n policies, round $r: $(cat "$RAW/$path-np$n-$r.json")"
   done
@@ -431,15 +437,15 @@ kernel_policies_flush() {
   nsx "$P-node2" ipset destroy 2>/dev/null || true
 }
 
-cat >"$TMPD/p2p64.trafgen" <<'EOF'
+cat >"$TMPD/p2p64.trafgen" <<EOF
 /* 64-byte frame on the wire: pod A -> pod C (same node, same subnet: L2 bridging), UDP 40000 -> 9 */
 {
-  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0b,
-  0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0a,
+  $(trafgen_mac "${TOPO_POD_MAC[c]}"),
+  $(trafgen_mac "${TOPO_POD_MAC[a]}"),
   0x08, 0x00,
   0x45, 0x00, const16(46), const16(1), const16(0), 64, 17, csumip(14, 33),
-  10, 244, 1, 10,
-  10, 244, 1, 11,
+  $(trafgen_ip "${TOPO_POD_IP[a]}"),
+  $(trafgen_ip "${TOPO_POD_IP[c]}"),
   const16(40000), const16(9), const16(26), const16(0),
   fill(0x00, 18),
 }
@@ -449,12 +455,12 @@ EOF
 # pods A and C; both forwarders use exactly these veths.
 p2p_topology() {
   topology
-  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-  pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1 1500
-  pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1 1500
+  host_port 1
+  topo_pod_up a 1500
+  topo_pod_up c 1500
   # static neighbours: no ARP through the forwarder during the run
-  nsx "$P-n1-c" ip neigh replace 10.244.1.10 lladdr 0a:58:0a:f4:01:0a dev eth0
-  nsx "$P-n1-a" ip neigh replace 10.244.1.11 lladdr 0a:58:0a:f4:01:0b dev eth0
+  nsx "$P-n1-c" ip neigh replace "${TOPO_POD_IP[a]}" lladdr "${TOPO_POD_MAC[a]}" dev eth0
+  nsx "$P-n1-a" ip neigh replace "${TOPO_POD_IP[c]}" lladdr "${TOPO_POD_MAC[c]}" dev eth0
   udp_sink "$P-n1-c"
 }
 
@@ -531,8 +537,8 @@ if wl_on tcp || wl_on udp || wl_on rr || wl_on services || wl_on netpol; then
   echo "bench: podswitch path (prefix $P)"
   setup_podswitch
   measure podswitch
-  for n in 1 2; do psw_ctl "$n" stats >"$RAW/podswitch-node$n-stats.txt" || true; done
-  for n in 1 2; do stop_psw "$n"; done
+  for n in $NODES; do psw_ctl "$n" stats >"$RAW/podswitch-node$n-stats.txt" || true; done
+  for n in $NODES; do stop_psw "$n"; done
   netns_cleanup
 
   echo "bench: kernel flannel path"
@@ -557,7 +563,7 @@ json.dump({
   "service_counts": [$(echo $SVC_COUNTS | tr ' ' ',')], "service_rounds": $SVC_ROUNDS,
   "policy_counts": [$(echo $NP_COUNTS | tr ' ' ',')],
   "netpol": "$(wl_on netpol && echo "new TCP connections/s from pod A (node1) straight to pod B:8080 (node2), pod B selected by N NetworkPolicies of 10 rules (N = $(echo $NP_COUNTS | sed 's/ /, /g'); 10 cluster addresses and one TCP port per rule; pod A allowed by the last rule of the last policy), same client, server, rounds and median as the Service workload. podswitch: node2's config with address sets and the pod policy in one program replace. kernel: Calico's iptables form in node2: an ipset per peer set (hash:ip, ipset restore), filter FORWARD -> cali-FORWARD (conntrack ESTABLISHED,RELATED accept, INVALID drop) -> per-pod chain (dispatched by pod B's address, the path bridges through cni0) clearing the policy mark, jumping to each policy's chain in order and returning once one marked the packet, else DROP; each policy chain one rule per rule (-m set src, -m multiport --dports, MARK) + RETURN; via $IPT_RESTORE; program ms = node2")",
-  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B 10.244.2.20:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
+  "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B $B_IP:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",

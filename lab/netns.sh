@@ -7,8 +7,14 @@
 #   node ns    $P-nodeN : eth0 (uplink, 192.168.1.(9+N)), psw-host <-> psw-host-k (host port),
 #                         veth-pod-X (switch side of each pod)
 #   pod ns     $P-nN-X  : eth0 with the pod address, default route via the gateway
+#
+# Addresses and MACs come from lab/topology.sh (sourced here): node_up N, host_port N and
+# topo_pod_up X build the topology's node N and static pod X; explicit arguments build
+# anything else.
 
 : "${P:?set P to a unique prefix}"
+# shellcheck source=lab/topology.sh
+source "$(dirname "${BASH_SOURCE[0]}")/topology.sh"
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
@@ -32,29 +38,31 @@ fabric_up() {
   ip netns add "$P-fab"
   nsx "$P-fab" ip link set lo up
   fabric_no_netfilter
-  nsx "$P-fab" ip link add br0 address 02:00:c0:a8:01:01 type bridge
-  nsx "$P-fab" ip addr add 192.168.1.1/24 dev br0
+  nsx "$P-fab" ip link add br0 address "$TOPO_FABRIC_MAC" type bridge
+  nsx "$P-fab" ip addr add "$TOPO_FABRIC_IP/$TOPO_FABRIC_PREFIX_LEN" dev br0
   nsx "$P-fab" ip link set br0 up
 }
 
-# node_up N IP MAC: node namespace with its uplink on the fabric bridge and the host port.
+# node_up N [IP MAC]: node namespace with its uplink on the fabric bridge (default: the
+# topology's address and uplink MAC of node N).
 node_up() {
-  local n=$1 ip=$2 mac=$3 ns="$P-node$1"
+  local n=$1 ip=${2:-${TOPO_ADDR[$1]}} mac=${3:-${TOPO_UPLINK_MAC[$1]}} ns="$P-node$1"
   ip netns add "$ns"
   nsx "$ns" ip link set lo up
   nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
   ip link add "$P-n$n" netns "$P-fab" type veth peer name eth0 netns "$ns"
   nsx "$P-fab" ip link set "$P-n$n" master br0 up
   nsx "$ns" ip link set eth0 address "$mac"
-  nsx "$ns" ip addr add "$ip/24" dev eth0
+  nsx "$ns" ip addr add "$ip/$TOPO_FABRIC_PREFIX_LEN" dev eth0
   nsx "$ns" ip link set eth0 up
   no_offload "$ns" eth0
   no_offload "$P-fab" "$P-n$n"
 }
 
-# host_port N KERNEL_MAC GATEWAY: the veth into the node's own stack (cni0's job).
+# host_port N [KERNEL_MAC GATEWAY]: the veth into the node's own stack (cni0's job;
+# default: the topology's host MAC and pod gateway of node N).
 host_port() {
-  local n=$1 kmac=$2 gw=$3 ns="$P-node$1"
+  local n=$1 kmac=${2:-${TOPO_HOST_MAC[$1]}} gw=${3:-${TOPO_GATEWAY[$1]}} ns="$P-node$1"
   nsx "$ns" ip link add psw-host type veth peer name psw-host-k
   nsx "$ns" ip link set psw-host-k address "$kmac"
   nsx "$ns" ip link set psw-host up
@@ -62,23 +70,30 @@ host_port() {
   no_offload "$ns" psw-host
   no_offload "$ns" psw-host-k
   nsx "$ns" sysctl -qw net.ipv4.conf.psw-host-k.rp_filter=0
-  nsx "$ns" ip route add 10.244.0.0/16 via "$gw" dev psw-host-k onlink
-  nsx "$ns" ip route add 10.96.0.0/12 via "$gw" dev psw-host-k onlink
+  nsx "$ns" ip route add "$TOPO_CLUSTER_CIDR" via "$gw" dev psw-host-k onlink
+  nsx "$ns" ip route add "$TOPO_SERVICE_CIDR" via "$gw" dev psw-host-k onlink
 }
 
-# pod_up N NAME IP MAC GATEWAY [MTU]: a pod namespace wired to the node's veth-pod-NAME.
+# pod_up N NAME IP MAC GATEWAY [MTU]: a pod namespace wired to the node's veth-pod-NAME,
+# in node N's pod subnet.
 pod_up() {
   local n=$1 name=$2 ip=$3 mac=$4 gw=$5 mtu=${6:-1500} node="$P-node$1" ns="$P-n$1-$2"
   ip netns add "$ns"
   nsx "$ns" ip link set lo up
   ip link add "veth-pod-$name" netns "$node" mtu "$mtu" type veth peer name eth0 netns "$ns" mtu "$mtu"
   nsx "$ns" ip link set eth0 address "$mac"
-  nsx "$ns" ip addr add "$ip/24" dev eth0
+  nsx "$ns" ip addr add "$ip/${TOPO_POD_CIDR[$n]#*/}" dev eth0
   nsx "$ns" ip link set eth0 up
   nsx "$ns" ip route add default via "$gw" dev eth0
   nsx "$node" ip link set "veth-pod-$name" up
   no_offload "$ns" eth0
   no_offload "$node" "veth-pod-$name"
+}
+
+# topo_pod_up X [MTU]: the topology's static pod X (TOPO_PODS) on its node.
+topo_pod_up() {
+  local x=$1 n=${TOPO_POD_NODE[$1]:?unknown static pod $1 (lab/topology.sh TOPO_PODS)}
+  pod_up "$n" "$x" "${TOPO_POD_IP[$x]}" "${TOPO_POD_MAC[$x]}" "${TOPO_GATEWAY[$n]}" "${2:-1500}"
 }
 
 pod_down() {

@@ -67,15 +67,12 @@ up() {
   build
   netns_cleanup
   echo "lab: creating namespaces (prefix $P-)"
+  # The topology's nodes 1 and 2 with their static pods (lab/topology.sh).
   fabric_up
-  node_up 1 192.168.1.10 02:00:c0:a8:01:10
-  node_up 2 192.168.1.11 02:00:c0:a8:01:11
-  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-  host_port 2 02:00:0a:f4:02:fe 10.244.2.1
-  pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1
-  pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1
-  pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1
-  pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1
+  local n x
+  for n in 1 2; do node_up "$n"; done
+  for n in 1 2; do host_port "$n"; done
+  for x in a c b d; do topo_pod_up "$x"; done
   echo "lab: starting podswitchd on node1 (core 0) and node2 (core 1), overlay $OVERLAY;" \
     "logs: $(log 1), $(log 2)"
   start_node 1 0
@@ -83,8 +80,8 @@ up() {
   for n in 1 2; do
     # The Service, and the way back to the fabric (192.168.1.1) for NodePort replies.
     ctl "$n" program add-service config/lab-services.toml >/dev/null
-    ctl "$n" program add-neighbour --ip 192.168.1.1 --mac 02:00:c0:a8:01:01 >/dev/null
-    ctl "$n" program add-route --prefix 192.168.1.1/32 --via 192.168.1.1 >/dev/null
+    ctl "$n" program add-neighbour --ip "$TOPO_FABRIC_IP" --mac "$TOPO_FABRIC_MAC" >/dev/null
+    ctl "$n" program add-route --prefix "$TOPO_FABRIC_IP/32" --via "$TOPO_FABRIC_IP" >/dev/null
   done
   web_servers
   check

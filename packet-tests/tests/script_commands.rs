@@ -46,6 +46,7 @@ const SCOPES: &[(&str, &[&str])] = &[
             "bench/",
             "scripts/preflight.sh",
             "lab/netns.sh",
+            "lab/topology.sh",
             "tests/e2e/lib/common.sh",
             "tests/e2e/lib/interop.sh",
         ],

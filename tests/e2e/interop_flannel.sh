@@ -22,16 +22,17 @@ source tests/e2e/lib/interop.sh
 interop_begin
 
 echo "== interop_flannel: podswitch (node1) <-> flannel vxlan kernel node (node2), prefix $P"
+# The topology's nodes 1 and 2 with their static pods (lab/topology.sh).
 fabric_up
-node_up 1 192.168.1.10 02:00:c0:a8:01:10
-node_up 2 192.168.1.11 02:00:c0:a8:01:11
-host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1
-pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1
-flannel_node 2 192.168.1.11
-flannel_peer 2 1 192.168.1.10
-kernel_pod 2 b 10.244.2.20 0a:58:0a:f4:02:14 1450
-kernel_pod 2 d 10.244.2.21 0a:58:0a:f4:02:15 1450
+node_up 1
+node_up 2
+host_port 1
+topo_pod_up a
+topo_pod_up c
+flannel_node 2
+flannel_peer 2 1
+topo_kernel_pod b 1450
+topo_kernel_pod d 1450
 start_psw 1 config/node1-vxlan.toml 0
 
 A=$P-n1-a C=$P-n1-c B=$P-n2-b D=$P-n2-d

@@ -22,21 +22,20 @@ source tests/e2e/lib/interop.sh
 interop_begin
 
 echo "== interop_flannel_reverse: flannel kernel nodes 1 and 3 <-> podswitch (node2), prefix $P"
+# The topology's nodes 1 to 3 with their static pods (lab/topology.sh).
 fabric_up
-node_up 1 192.168.1.10 02:00:c0:a8:01:10
-node_up 2 192.168.1.11 02:00:c0:a8:01:11
-node_up 3 192.168.1.12 02:00:c0:a8:01:12
-host_port 2 02:00:0a:f4:02:fe 10.244.2.1
-pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1 1500
-pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1 1450
+for n in 1 2 3; do node_up "$n"; done
+host_port 2
+topo_pod_up b 1500
+topo_pod_up d 1450
 for n in 1 3; do
-  flannel_node "$n" "192.168.1.1$((n - 1))"
-  flannel_peer "$n" 2 192.168.1.11
+  flannel_node "$n"
+  flannel_peer "$n" 2
 done
-flannel_peer 1 3 192.168.1.12
-flannel_peer 3 1 192.168.1.10
-kernel_pod 1 a 10.244.1.10 0a:58:0a:f4:01:0a 1450
-kernel_pod 3 e 10.244.3.30 0a:58:0a:f4:03:1e 1450
+flannel_peer 1 3
+flannel_peer 3 1
+topo_kernel_pod a 1450
+topo_kernel_pod e 1450
 # The kernel nodes keep the kernel's defaults (node_up/pod_up switch offloads off).
 for n in 1 3; do
   nsx "$P-node$n" ethtool -K eth0 tx on rx on sg on tso on gso on gro on >/dev/null 2>&1 || true

@@ -6,8 +6,8 @@
 # also on failure.
 #
 #   source "$(dirname "$0")/lib.sh"
-#   cluster_up                 # fabric, node1/node2, host ports, pods a,c (node1), b,d (node2),
-#                              # podswitchd on both nodes
+#   cluster_up                 # fabric, node1/node2, host ports, their static pods (a,c on
+#                              # node1, b,d on node2: lab/topology.sh), podswitchd on both
 #   check "name" cmd args...   # PASS/FAIL line, counts failures (lib/common.sh: results,
 #   finish                     # build, control socket); finish: exit 1 if any check failed
 #
@@ -34,7 +34,7 @@ if [ ${#P} -gt 10 ]; then
   exit 1
 fi
 # shellcheck source=lab/netns.sh
-source "$E2E_ROOT/lab/netns.sh"
+source "$E2E_ROOT/lab/netns.sh" # and lab/topology.sh: every address below comes from there
 
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/$P-e2e.XXXXXX")
 declare -a DPID=()
@@ -119,26 +119,29 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Pods: node name ip mac
-PODS=(
-  "1 a 10.244.1.10 0a:58:0a:f4:01:0a"
-  "1 c 10.244.1.11 0a:58:0a:f4:01:0b"
-  "2 b 10.244.2.20 0a:58:0a:f4:02:14"
-  "2 d 10.244.2.21 0a:58:0a:f4:02:15"
-)
-NODE_IP=([1]=192.168.1.10 [2]=192.168.1.11)
+# The two nodes of these tests and their pods: node name ip mac, from the topology.
+E2E_NODES="1 2"
+PODS=()
+NODE_IP=() # indexed by node number (tests write ${NODE_IP[n]})
+for _n in $E2E_NODES; do
+  NODE_IP[$_n]=${TOPO_ADDR[$_n]}
+  for _x in $(topo_pods_on "$_n"); do
+    PODS+=("$_n $_x ${TOPO_POD_IP[$_x]} ${TOPO_POD_MAC[$_x]}")
+  done
+done
+unset _n _x
 
 cluster_net_up() {
   netns_cleanup >/dev/null 2>&1
   fabric_up
-  node_up 1 192.168.1.10 02:00:c0:a8:01:10
-  node_up 2 192.168.1.11 02:00:c0:a8:01:11
-  host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-  host_port 2 02:00:0a:f4:02:fe 10.244.2.1
   local p n name ip mac
+  for n in $E2E_NODES; do
+    node_up "$n"
+    host_port "$n"
+  done
   for p in "${PODS[@]}"; do
     read -r n name ip mac <<<"$p"
-    pod_up "$n" "$name" "$ip" "$mac" "10.244.$n.1"
+    pod_up "$n" "$name" "$ip" "$mac" "${TOPO_GATEWAY[$n]}"
   done
   if [ "${E2E_IPV6:-1}" = 0 ]; then
     local ns
@@ -188,10 +191,10 @@ cluster_up() {
   build_release
   echo "$E2E_NAME: cluster prefix $P-"
   cluster_net_up >"$LOGDIR/net.log" 2>&1 || die "namespaces created" "$(tail -n 3 "$LOGDIR/net.log")"
-  start_node 1 || die "podswitchd started on node1"
-  start_node 2 || die "podswitchd started on node2"
+  local n
+  for n in $E2E_NODES; do start_node "$n" || die "podswitchd started on node$n"; done
   # First traffic: every path answers (ARP settles) before the checks start.
-  wait_ping "$P-n1-a" 10.244.2.20 10 || die "pod a -> pod b works after start"
+  wait_ping "$P-n1-a" "${TOPO_POD_IP[b]}" 10 || die "pod a -> pod b works after start"
 }
 
 # ---------------------------------------------------------------------------------------

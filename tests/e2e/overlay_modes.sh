@@ -22,30 +22,25 @@ interop_begin
 
 echo "== overlay_modes: podswitch <-> podswitch, prefix $P"
 # Fabric: br0 192.168.1.0/24 (node1, node2) routed to br1 192.168.2.0/24 (node3).
+# The topology's mixed-overlay layout (lab/topology.sh, TOPO_ROUTED_*): node3 routed.
 fabric_up
-nsx "$P-fab" ip link set br0 address 02:00:c0:a8:01:01
+rn=$TOPO_ROUTED_NODE
 nsx "$P-fab" ip link add br1 type bridge
-nsx "$P-fab" ip link set br1 address 02:00:c0:a8:02:01
-nsx "$P-fab" ip addr add 192.168.2.1/24 dev br1
+nsx "$P-fab" ip link set br1 address "$TOPO_ROUTED_ROUTER_MAC"
+nsx "$P-fab" ip addr add "$TOPO_ROUTED_ROUTER_IP/${TOPO_ROUTED_NET#*/}" dev br1
 nsx "$P-fab" ip link set br1 up
 nsx "$P-fab" sysctl -qw net.ipv4.ip_forward=1
-node_up 1 192.168.1.10 02:00:c0:a8:01:10
-node_up 2 192.168.1.11 02:00:c0:a8:01:11
-node_up 3 192.168.2.12 02:00:c0:a8:02:12
-nsx "$P-fab" ip link set "$P-n3" nomaster
-nsx "$P-fab" ip link set "$P-n3" master br1
-nsx "$P-node3" ip addr flush dev eth0
-nsx "$P-node3" ip addr add 192.168.2.12/24 dev eth0
-for n in 1 2; do nsx "$P-node$n" ip route add 192.168.2.0/24 via 192.168.1.1; done
-nsx "$P-node3" ip route add 192.168.1.0/24 via 192.168.2.1
-host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-host_port 2 02:00:0a:f4:02:fe 10.244.2.1
-host_port 3 02:00:0a:f4:03:fe 10.244.3.1
-pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1
-pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1
-pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1
-pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1
-pod_up 3 e 10.244.3.30 0a:58:0a:f4:03:1e 10.244.3.1
+node_up 1
+node_up 2
+node_up "$rn" "$TOPO_ROUTED_ADDR" "$TOPO_ROUTED_UPLINK_MAC"
+nsx "$P-fab" ip link set "$P-n$rn" nomaster
+nsx "$P-fab" ip link set "$P-n$rn" master br1
+nsx "$P-node$rn" ip addr flush dev eth0
+nsx "$P-node$rn" ip addr add "$TOPO_ROUTED_ADDR/${TOPO_ROUTED_NET#*/}" dev eth0
+for n in 1 2; do nsx "$P-node$n" ip route add "$TOPO_ROUTED_NET" via "$TOPO_FABRIC_IP"; done
+nsx "$P-node$rn" ip route add "$TOPO_FABRIC_NET" via "$TOPO_ROUTED_ROUTER_IP"
+for n in 1 2 3; do host_port "$n"; done
+for x in a c b d e; do topo_pod_up "$x"; done
 A=$P-n1-a B=$P-n2-b E=$P-n3-e
 M1=02:00:c0:a8:01:10 M2=02:00:c0:a8:01:11 MR=02:00:c0:a8:01:01
 

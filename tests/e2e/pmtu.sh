@@ -21,15 +21,11 @@ source tests/e2e/lib/interop.sh
 interop_begin
 
 echo "== pmtu: podswitch <-> podswitch over VXLAN, pods MTU 1500, prefix $P"
+# The topology's nodes 1 and 2 with their static pods (lab/topology.sh).
 fabric_up
-node_up 1 192.168.1.10 02:00:c0:a8:01:10
-node_up 2 192.168.1.11 02:00:c0:a8:01:11
-host_port 1 02:00:0a:f4:01:fe 10.244.1.1
-host_port 2 02:00:0a:f4:02:fe 10.244.2.1
-pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1 1500
-pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1 1500
-pod_up 2 b 10.244.2.20 0a:58:0a:f4:02:14 10.244.2.1 1500
-pod_up 2 d 10.244.2.21 0a:58:0a:f4:02:15 10.244.2.1 1500
+for n in 1 2; do node_up "$n"; done
+for n in 1 2; do host_port "$n"; done
+for x in a c b d; do topo_pod_up "$x" 1500; done
 A=$P-n1-a B=$P-n2-b
 
 # mss_check FILE LOCAL_POD_IP MAX: SYNs and SYN-ACKs that arrived at the local pod from

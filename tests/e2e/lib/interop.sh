@@ -1,14 +1,16 @@
 # shellcheck shell=bash
 # Helpers shared by the interop / overlay / PMTU end-to-end tests and the benchmark
 # harness (sourced after lab/netns.sh, with $P set by the caller; interop_begin makes
-# $TMPD).
+# $TMPD). Addresses, MACs and the VXLAN parameters come from lab/topology.sh (sourced by
+# lab/netns.sh).
 #
 #   start_psw N CONFIG CORE  podswitchd on node N (waits for its control socket); the
 #                            command prefix $PSW_WRAP (e.g. taskset) is put in front
-#   flannel_node N ADDR      node N configured as flannel's vxlan backend configures it
-#   flannel_peer N PEER_N PEER_ADDR PEER_SUBNET_ID
+#   flannel_node N [ADDR]    node N configured as flannel's vxlan backend configures it
+#   flannel_peer N PEER_N [PEER_ADDR]
 #                            flannel's per-peer state (neighbour, FDB, onlink route)
 #   kernel_pod N NAME IP MAC MTU   a pod on node N's cni0 bridge
+#   topo_kernel_pod X MTU    the topology's static pod X on its node's cni0 bridge
 #   cap_start NAME NS DEV FILTER [COUNT] / cap_stop NAME   tcpdump on an interface
 #   frag_needed NS DST SIZE MTU   ping -M do must fail with mtu=MTU
 #   results (check, pass, fail, finish), need_root, build_release, sock, psw_ctl/ctl:
@@ -68,35 +70,45 @@ stop_psw() {
   rm -f "$(sock "$n")"
 }
 
-# flannel_node N ADDR: the kernel side of flannel's vxlan backend (VNI 1, port 8472,
-# nolearning, MTU 1450, VTEP MAC 0e:00:00:00:00:0N, 10.244.N.0/32 on flannel.1, cni0).
+# flannel_node N [ADDR]: the kernel side of flannel's vxlan backend (the topology's VNI
+# and port, nolearning, MTU 1450, node N's VTEP MAC, the pod subnet's network address /32
+# on flannel.1, its gateway on cni0). ADDR defaults to node N's address.
 flannel_node() {
-  local n=$1 addr=$2 ns="$P-node$1"
+  local n=$1 addr=${2:-${TOPO_ADDR[$1]}} ns="$P-node$1" cidr=${TOPO_POD_CIDR[$1]}
   nsx "$ns" sysctl -qw net.ipv4.ip_forward=1
-  nsx "$ns" ip link add flannel.1 type vxlan id 1 dstport 8472 nolearning local "$addr" dev eth0
-  nsx "$ns" ip link set flannel.1 mtu 1450 address "0e:00:00:00:00:0$n"
-  nsx "$ns" ip addr add "10.244.$n.0/32" dev flannel.1
+  nsx "$ns" ip link add flannel.1 type vxlan id "$TOPO_VXLAN_VNI" dstport "$TOPO_VXLAN_PORT" \
+    nolearning local "$addr" dev eth0
+  nsx "$ns" ip link set flannel.1 mtu 1450 address "${TOPO_VTEP_MAC[$n]}"
+  nsx "$ns" ip addr add "${cidr%/*}/32" dev flannel.1
   nsx "$ns" ip link set flannel.1 up
   nsx "$ns" ip link add cni0 type bridge
   nsx "$ns" ip link set cni0 mtu 1450
-  nsx "$ns" ip addr add "10.244.$n.1/24" dev cni0
+  nsx "$ns" ip addr add "${TOPO_GATEWAY[$n]}/${cidr#*/}" dev cni0
   nsx "$ns" ip link set cni0 up
 }
 
-# flannel_peer N PEER_N PEER_ADDR: what flanneld programs for one remote subnet.
+# flannel_peer N PEER_N [PEER_ADDR]: what flanneld programs for one remote subnet (the
+# peer's VTEP at its subnet's network address). PEER_ADDR defaults to node PEER_N's address.
 flannel_peer() {
-  local n=$1 pn=$2 paddr=$3 ns="$P-node$1"
-  nsx "$ns" ip neigh replace "10.244.$pn.0" lladdr "0e:00:00:00:00:0$pn" dev flannel.1 nud permanent
-  nsx "$ns" bridge fdb append "0e:00:00:00:00:0$pn" dst "$paddr" dev flannel.1
-  nsx "$ns" ip route add "10.244.$pn.0/24" via "10.244.$pn.0" dev flannel.1 onlink
+  local n=$1 pn=$2 paddr=${3:-${TOPO_ADDR[$2]}} ns="$P-node$1" pcidr=${TOPO_POD_CIDR[$2]}
+  local vtep=${pcidr%/*} vmac=${TOPO_VTEP_MAC[$2]}
+  nsx "$ns" ip neigh replace "$vtep" lladdr "$vmac" dev flannel.1 nud permanent
+  nsx "$ns" bridge fdb append "$vmac" dst "$paddr" dev flannel.1
+  nsx "$ns" ip route add "$pcidr" via "$vtep" dev flannel.1 onlink
 }
 
 # kernel_pod N NAME IP MAC MTU: a pod on the kernel node's cni0 (the CNI bridge plugin's
 # veth with flannel's MTU).
 kernel_pod() {
   local n=$1 name=$2 ip=$3 mac=$4 mtu=$5
-  pod_up "$n" "$name" "$ip" "$mac" "10.244.$n.1" "$mtu"
+  pod_up "$n" "$name" "$ip" "$mac" "${TOPO_GATEWAY[$n]}" "$mtu"
   nsx "$P-node$n" ip link set "veth-pod-$name" master cni0
+}
+
+# topo_kernel_pod X MTU: the topology's static pod X (lab/topology.sh) on its node's cni0.
+topo_kernel_pod() {
+  local x=$1 n=${TOPO_POD_NODE[$1]:?unknown static pod $1 (lab/topology.sh TOPO_PODS)}
+  kernel_pod "$n" "$x" "${TOPO_POD_IP[$x]}" "${TOPO_POD_MAC[$x]}" "$2"
 }
 
 # cap_start NAME NS DEV FILTER [COUNT] [SNAPLEN]
@@ -127,13 +139,13 @@ cap_stop_all() {
   for n in "${!CAP_PID[@]}"; do cap_stop "$n"; done
 }
 
-# tshark over a capture, with checksum validation on and VXLAN on 8472. The iperf3 test
-# ports decode as plain data: their random payload must not reach heuristic dissectors
-# (THRIFT took one for a malformed call under load).
+# tshark over a capture, with checksum validation on and VXLAN on its port (8472). The
+# iperf3 test ports decode as plain data: their random payload must not reach heuristic
+# dissectors (THRIFT took one for a malformed call under load).
 tsh() {
   local file=$1
   shift
-  tshark -r "$file" -n -d udp.port==8472,vxlan -d tcp.port==5301,data -d udp.port==5302,data \
+  tshark -r "$file" -n -d "udp.port==$TOPO_VXLAN_PORT,vxlan" -d tcp.port==5301,data -d udp.port==5302,data \
     -d tcp.port==5201,data -o ip.check_checksum:TRUE \
     -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE "$@" 2>/dev/null
 }
