@@ -69,13 +69,23 @@ class Api:
         self.local = threading.local()
 
     def call(self, method, path, body=None, ctype="application/json"):
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPSConnection(*self.server, context=self.ctx)
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Content-Type": ctype})
-        r = conn.getresponse()
-        data = r.read()
+        # A kept connection the apiserver closed while idle is opened again, once.
+        for attempt in (0, 1):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPSConnection(*self.server,
+                                                                     context=self.ctx)
+            try:
+                conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                             headers={"Content-Type": ctype})
+                r = conn.getresponse()
+                data = r.read()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.local.conn = None
+                if attempt:
+                    raise
         if r.status >= 300 and not (method == "POST" and r.status == 409):
             raise RuntimeError("%s %s: %d %s" % (method, path, r.status, data[:300]))
         return json.loads(data) if data else None
@@ -98,7 +108,7 @@ def slice_of(name, ip):
 
 
 def create_all(api, n, filler_ip, target_ip):
-    """N-1 fillers and the target, 8 client threads."""
+    """N-1 fillers and the target, 16 client threads."""
     api.call("POST", "/api/v1/namespaces",
              {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     names = ["svc-%05d" % i for i in range(n - 1)]
@@ -121,7 +131,7 @@ def create_all(api, n, filler_ip, target_ip):
                 return
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(16)]
     for t in threads:
         t.start()
     for t in threads:

@@ -14,7 +14,7 @@ export LAB_CONTROLLER_ARGS="--min-sync-period-ms 0"
 check "lab/lab.sh up (controller --min-sync-period-ms 0)" lab_up || die "cluster" "see above"
 # shellcheck source=lab/topology.sh
 source lab/topology.sh
-timeout 1800 ip netns exec "$P-fab" python3 bench/cluster_latency.py \
+timeout 3600 ip netns exec "$P-fab" python3 bench/cluster_latency.py \
   "$TOPO_FABRIC_IP:$TOPO_APISERVER_PORT" "$LAB_STATE" "$P-n1-pod-a" \
   "${LAT_SERVICES:-10000}" "${LAT_ROUNDS:-50}" || fail "cluster_latency.py" "see above"
 finish
