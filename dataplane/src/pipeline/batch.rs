@@ -292,6 +292,46 @@ impl Batch {
         }
     }
 
+    /// Makes the bytes from offset `from` of each frame in `members` (one bit per slot,
+    /// copied in slot order) the tail of single-buffer frame `i` (GRO: the payloads of the
+    /// segments that join the first). Returns false, changing nothing, when `i` is already
+    /// chained or the tail arena has no room left.
+    pub fn gather_tail(&mut self, i: usize, members: u128, from: usize) -> bool {
+        if self.is_chained(i) {
+            return false;
+        }
+        let mut need = 0;
+        let mut m = members;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            need += self.frame(j).len().saturating_sub(from);
+        }
+        if need == 0 || self.tails_used + need > self.tails.len() {
+            return false;
+        }
+        let at = self.tails_used;
+        let mut o = at;
+        let mut m = members;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let mj = &self.meta[j];
+            let base = j * SLOT_SIZE;
+            let (s, e) = (usize::from(mj.start), usize::from(mj.end));
+            if e - s <= from {
+                continue;
+            }
+            let src = &self.data[base + s + from..base + e];
+            self.tails[o..o + src.len()].copy_from_slice(src);
+            o += src.len();
+        }
+        self.tails_used = o;
+        self.meta[i].tail_at = at as u32;
+        self.meta[i].tail_len = need as u32;
+        true
+    }
+
     /// Forgets frame `i`'s tail: what remains is its first buffer.
     #[inline]
     pub fn unchain(&mut self, i: usize) {

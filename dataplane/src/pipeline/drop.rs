@@ -146,10 +146,23 @@ pub enum Event {
     NatFragmentEvicted,
     TsoSuperFrames,
     TsoSegmentsMade,
+    GroSuperFrames,
+    GroSegmentsMerged,
+    GroFlushPush,
+    GroFlushSeq,
+    GroFlushFlags,
+    GroFlushAck,
+    GroFlushOptions,
+    GroFlushIp,
+    GroFlushLength,
+    GroFlushSize,
+    GroFlushEvicted,
+    GroFlushBatchEnd,
+    GroNoBuffer,
 }
 
 impl Event {
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 33] = [
         Event::ArpReplied,
         Event::EchoReplied,
         Event::IcmpErrorSent,
@@ -170,6 +183,19 @@ impl Event {
         Event::NatFragmentEvicted,
         Event::TsoSuperFrames,
         Event::TsoSegmentsMade,
+        Event::GroSuperFrames,
+        Event::GroSegmentsMerged,
+        Event::GroFlushPush,
+        Event::GroFlushSeq,
+        Event::GroFlushFlags,
+        Event::GroFlushAck,
+        Event::GroFlushOptions,
+        Event::GroFlushIp,
+        Event::GroFlushLength,
+        Event::GroFlushSize,
+        Event::GroFlushEvicted,
+        Event::GroFlushBatchEnd,
+        Event::GroNoBuffer,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn name(self) -> &'static str {
@@ -200,6 +226,23 @@ impl Event {
             Event::TsoSuperFrames => "tso_super_frames",
             // Segments ip4-tso made (the super-frame's own slot included).
             Event::TsoSegmentsMade => "tso_segments_made",
+            // Super-frames ip4-gro made toward GSO pods.
+            Event::GroSuperFrames => "gro_super_frames",
+            // Segments that went into them (the first of each included).
+            Event::GroSegmentsMerged => "gro_segments_merged",
+            // Runs closed (delivered) by ip4-gro, per reason (`pipeline::gro::Flush`).
+            Event::GroFlushPush => "gro_flush_push",
+            Event::GroFlushSeq => "gro_flush_seq",
+            Event::GroFlushFlags => "gro_flush_flags",
+            Event::GroFlushAck => "gro_flush_ack",
+            Event::GroFlushOptions => "gro_flush_options",
+            Event::GroFlushIp => "gro_flush_ip",
+            Event::GroFlushLength => "gro_flush_length",
+            Event::GroFlushSize => "gro_flush_size",
+            Event::GroFlushEvicted => "gro_flush_evicted",
+            Event::GroFlushBatchEnd => "gro_flush_batch_end",
+            // Runs delivered as segments: no room left in the batch's tail arena.
+            Event::GroNoBuffer => "gro_no_buffer",
         }
     }
 }

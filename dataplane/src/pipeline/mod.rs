@@ -9,6 +9,7 @@ pub mod batch;
 pub mod counters;
 pub mod drop;
 pub mod frag_table;
+pub mod gro;
 pub mod stage;
 mod stages;
 pub mod tso;

@@ -28,6 +28,7 @@ pub enum Stage {
     Ip4Frag,
     VxlanEncap,
     IpipEncap,
+    Ip4Gro,
     Output,
     /// Terminal: ready to transmit on `out_port`.
     Out,
@@ -40,7 +41,7 @@ pub enum Stage {
 impl Stage {
     pub const COUNT: usize = Stage::Done as usize + 1;
     /// The stages a pass runs, in order.
-    pub const RUN_ORDER: [Stage; 17] = [
+    pub const RUN_ORDER: [Stage; 18] = [
         Stage::EthInput,
         Stage::Arp,
         Stage::L2Fwd,
@@ -57,6 +58,7 @@ impl Stage {
         Stage::Ip4Frag,
         Stage::VxlanEncap,
         Stage::IpipEncap,
+        Stage::Ip4Gro,
         Stage::Output,
     ];
 
@@ -79,6 +81,7 @@ impl Stage {
             Stage::Ip4Frag => "ip4-frag",
             Stage::VxlanEncap => "vxlan4-encap",
             Stage::IpipEncap => "ipip4-encap",
+            Stage::Ip4Gro => "ip4-gro",
             Stage::Output => "interface-output",
             Stage::Out => "tx",
             Stage::Dropped => "error-drop",

@@ -103,6 +103,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             Overlay::Ipip => Stage::IpipEncap,
             Overlay::HostGw => Stage::Output,
         },
+        // Toward a port that takes super-frames, segments of a flow are coalesced first.
+        _ if out_gso => Stage::Ip4Gro,
         _ => Stage::Output,
     };
     cx.trace(Stage::Ip4Rewrite, || {

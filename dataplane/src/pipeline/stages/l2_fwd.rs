@@ -66,7 +66,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     cx.counters.count_l2(out, b.frame_len(i));
     b.meta[i].out_port = out;
-    b.set_next(i, Stage::Output);
+    // Toward a port that takes super-frames, segments of a flow are coalesced first.
+    let gro = snap.port(out).is_some_and(|p| p.gso);
+    b.set_next(i, if gro { Stage::Ip4Gro } else { Stage::Output });
 }
 
 /// Bridged IPv4 between two pods of which one is selected by a policy goes the routed way,

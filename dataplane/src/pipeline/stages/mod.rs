@@ -5,6 +5,7 @@ mod arp;
 mod eth_input;
 mod icmp_error;
 mod ip4_frag;
+mod ip4_gro;
 mod ip4_input;
 mod ip4_local;
 mod ip4_lookup;
@@ -55,6 +56,7 @@ pub(super) fn run(stage: Stage, cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
         Stage::Ip4Frag => each(cx, b, mask, ip4_frag::packet),
         Stage::VxlanEncap => each(cx, b, mask, vxlan::encap),
         Stage::IpipEncap => each(cx, b, mask, ipip::encap),
+        Stage::Ip4Gro => ip4_gro::run(cx, b, mask),
         Stage::Output => each(cx, b, mask, output::packet),
         Stage::Out | Stage::Dropped | Stage::Done => {}
     }
