@@ -414,3 +414,78 @@ fn a_publish_cleans_only_the_entries_of_removed_endpoints() {
     assert!(left.contains(&([10, 244, 1, 11], 40001)));
     assert!(left.contains(&([10, 244, 2, 21], 40003)));
 }
+
+#[test]
+fn a_publish_cleans_nodeport_and_affinity_entries_of_the_changed_services() {
+    use podswitch::conntrack::FlowKey;
+    let cfg = support::config();
+    let c = control(cfg.clone());
+    let now = podswitch::daemon::clock::now_ns();
+    let t = podswitch::config::services::Timeouts::default();
+    let client = [192, 168, 1, 77];
+    let node = [192, 168, 1, 10];
+    let flow = |dst: [u8; 4], dport: u16, ep: [u8; 4], sport: u16, flags: u8| NewFlow {
+        orig: FlowKey::new(6, client, dst, sport, dport),
+        reply: FlowKey::new(6, ep, node, 8080, sport),
+        port_range: None,
+        flags,
+        state: State::TcpEstablished,
+        bytes: 60,
+    };
+    let svc = flag::SERVICE | flag::SNAT;
+    for f in [
+        // default/web's NodePort (30080 on the node's address), to each endpoint.
+        flow(node, 30080, [10, 244, 1, 11], 40001, svc),
+        flow(node, 30080, [10, 244, 2, 20], 40002, svc),
+        // default/web-local's NodePort, to the endpoint web loses (another Service).
+        flow(node, 30081, [10, 244, 2, 20], 40003, svc),
+        // Masquerade only: no Service.
+        flow([1, 1, 1, 1], 443, [1, 1, 1, 1], 40004, flag::SNAT),
+    ] {
+        c.ct.create(&f, now, &t).expect("conntrack entry");
+    }
+    // default/sticky's ClientIP records: one client per endpoint.
+    let sticky = c
+        .snapshot()
+        .snap
+        .services
+        .ports_of("default/sticky")
+        .map(|p| podswitch::conntrack::affinity_tag(&p.name))
+        .next()
+        .expect("sticky's port");
+    for (n, ep) in [[10, 244, 1, 11], [10, 244, 2, 21]].into_iter().enumerate() {
+        let key = FlowKey::new(6, [10, 244, 1, 20 + n as u8], sticky.to_be_bytes(), 0, 0);
+        c.ct.affinity_set(&key, (ep, 8080), 10800, now);
+    }
+    assert_eq!(c.ct.len(), 6);
+    // One publish: web loses 10.244.2.20, sticky loses 10.244.2.21.
+    let mut web = service(&cfg, "default", "web");
+    web.endpoints
+        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 20));
+    let mut st = service(&cfg, "default", "sticky");
+    st.endpoints
+        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 21));
+    apply(
+        &c,
+        vec![
+            Request::AddService { service: web },
+            Request::AddService { service: st },
+        ],
+    );
+    let mut left: Vec<(u16, [u8; 4])> =
+        c.ct.entries(now)
+            .into_iter()
+            .map(|(_, e)| (e.orig.sport, e.reply.src))
+            .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            (0, [10, 244, 1, 11]),
+            (40001, [10, 244, 1, 11]),
+            (40003, [10, 244, 2, 20]),
+            (40004, [1, 1, 1, 1]),
+        ],
+        "the NodePort flow and the affinity record of the removed endpoints go, nothing else"
+    );
+}

@@ -28,8 +28,14 @@
 //! looks for an expired entry or one that never saw a reply to evict; if there is none the
 //! new flow is refused (`conntrack_full`) and established flows are never evicted. Expiry is
 //! incremental: each batch examines a bounded number of slots of one shard.
+//!
+//! Service connections and affinity records are also chained per Service group (frontend,
+//! or affinity tag) within their shard (`groups`): the chains are kept where entries are
+//! created and removed, under the same lock, and let the cleanup after a Service change
+//! visit that Service's entries without walking the table.
 
 mod dump;
+mod groups;
 mod index;
 mod key;
 pub mod policy_cut;

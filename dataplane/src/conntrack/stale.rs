@@ -5,10 +5,11 @@
 //! [`cleanup_changed`] examines only the entries of the Services a change touched;
 //! [`cleanup`] (after a full rebuild) examines every Service entry.
 
+use super::groups::{affinity_group, frontend_group};
 use super::key::flag;
 use super::table::{Conntrack, Entry};
 use crate::tables::Snapshot;
-use crate::tables::services::{ServicePortEntry, frontend_key};
+use crate::tables::services::ServicePortEntry;
 use std::collections::{HashMap, HashSet};
 
 /// Removes entries pointing at Services or endpoints absent from `snap`; returns how many.
@@ -39,6 +40,26 @@ impl ChangedServices {
         self.frontends.is_empty() && self.tags.is_empty()
     }
 
+    /// The conntrack groups whose entries may belong to these Services: each frontend's,
+    /// NodePort frontends (address 0) also as the connections to `node` see them, and each
+    /// affinity tag's. Sorted, without duplicates.
+    pub fn groups(&self, node: [u8; 4]) -> Vec<u64> {
+        let mut g: Vec<u64> = Vec::with_capacity(2 * self.frontends.len() + self.tags.len());
+        for &f in &self.frontends {
+            g.push(frontend_group(f));
+            if f >> 24 == 0 {
+                // `frontend_key(node, port, proto)` from `frontend_key([0; 4], port, proto)`.
+                g.push(frontend_group(
+                    u64::from(u32::from_be_bytes(node)) << 24 | f,
+                ));
+            }
+        }
+        g.extend(self.tags.iter().map(|&t| affinity_group(t)));
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
+
     /// Adds what Service `name` (`namespace/name`) holds in `snap`.
     pub fn add(&mut self, snap: &Snapshot, name: &str) {
         if !self.names.iter().any(|n| n == name) {
@@ -50,8 +71,8 @@ impl ChangedServices {
     }
 }
 
-/// As [`cleanup`], but only for the entries of `changed` Services; nothing is walked when
-/// no Service changed.
+/// As [`cleanup`], but only for the entries of `changed` Services, found through the
+/// table's per-Service chains (`groups`): the walk visits those entries and nothing else.
 pub fn cleanup_changed(
     ct: &Conntrack,
     snap: &Snapshot,
@@ -67,24 +88,8 @@ pub fn cleanup_changed(
         .flat_map(|n| snap.services.ports_of(n))
         .map(|p| (affinity_tag(&p.name), p))
         .collect();
-    let node = snap.node.address;
-    let victims = ct.select(now, |e| {
-        let mine = if e.flags & flag::AFFINITY != 0 {
-            changed.tags.contains(&u32::from_be_bytes(e.orig.dst))
-        } else if e.flags & flag::SERVICE != 0 {
-            let o = &e.orig;
-            changed
-                .frontends
-                .contains(&frontend_key(o.dst, o.dport, o.proto))
-                || (o.dst == node
-                    && changed
-                        .frontends
-                        .contains(&frontend_key([0; 4], o.dport, o.proto)))
-        } else {
-            false
-        };
-        mine && is_stale(e, snap, &by_name)
-    });
+    let groups = changed.groups(snap.node.address);
+    let victims = ct.select_groups(now, &groups, |e| is_stale(e, snap, &by_name));
     ct.remove_entries(&victims)
 }
 

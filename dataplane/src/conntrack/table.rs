@@ -1,5 +1,6 @@
 //! The shared conntrack table: shards of (index, entry slab), each behind its own lock.
 
+use super::groups::{Heads, NIL};
 use super::index::Index;
 use super::key::{Dir, FlowKey, State, flag};
 use super::tcp;
@@ -31,7 +32,13 @@ pub struct Entry {
     pub packets: u32,
     pub state: State,
     pub flags: u8,
+    /// Neighbours in the chain of the entry's Service group (`groups`): slots in the shard.
+    pub(super) prev: u32,
+    pub(super) next: u32,
 }
+
+// The links fit in the line the entry already took.
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A packet's match in the table.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +89,8 @@ pub enum Created {
 
 struct Shard {
     index: Index,
+    /// First entry of each Service group with entries here (chained through the entries).
+    groups: Heads,
     /// Entry slab: capacity reserved up front, pushed into, never reallocated.
     entries: Vec<Entry>,
     free: Vec<u32>,
@@ -183,6 +192,7 @@ impl Conntrack {
                 Padded(
                     Mutex::new(Shard {
                         index,
+                        groups: Heads::new(per_shard),
                         entries,
                         free: Vec::with_capacity(per_shard),
                         live: 0,
@@ -479,8 +489,11 @@ impl Conntrack {
                         packets: 1,
                         state: req.state,
                         flags: req.flags,
+                        prev: NIL,
+                        next: NIL,
                     };
                     os.entries[slot] = e;
+                    os.groups.link(&mut os.entries, slot);
                     os.live += 1;
                     self.live.fetch_add(1, Ordering::Relaxed);
                     let ok = os.index.insert(&ow, oh, id);
@@ -555,6 +568,7 @@ impl Conntrack {
         let os = two.get(o);
         let hw = |k: &[u32; 4]| self.hash_words(k);
         os.index.remove(&ow, oh, hw);
+        os.groups.unlink(&mut os.entries, slot);
         os.entries[slot].expires = 0;
         os.free.push(slot as u32);
         os.live -= 1;
@@ -702,7 +716,11 @@ impl Conntrack {
             packets: 1,
             state: State::Affinity,
             flags: flag::AFFINITY,
+            prev: NIL,
+            next: NIL,
         };
+        let sh = &mut *g;
+        sh.groups.link(&mut sh.entries, slot);
         g.live += 1;
         self.live.fetch_add(1, Ordering::Relaxed);
         g.index.insert(&w, h, id);
@@ -740,6 +758,32 @@ impl Conntrack {
         out
     }
 
+    /// As [`Conntrack::select`], but only among the entries of the Service `groups`
+    /// (`conntrack::groups`): each shard's chains of those groups are walked, nothing else.
+    pub fn select_groups(
+        &self,
+        now: u64,
+        groups: &[u64],
+        mut pick: impl FnMut(&Entry) -> bool,
+    ) -> Vec<(u32, FlowKey)> {
+        let mut out = Vec::new();
+        for (s, sh) in self.shards.iter().enumerate() {
+            let g = sh.0.lock();
+            if g.live == 0 {
+                continue;
+            }
+            for &key in groups {
+                g.groups.for_each(&g.entries, key, |i| {
+                    let e = &g.entries[i];
+                    if e.expires > now && pick(e) {
+                        out.push(((s * self.per_shard + i) as u32, e.orig));
+                    }
+                });
+            }
+        }
+        out
+    }
+
     /// Removes the entry `key` belongs to (either direction); false when there is none.
     pub fn remove_flow(&self, key: &FlowKey) -> bool {
         let w = key.words();
@@ -770,6 +814,7 @@ impl Conntrack {
             let g = sh.0.lock();
             st.live += g.live;
             st.bytes_allocated += g.index.bytes()
+                + g.groups.bytes()
                 + g.entries.capacity() * std::mem::size_of::<Entry>()
                 + g.free.capacity() * 4;
         }
@@ -889,3 +934,6 @@ mod tests {
         assert!((2000..=2001).contains(&eb.reply.dport));
     }
 }
+
+#[cfg(test)]
+mod groups_tests;
