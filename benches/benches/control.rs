@@ -37,7 +37,7 @@ fn base() -> NodeConfig {
     c
 }
 
-/// Service `i`: a ClusterIP, one TCP port, 10 endpoints on this node and node2; `shift`
+/// Service `i`: a ClusterIP, one UDP port, 10 endpoints on this node and node2; `shift`
 /// moves one endpoint (an endpoint change).
 fn service(i: u32, shift: u32) -> Service {
     let eps: Vec<String> = (0..ENDPOINTS)
@@ -48,7 +48,7 @@ fn service(i: u32, shift: u32) -> Service {
         })
         .collect();
     let json = format!(
-        r#"{{"namespace":"bench","name":"svc-{i}","cluster_ip":"10.96.{}.{}","ports":[{{"protocol":"tcp","port":80,"target_port":8080}}],"endpoints":[{}]}}"#,
+        r#"{{"namespace":"bench","name":"svc-{i}","cluster_ip":"10.96.{}.{}","ports":[{{"protocol":"udp","port":80,"target_port":8080}}],"endpoints":[{}]}}"#,
         i / 250,
         1 + i % 250,
         eps.join(",")
@@ -152,9 +152,10 @@ fn percentiles(d: &Daemon) {
     );
 }
 
-/// Fills conntrack with `n` established flows to the Services' ClusterIPs (each to one of
-/// its endpoints), as a busy node has: a change's conntrack cleanup then has entries to
-/// look at.
+/// Fills conntrack with `n` flows to the Services' ClusterIPs (each to one of its
+/// endpoints), as a busy node has: a change's conntrack cleanup then has entries to look
+/// at. UDP: the cleanup removes UDP flows of removed endpoints (TCP ones run on, as with
+/// kube-proxy), so this is its most expensive case.
 fn fill_conntrack(d: &Daemon, n: u32) {
     use podswitch::conntrack::{FlowKey, NewFlow, State, flag};
     let view = d.control.snapshot();
@@ -164,7 +165,7 @@ fn fill_conntrack(d: &Daemon, n: u32) {
     for k in 0..n {
         let i = k % SERVICES;
         let vip = [10, 96, (i / 250) as u8, (1 + i % 250) as u8];
-        let Some((idx, _)) = view.snap.services.lookup(vip, 80, 6, [0; 4]) else {
+        let Some((idx, _)) = view.snap.services.lookup(vip, 80, 17, [0; 4]) else {
             continue;
         };
         let be = &view.snap.services.ports[idx as usize].backends;
@@ -172,11 +173,11 @@ fn fill_conntrack(d: &Daemon, n: u32) {
         let client = [10, 244, 1, 2 + (k % 200) as u8];
         let sport = 1024 + (k / 200) as u16;
         let f = NewFlow {
-            orig: FlowKey::new(6, client, vip, sport, 80),
-            reply: FlowKey::new(6, b.ip, client, b.port, sport),
+            orig: FlowKey::new(17, client, vip, sport, 80),
+            reply: FlowKey::new(17, b.ip, client, b.port, sport),
             port_range: None,
             flags: flag::SERVICE,
-            state: State::TcpEstablished,
+            state: State::Unreplied,
             bytes: 60,
         };
         if d.control.ct.create(&f, now, &t).is_ok() {

@@ -371,7 +371,7 @@ fn health_check_ports_follow_their_services() {
 }
 
 #[test]
-fn a_publish_cleans_only_the_entries_of_removed_endpoints() {
+fn a_publish_cleans_only_the_udp_entries_of_removed_endpoints() {
     let cfg = support::config();
     let c = control(cfg.clone());
     let now = podswitch::daemon::clock::now_ns();
@@ -382,37 +382,53 @@ fn a_publish_cleans_only_the_entries_of_removed_endpoints() {
         reply: podswitch::conntrack::FlowKey::new(proto, ep, client, eport, sport),
         port_range: None,
         flags: flag::SERVICE,
-        state: State::TcpEstablished,
+        state: if proto == 6 {
+            State::TcpEstablished
+        } else {
+            State::Unreplied
+        },
         bytes: 60,
     };
-    // default/web (10.96.0.10:80/tcp) to both of its endpoints; kube-dns on 53/udp.
-    let vip = [10, 96, 0, 10];
+    // default/web (10.96.0.10:80/tcp) to both of its endpoints; kube-dns (same address)
+    // on 53/udp to both of its endpoints.
+    let (web_vip, dns_vip) = ([10, 96, 0, 10], [10, 96, 0, 10]);
     for f in [
-        flow(vip, 80, 6, [10, 244, 1, 11], 8080, 40001),
-        flow(vip, 80, 6, [10, 244, 2, 20], 8080, 40002),
-        flow(vip, 53, 17, [10, 244, 2, 21], 53, 40003),
+        flow(web_vip, 80, 6, [10, 244, 1, 11], 8080, 40001),
+        flow(web_vip, 80, 6, [10, 244, 2, 20], 8080, 40002),
+        flow(dns_vip, 53, 17, [10, 244, 2, 21], 53, 40003),
+        flow(dns_vip, 53, 17, [10, 244, 1, 11], 53, 40004),
     ] {
         c.ct.create(&f, now, &t).expect("conntrack entry");
     }
-    assert_eq!(c.ct.len(), 3);
-    // kube-dns changes, without touching its endpoint in use: nothing goes.
+    assert_eq!(c.ct.len(), 4);
+    // kube-dns changes, without touching its endpoints in use: nothing goes.
     let mut dns = service(&cfg, "kube-system", "kube-dns");
     dns.endpoints.push(endpoint(Ipv4Addr::new(10, 244, 2, 23)));
-    apply(&c, vec![Request::AddService { service: dns }]);
-    assert_eq!(c.ct.len(), 3);
-    // web loses 10.244.2.20: that flow goes, web's other and kube-dns's stay.
+    apply(
+        &c,
+        vec![Request::AddService {
+            service: dns.clone(),
+        }],
+    );
+    assert_eq!(c.ct.len(), 4);
+    // web loses 10.244.2.20: its TCP connection goes on, as with kube-proxy.
     let mut web = service(&cfg, "default", "web");
     web.endpoints
         .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 20));
     apply(&c, vec![Request::AddService { service: web }]);
+    assert_eq!(c.ct.len(), 4, "TCP connections are not cut");
+    // kube-dns loses 10.244.2.21: that UDP flow goes, the other stays.
+    dns.endpoints
+        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 21));
+    apply(&c, vec![Request::AddService { service: dns }]);
     let left: Vec<_> =
         c.ct.entries(now)
             .into_iter()
             .map(|(_, e)| (e.reply.src, e.orig.sport))
             .collect();
-    assert_eq!(left.len(), 2, "{left:?}");
-    assert!(left.contains(&([10, 244, 1, 11], 40001)));
-    assert!(left.contains(&([10, 244, 2, 21], 40003)));
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(!left.contains(&([10, 244, 2, 21], 40003)));
+    assert!(left.contains(&([10, 244, 1, 11], 40004)));
 }
 
 #[test]
@@ -420,27 +436,54 @@ fn a_publish_cleans_nodeport_and_affinity_entries_of_the_changed_services() {
     use podswitch::conntrack::FlowKey;
     let cfg = support::config();
     let c = control(cfg.clone());
+    // default/web-udp: default/web's endpoints behind a UDP NodePort (30090).
+    let mut v = serde_json::to_value(service(&cfg, "default", "web")).expect("json");
+    v["name"] = "web-udp".into();
+    v["cluster_ip"] = "10.96.0.90".into();
+    v["ports"][0]["protocol"] = "udp".into();
+    v["ports"][0]["node_port"] = 30090.into();
+    let web_udp: Service = serde_json::from_value(v).expect("web-udp");
+    apply(
+        &c,
+        vec![Request::AddService {
+            service: web_udp.clone(),
+        }],
+    );
     let now = podswitch::daemon::clock::now_ns();
     let t = podswitch::config::services::Timeouts::default();
     let client = [192, 168, 1, 77];
     let node = [192, 168, 1, 10];
-    let flow = |dst: [u8; 4], dport: u16, ep: [u8; 4], sport: u16, flags: u8| NewFlow {
-        orig: FlowKey::new(6, client, dst, sport, dport),
-        reply: FlowKey::new(6, ep, node, 8080, sport),
+    let flow = |proto: u8, dport: u16, ep: [u8; 4], sport: u16, flags: u8| NewFlow {
+        orig: FlowKey::new(
+            proto,
+            client,
+            if flags & flag::SERVICE != 0 {
+                node
+            } else {
+                [1, 1, 1, 1]
+            },
+            sport,
+            dport,
+        ),
+        reply: FlowKey::new(proto, ep, node, 8080, sport),
         port_range: None,
         flags,
-        state: State::TcpEstablished,
+        state: if proto == 6 {
+            State::TcpEstablished
+        } else {
+            State::Unreplied
+        },
         bytes: 60,
     };
     let svc = flag::SERVICE | flag::SNAT;
     for f in [
-        // default/web's NodePort (30080 on the node's address), to each endpoint.
-        flow(node, 30080, [10, 244, 1, 11], 40001, svc),
-        flow(node, 30080, [10, 244, 2, 20], 40002, svc),
-        // default/web-local's NodePort, to the endpoint web loses (another Service).
-        flow(node, 30081, [10, 244, 2, 20], 40003, svc),
+        // default/web-udp's NodePort (30090 on the node's address), to each endpoint.
+        flow(17, 30090, [10, 244, 1, 11], 40001, svc),
+        flow(17, 30090, [10, 244, 2, 20], 40002, svc),
+        // default/web's TCP NodePort, to the endpoint it loses: goes on (kube-proxy).
+        flow(6, 30080, [10, 244, 2, 20], 40003, svc),
         // Masquerade only: no Service.
-        flow([1, 1, 1, 1], 443, [1, 1, 1, 1], 40004, flag::SNAT),
+        flow(6, 443, [1, 1, 1, 1], 40004, flag::SNAT),
     ] {
         c.ct.create(&f, now, &t).expect("conntrack entry");
     }
@@ -458,18 +501,23 @@ fn a_publish_cleans_nodeport_and_affinity_entries_of_the_changed_services() {
         c.ct.affinity_set(&key, (ep, 8080), 10800, now);
     }
     assert_eq!(c.ct.len(), 6);
-    // One publish: web loses 10.244.2.20, sticky loses 10.244.2.21.
-    let mut web = service(&cfg, "default", "web");
-    web.endpoints
-        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 20));
-    let mut st = service(&cfg, "default", "sticky");
-    st.endpoints
-        .retain(|e| e.ip != Ipv4Addr::new(10, 244, 2, 21));
+    // One publish: web and web-udp lose 10.244.2.20, sticky loses 10.244.2.21.
+    let lose = |mut s: Service, ip: Ipv4Addr| {
+        s.endpoints.retain(|e| e.ip != ip);
+        Request::AddService { service: s }
+    };
     apply(
         &c,
         vec![
-            Request::AddService { service: web },
-            Request::AddService { service: st },
+            lose(
+                service(&cfg, "default", "web"),
+                Ipv4Addr::new(10, 244, 2, 20),
+            ),
+            lose(web_udp, Ipv4Addr::new(10, 244, 2, 20)),
+            lose(
+                service(&cfg, "default", "sticky"),
+                Ipv4Addr::new(10, 244, 2, 21),
+            ),
         ],
     );
     let mut left: Vec<(u16, [u8; 4])> =
@@ -486,6 +534,6 @@ fn a_publish_cleans_nodeport_and_affinity_entries_of_the_changed_services() {
             (40003, [10, 244, 2, 20]),
             (40004, [1, 1, 1, 1]),
         ],
-        "the NodePort flow and the affinity record of the removed endpoints go, nothing else"
+        "the UDP NodePort flow and the affinity record of the removed endpoints go, nothing else"
     );
 }

@@ -1,6 +1,7 @@
-//! Publish-time cleanup: entries whose Service or endpoint no longer exists in the new
-//! snapshot are removed, so the next packet of the flow (UDP clients especially, the classic
-//! stale-DNS-conntrack problem) picks a live endpoint at once.
+//! Publish-time cleanup: UDP entries whose Service or endpoint no longer exists in the new
+//! snapshot are removed, so the next datagram of the flow (the classic stale-DNS-conntrack
+//! problem) picks a live endpoint at once; stale affinity records go too. TCP connections
+//! are left to end on their own, as with kube-proxy.
 //!
 //! [`cleanup_changed`] examines only the entries of the Services a change touched;
 //! [`cleanup`] (after a full rebuild) examines every Service entry.
@@ -10,6 +11,7 @@ use super::key::flag;
 use super::table::{Conntrack, Entry};
 use crate::tables::Snapshot;
 use crate::tables::services::ServicePortEntry;
+use crate::wire::ipv4::PROTO_UDP;
 use std::collections::{HashMap, HashSet};
 
 /// Removes entries pointing at Services or endpoints absent from `snap`; returns how many.
@@ -95,13 +97,18 @@ pub fn cleanup_changed(
 
 /// Whether entry `e` points at a Service or endpoint absent from `snap`; `by_name` holds
 /// the Service ports by affinity tag (at least those of the affinity records asked about).
+///
+/// As kube-proxy does, only UDP connections (and affinity records) are cleaned: a TCP
+/// connection to an endpoint that left its Service (not ready any more, relabelled, or its
+/// Service deleted) goes on until it ends, so a readiness flap does not cut it; new
+/// connections go to the endpoints that remain.
 fn is_stale(e: &Entry, snap: &Snapshot, by_name: &HashMap<u32, &ServicePortEntry>) -> bool {
     if e.flags & flag::AFFINITY != 0 {
         let tag = u32::from_be_bytes(e.orig.dst);
         by_name
             .get(&tag)
             .is_none_or(|p| !p.has_backend(e.reply.src, e.reply.sport))
-    } else if e.flags & flag::SERVICE != 0 {
+    } else if e.flags & flag::SERVICE != 0 && e.orig.proto == PROTO_UDP {
         let svc = snap
             .services
             .lookup(e.orig.dst, e.orig.dport, e.orig.proto, snap.node.address);
