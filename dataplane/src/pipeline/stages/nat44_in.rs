@@ -106,9 +106,13 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     }
     let len = (b.frame_len(i) - L3) as u32;
     if let Some(hit) = ct.lookup(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
-        let to = hit.target();
-        rewrite(b.frame_mut(i), l4, &key, &to);
-        b.meta[i].flags |= flags::NAT | flags::TRACKED;
+        // A `policy` entry records an untranslated flow (netpol allowed it): nothing to
+        // rewrite, and the packet keeps the checks untranslated traffic gets.
+        if hit.entry.flags & flag::POLICY == 0 {
+            rewrite(b.frame_mut(i), l4, &key, &hit.target());
+            b.meta[i].flags |= flags::NAT;
+        }
+        b.meta[i].flags |= flags::TRACKED;
         let now = cx.now_ns;
         cx.trace(Stage::Nat44In, || {
             let d = if hit.dir == Dir::Orig {
