@@ -305,22 +305,17 @@ impl DirRules {
             .map(|(rule, allowed)| RuleRef { rule, allowed })
     }
 
-    /// Compiles direction `egress` (else ingress) of `pp`, which must have it.
-    fn compile(
-        pp: &Arc<PodPolicy>,
-        egress: bool,
-        sets: &FastMap<Arc<str>, Arc<CompiledSet>>,
-    ) -> Self {
+    /// Compiles direction `egress` (else ingress) of `pp`, which must have it, with its
+    /// rules' peer sets resolved.
+    fn compile(pp: &Arc<PodPolicy>, egress: bool, peers: &Peers<'_>) -> Self {
         let d = if egress { &pp.egress } else { &pp.ingress };
         let d = d.as_ref().unwrap_or(&NO_SECTION);
         let peers_of = |r: &PolicyRule, id: u32, out: &mut Vec<(u32, u32, u32)>| {
             if r.peers.is_empty() {
                 out.push((0, u32::MAX, id));
             }
-            for p in &r.peers {
-                if let Some(s) = sets.get(p.as_str()) {
-                    out.extend(s.ranges.iter().map(|&(a, b)| (a, b, id)));
-                }
+            for s in peers.of(id) {
+                out.extend(s.ranges.iter().map(|&(a, b)| (a, b, id)));
             }
         };
         let mut any = Vec::new();
@@ -644,8 +639,20 @@ fn compile_pod(
 ) -> Option<PodRules> {
     let name = &pp.pod;
     let mut ok = true;
-    let mut used: FastMap<Arc<str>, Arc<CompiledSet>> = FastMap::default();
-    for (dir, d) in [("ingress", &pp.ingress), ("egress", &pp.egress)] {
+    let peers_total: usize = [&pp.ingress, &pp.egress]
+        .into_iter()
+        .flatten()
+        .map(|d| d.rules.iter().map(|r| r.peers.len()).sum::<usize>())
+        .sum();
+    let mut used: FastMap<Arc<str>, Arc<CompiledSet>> =
+        FastMap::with_capacity_and_hasher(peers_total, Default::default());
+    // Each direction's rules with their peer sets, resolved once here (one lookup per
+    // peer) rather than by name again for every table the compilation builds.
+    let mut resolved: [Option<Peers<'_>>; 2] = [None, None];
+    for (k, (dir, d)) in [("ingress", &pp.ingress), ("egress", &pp.egress)]
+        .into_iter()
+        .enumerate()
+    {
         let Some(d) = d else { continue };
         if d.rules.len() > MAX_RULES {
             errs.push(format!(
@@ -655,6 +662,7 @@ fn compile_pod(
             ok = false;
             continue;
         }
+        let mut peers = Peers::with_capacity(d.rules.len(), peers_total);
         for r in &d.rules {
             let what = || format!("pod_policy {name:?} {dir} rule {} {}", r.policy, r.rule);
             if !r.policy.contains('/') {
@@ -662,12 +670,12 @@ fn compile_pod(
                 ok = false;
             }
             for p in &r.peers {
-                if used.contains_key(p.as_str()) {
-                    continue;
-                }
                 match sets.get_key_value(p.as_str()) {
                     Some((k, s)) => {
-                        used.insert(k.clone(), s.clone());
+                        peers.sets.push(s);
+                        if !used.contains_key(p.as_str()) {
+                            used.insert(k.clone(), s.clone());
+                        }
                     }
                     None => {
                         errs.push(format!("{}: no address_set {p:?}", what()));
@@ -675,6 +683,7 @@ fn compile_pod(
                     }
                 }
             }
+            peers.at.push(peers.sets.len() as u32);
             for p in &r.ports {
                 match (p.port, p.end_port) {
                     (None, Some(_)) => {
@@ -689,20 +698,45 @@ fn compile_pod(
                 }
             }
         }
+        resolved[k] = Some(peers);
     }
-    ok.then(|| PodRules {
+    if !ok {
+        return None;
+    }
+    let [ingress, egress] = resolved;
+    Some(PodRules {
         source: pp.clone(),
         ip,
-        ingress: pp
-            .ingress
-            .as_ref()
-            .map(|_| DirRules::compile(pp, false, &used)),
-        egress: pp
-            .egress
-            .as_ref()
-            .map(|_| DirRules::compile(pp, true, &used)),
+        ingress: ingress.map(|p| DirRules::compile(pp, false, &p)),
+        egress: egress.map(|p| DirRules::compile(pp, true, &p)),
         sets: used,
     })
+}
+
+/// The peer sets of each rule of one direction: rule `i`'s are `sets[at[i]..at[i + 1]]`.
+struct Peers<'a> {
+    sets: Vec<&'a Arc<CompiledSet>>,
+    at: Vec<u32>,
+}
+
+impl<'a> Peers<'a> {
+    fn with_capacity(rules: usize, peers: usize) -> Self {
+        let mut at = Vec::with_capacity(rules + 1);
+        at.push(0);
+        Peers {
+            sets: Vec::with_capacity(peers),
+            at,
+        }
+    }
+
+    /// Rule `id`'s peer sets.
+    fn of(&self, id: u32) -> &[&'a Arc<CompiledSet>] {
+        let i = id as usize;
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.sets[a as usize..b as usize],
+            _ => &[],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -793,14 +827,15 @@ mod tests {
                 },
             ],
         };
-        let sets: FastMap<Arc<str>, Arc<CompiledSet>> =
-            [("a".into(), a), ("b".into(), b)].into_iter().collect();
+        let mut peers = Peers::with_capacity(2, 2);
+        peers.sets.extend([&a, &b]);
+        peers.at.extend([1, 2]);
         let pp = Arc::new(PodPolicy {
             pod: "pod".into(),
             ingress: Some(d),
             egress: None,
         });
-        let r = DirRules::compile(&pp, false, &sets);
+        let r = DirRules::compile(&pp, false, &peers);
         assert_eq!(r.rules().len(), 2);
         assert_eq!(r.describe(Some(1)), "allowed by ns/q rule 1");
         assert_eq!(r.check(6, Some(85), ip("10.0.0.200")), Some(0));
