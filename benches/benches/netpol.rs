@@ -183,7 +183,7 @@ fn first_packet(c: &mut Criterion) {
                 .ingress
                 .as_ref()
                 .unwrap()
-                .rules
+                .rules()
                 .len() as u32,
             n * RULES_PER_POLICY
         );

@@ -318,9 +318,32 @@ fn replies_pass_through_conntrack() {
         ],
     );
     let mut n = Node::new(&cfg);
+    let netpol =
+        |n: &Node| n.counters().stages[podswitch::pipeline::Stage::NetPol as usize].packets;
     assert_eq!(a_to_c(&mut n, 8080, SYN).one().0, "veth-pod-c");
-    assert_eq!(c_to_a(&mut n, 8080, SYN | ACK).one().0, "veth-pod-a");
+    assert_eq!(netpol(&n), 1);
+    // The rest of the flow, both ways, is tracked: never handed to netpol, and its
+    // untranslated entry rewrites nothing (the bytes arrive as sent).
+    let reply = c_to_a(&mut n, 8080, SYN | ACK).one();
+    assert_eq!(reply.0, "veth-pod-a");
+    let (sent, got) = (
+        tcp(
+            MAC_C,
+            MAC_GW,
+            POD_C,
+            POD_A,
+            8080,
+            40000,
+            SYN | ACK,
+            1,
+            2,
+            &[],
+        ),
+        &reply.1,
+    );
+    assert_eq!(got.l4(), &sent[34..], "TCP header and payload as sent");
     assert_eq!(a_to_c(&mut n, 8080, ACK).one().0, "veth-pod-c");
+    assert_eq!(netpol(&n), 1);
     // A new flow C→A is still denied (egress of C first).
     c_to_a(&mut n, 8081, SYN).dropped("policy_denied_egress");
     assert!(

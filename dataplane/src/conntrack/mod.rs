@@ -46,4 +46,4 @@ pub mod tcp;
 pub use dump::{json as dump_json, line as dump_line, text as dump_text};
 pub use key::{Dir, FlowKey, State, flag};
 pub use stale::{ChangedServices, affinity_tag, cleanup as cleanup_stale, cleanup_changed};
-pub use table::{Conntrack, CreateError, Created, CtStats, Entry, Hit, NewFlow};
+pub use table::{Conntrack, CreateError, Created, CtStats, Entry, Hit, NewFlow, Tracked};

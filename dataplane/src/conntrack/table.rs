@@ -58,6 +58,39 @@ impl Hit {
     }
 }
 
+/// A packet's match in the table, as the packet path needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracked {
+    pub dir: Dir,
+    /// The entry's flags (`flag::*`).
+    pub flags: u8,
+    /// The tuple the packet must carry after translation.
+    pub target: FlowKey,
+}
+
+/// Accounts a packet of direction `dir` to its entry: counters, TCP state, expiry.
+#[inline]
+fn account(e: &mut Entry, dir: Dir, tcp_flags: u8, bytes: u32, now: u64, t: &Timeouts) {
+    e.packets = e.packets.wrapping_add(1);
+    e.bytes += u64::from(bytes);
+    if dir == Dir::Reply {
+        e.flags |= flag::SEEN_REPLY;
+    }
+    let st = match e.state {
+        State::Unreplied | State::Replied => {
+            if e.flags & flag::SEEN_REPLY != 0 {
+                State::Replied
+            } else {
+                State::Unreplied
+            }
+        }
+        s if e.orig.proto == ipv4::PROTO_TCP => tcp::next(s, &mut e.flags, dir, tcp_flags),
+        s => s,
+    };
+    e.state = st;
+    e.expires = now + u64::from(st.timeout_secs(e.orig.proto, t)) * NS;
+}
+
 /// What a new connection should look like.
 #[derive(Clone, Copy, Debug)]
 pub struct NewFlow {
@@ -128,6 +161,9 @@ pub struct Conntrack {
     shards: Box<[Padded]>,
     shard_mask: usize,
     per_shard: usize,
+    /// An entry id is its shard, then its slot in `slot_bits` bits: splitting an id is a
+    /// shift and a mask, not a division (on every conntrack hit).
+    slot_bits: u32,
     seed: u64,
     scan: AtomicUsize,
     /// Entries in use, all shards (kept beside the per-shard counts for cheap reads).
@@ -212,6 +248,7 @@ impl Conntrack {
             shards,
             shard_mask: nshards - 1,
             per_shard,
+            slot_bits: per_shard.next_power_of_two().trailing_zeros(),
             seed,
             scan: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -267,7 +304,14 @@ impl Conntrack {
 
     #[inline]
     fn split(&self, id: u32) -> (usize, usize) {
-        (id as usize / self.per_shard, id as usize % self.per_shard)
+        let id = id as usize;
+        (id >> self.slot_bits, id & ((1 << self.slot_bits) - 1))
+    }
+
+    /// The id of slot `slot` of shard `s`.
+    #[inline]
+    fn id_of(&self, s: usize, slot: usize) -> u32 {
+        (s << self.slot_bits | slot) as u32
     }
 
     /// Keys [`Conntrack::prefetch_batch`] takes at a time (a receive batch).
@@ -350,34 +394,42 @@ impl Conntrack {
         t: &Timeouts,
     ) -> Option<Hit> {
         self.find(key, now, |e, dir| {
-            e.packets = e.packets.wrapping_add(1);
-            e.bytes += u64::from(bytes);
-            if dir == Dir::Reply {
-                e.flags |= flag::SEEN_REPLY;
+            account(e, dir, tcp_flags, bytes, now, t);
+            Hit { dir, entry: *e }
+        })
+    }
+
+    /// As [`Conntrack::lookup`], for the packet path: returns only what a packet needs
+    /// (direction, entry flags, the tuple to translate to) rather than a copy of the entry.
+    #[inline]
+    pub fn track(
+        &self,
+        key: &FlowKey,
+        tcp_flags: u8,
+        bytes: u32,
+        now: u64,
+        t: &Timeouts,
+    ) -> Option<Tracked> {
+        self.find(key, now, |e, dir| {
+            account(e, dir, tcp_flags, bytes, now, t);
+            Tracked {
+                dir,
+                flags: e.flags,
+                target: match dir {
+                    Dir::Orig => e.reply.inverse(),
+                    Dir::Reply => e.orig.inverse(),
+                },
             }
-            let st = match e.state {
-                State::Unreplied | State::Replied => {
-                    if e.flags & flag::SEEN_REPLY != 0 {
-                        State::Replied
-                    } else {
-                        State::Unreplied
-                    }
-                }
-                s if e.orig.proto == ipv4::PROTO_TCP => tcp::next(s, &mut e.flags, dir, tcp_flags),
-                s => s,
-            };
-            e.state = st;
-            e.expires = now + u64::from(st.timeout_secs(e.orig.proto, t)) * NS;
         })
     }
 
     /// Finds the entry `key` belongs to without accounting a packet (ICMP errors, tools).
     pub fn peek(&self, key: &FlowKey, now: u64) -> Option<Hit> {
-        self.find(key, now, |_, _| {})
+        self.find(key, now, |e, dir| Hit { dir, entry: *e })
     }
 
     #[inline]
-    fn find(&self, key: &FlowKey, now: u64, f: impl FnOnce(&mut Entry, Dir)) -> Option<Hit> {
+    fn find<R>(&self, key: &FlowKey, now: u64, f: impl FnOnce(&mut Entry, Dir) -> R) -> Option<R> {
         let w = key.words();
         let h = self.hash_words(&w);
         let s = self.shard_of(h);
@@ -395,12 +447,12 @@ impl Conntrack {
     }
 
     #[inline]
-    fn visit(
+    fn visit<R>(
         e: &mut Entry,
         key: &FlowKey,
         now: u64,
-        f: impl FnOnce(&mut Entry, Dir),
-    ) -> Option<Hit> {
+        f: impl FnOnce(&mut Entry, Dir) -> R,
+    ) -> Option<R> {
         if e.expires <= now || e.flags & flag::AFFINITY != 0 {
             return None;
         }
@@ -411,8 +463,7 @@ impl Conntrack {
         } else {
             return None;
         };
-        f(e, dir);
-        Some(Hit { dir, entry: *e })
+        Some(f(e, dir))
     }
 
     /// Creates a connection, choosing a free translated source port when needed.
@@ -479,7 +530,7 @@ impl Conntrack {
                             os.entries.len() - 1
                         }
                     };
-                    let id = (o * self.per_shard + slot) as u32;
+                    let id = self.id_of(o, slot);
                     let e = Entry {
                         orig: req.orig,
                         reply,
@@ -614,7 +665,7 @@ impl Conntrack {
                 if e.expires != 0
                     && (e.expires <= now || e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0)
                 {
-                    found = Some((s * self.per_shard + c) as u32);
+                    found = Some(self.id_of(s, c));
                     break;
                 }
             }
@@ -646,7 +697,7 @@ impl Conntrack {
                 g.cursor = c + 1;
                 let e = &g.entries[c];
                 if e.expires != 0 && e.expires <= now {
-                    ids[n] = (s * self.per_shard + c) as u32;
+                    ids[n] = self.id_of(s, c);
                     n += 1;
                     if n == ids.len() {
                         break;
@@ -707,7 +758,7 @@ impl Conntrack {
                 g.entries.len() - 1
             }
         };
-        let id = (s * self.per_shard + slot) as u32;
+        let id = self.id_of(s, slot);
         g.entries[slot] = Entry {
             orig: *key,
             reply,
@@ -733,7 +784,7 @@ impl Conntrack {
             let g = sh.0.lock();
             for (i, e) in g.entries.iter().enumerate() {
                 if e.expires > now {
-                    out.push(((s * self.per_shard + i) as u32, *e));
+                    out.push((self.id_of(s, i), *e));
                 }
             }
         }
@@ -751,7 +802,7 @@ impl Conntrack {
             }
             for (i, e) in g.entries.iter().enumerate() {
                 if e.expires > now && pick(e) {
-                    out.push(((s * self.per_shard + i) as u32, e.orig));
+                    out.push((self.id_of(s, i), e.orig));
                 }
             }
         }

@@ -1,11 +1,12 @@
 //! The configuration changes of one publish, applied to copies made on first need: a
-//! Service change copies no other Service, and a change of anything else copies no Service.
+//! Service, address set or pod policy change copies no other one (only a shard of the map
+//! holding them), and a change of anything else copies none of them.
 
 use super::protocol::Request;
 use crate::config::{NodeConfig, Service};
 use crate::tables::build::ServiceDelta;
 use crate::tables::services::service_name;
-use crate::tables::snapshot::{ConfigState, ServiceSet};
+use crate::tables::snapshot::{ConfigState, PolicyConfig, ServiceSet};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ pub(super) struct Edit<'a> {
     base: Option<NodeConfig>,
     /// The Services a `Replace` brought (then every Service is rebuilt).
     replaced: Option<ServiceSet>,
+    /// Address sets and pod policies, once one of them changed.
+    policy: Option<PolicyConfig>,
     /// Service changes by `namespace/name` in request order; `None`: removed.
     svc: Vec<(String, Option<Arc<Service>>)>,
     svc_at: HashMap<String, usize>,
@@ -26,6 +29,7 @@ impl<'a> Edit<'a> {
             cur,
             base: None,
             replaced: None,
+            policy: None,
             svc: Vec::new(),
             svc_at: HashMap::new(),
         }
@@ -34,6 +38,10 @@ impl<'a> Edit<'a> {
     fn base(&mut self) -> &mut NodeConfig {
         self.base
             .get_or_insert_with(|| NodeConfig::clone(&self.cur.base))
+    }
+
+    fn policy(&mut self) -> &mut PolicyConfig {
+        self.policy.get_or_insert_with(|| self.cur.policy.clone())
     }
 
     fn set_service(&mut self, name: String, s: Option<Arc<Service>>) {
@@ -63,6 +71,7 @@ impl<'a> Edit<'a> {
             Request::Replace { config } => {
                 let mut new = NodeConfig::from_toml(&config)?;
                 self.replaced = Some(ServiceSet::from_list(std::mem::take(&mut new.services)));
+                self.policy = Some(PolicyConfig::take(&mut new));
                 self.base = Some(new);
                 self.svc.clear();
                 self.svc_at.clear();
@@ -88,7 +97,17 @@ impl<'a> Edit<'a> {
                     || format!("no pod {name:?}"),
                 )?;
                 // A pod's policy goes with it: a CNI DEL must not wait for the controller.
-                c.pod_policies.retain(|pp| !gone.contains(&pp.pod));
+                for pod in &gone {
+                    if self
+                        .policy
+                        .as_ref()
+                        .unwrap_or(&self.cur.policy)
+                        .pods
+                        .contains(pod)
+                    {
+                        self.policy().pods.remove(pod);
+                    }
+                }
             }
             Request::AddRoute { route } => {
                 let c = self.base();
@@ -131,29 +150,25 @@ impl<'a> Edit<'a> {
                 || format!("no neighbour {ip}"),
             )?,
             Request::AddAddressSet { set } => {
-                let c = self.base();
-                match c.address_sets.iter_mut().find(|s| s.name == set.name) {
-                    Some(s) => *s = set,
-                    None => c.address_sets.push(set),
+                self.policy()
+                    .sets
+                    .insert(set.name.as_str().into(), Arc::new(set));
+            }
+            Request::RemoveAddressSet { name } => {
+                if !self.policy().sets.remove(&name) {
+                    return Err(format!("no address set {name:?}"));
                 }
             }
-            Request::RemoveAddressSet { name } => remove_where(
-                &mut self.base().address_sets,
-                |s| s.name == name,
-                || format!("no address set {name:?}"),
-            )?,
             Request::SetPodPolicy { policy } => {
-                let c = self.base();
-                match c.pod_policies.iter_mut().find(|p| p.pod == policy.pod) {
-                    Some(p) => *p = policy,
-                    None => c.pod_policies.push(policy),
+                self.policy()
+                    .pods
+                    .insert(policy.pod.as_str().into(), Arc::new(policy));
+            }
+            Request::RemovePodPolicy { pod } => {
+                if !self.policy().pods.remove(&pod) {
+                    return Err(format!("no policy for pod {pod:?}"));
                 }
             }
-            Request::RemovePodPolicy { pod } => remove_where(
-                &mut self.base().pod_policies,
-                |p| p.pod == pod,
-                || format!("no policy for pod {pod:?}"),
-            )?,
             other => {
                 let v = serde_json::to_value(&other).unwrap_or_default();
                 let cmd = v.get("cmd").and_then(|c| c.as_str()).unwrap_or("?");
@@ -185,7 +200,15 @@ impl<'a> Edit<'a> {
                 }
             }
         }
-        (ConfigState { base, services }, (!full).then_some(delta))
+        let policy = self.policy.unwrap_or_else(|| self.cur.policy.clone());
+        (
+            ConfigState {
+                base,
+                services,
+                policy,
+            },
+            (!full).then_some(delta),
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 //! | peers (with their encapsulation templates) | `peers` | node, uplink, vxlan, ipip, peers; the neighbour table |
 //! | FIB | `fib` | node, uplink, host, routes; the port, peer and neighbour tables |
 //! | Services, NAT | `services` | nat, node, peers (the context); each Service |
-//! | NetworkPolicy | `policy` (`tables/policy.rs`) | policy, address sets, pod policies, pods; the port table (per set and per pod) |
+//! | NetworkPolicy | `policy` (`tables/policy.rs`) | policy, pods; the port table; each address set and pod policy (only those that changed are compiled, and only the pods naming a changed set recompiled) |
 //!
 //! [`rebuild`] runs a builder only when what it reads differs from what the previous
 //! snapshot was built from (configuration sections by value, tables by `Arc` identity), and
@@ -177,17 +177,20 @@ pub fn rebuild(
     let policy = match old {
         Some((p, o))
             if o.policy == c.policy
-                && o.address_sets == c.address_sets
-                && o.pod_policies == c.pod_policies
                 && o.pods == c.pods
-                && Arc::ptr_eq(&p.ports, &ports.ports) =>
+                && Arc::ptr_eq(&p.ports, &ports.ports)
+                && cfg.policy.same_as(&p.config.policy) =>
         {
             p.policy.clone()
         }
         _ => Arc::new(super::policy::build(
-            c,
-            &ports.ports,
-            prev.map(|p| &*p.policy),
+            &super::policy::Inputs {
+                settings: &c.policy,
+                pods: &c.pods,
+                ports: &ports.ports,
+                policy: &cfg.policy,
+            },
+            prev.map(|p| (&*p.policy, &p.config.policy)),
             &mut errs,
         )),
     };

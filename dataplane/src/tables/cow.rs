@@ -194,6 +194,15 @@ impl<K: Hash + Eq + Clone + ShardKey, V: Clone> ShardedMap<K, V> {
         self.shards[k.shard() & (SHARDS - 1)].get(k)
     }
 
+    /// The stored key and value of `k` (the key shared, not copied, by a caller that keeps it).
+    pub fn get_key_value<Q>(&self, k: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ShardKey + ?Sized,
+    {
+        self.shards[k.shard() & (SHARDS - 1)].get_key_value(k)
+    }
+
     pub fn contains_key<Q>(&self, k: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -257,6 +266,25 @@ impl<K: Hash + Eq + Clone + ShardKey, V: Clone> ShardedMap<K, V> {
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.iter().map(|(k, _)| k)
     }
+
+    /// The keys whose value differs between `old` and `self` (present in one only, or not
+    /// `same`), looking only at the shards the two do not share: after a few writes to a
+    /// clone, a few shards' worth of comparisons whatever the size of the map.
+    pub fn changed_keys(&self, old: &Self, same: impl Fn(&V, &V) -> bool) -> Vec<K> {
+        let mut out = Vec::new();
+        for (a, b) in self.shards.iter().zip(old.shards.iter()) {
+            if Arc::ptr_eq(a, b) {
+                continue;
+            }
+            for (k, v) in a.iter() {
+                if !b.get(k).is_some_and(|w| same(v, w)) {
+                    out.push(k.clone());
+                }
+            }
+            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +347,9 @@ mod tests {
             .filter(|&s| Arc::ptr_eq(&m.shards[s], &before.shards[s]))
             .count();
         assert!(shared >= SHARDS - 3, "{shared} shards shared");
+        let mut changed = m.changed_keys(&before, |a, b| a == b);
+        changed.sort_unstable();
+        assert_eq!(changed, [5, 7, 2000]);
         let mut names: ShardedMap<Arc<str>, u8> = ShardedMap::default();
         names.insert("ns/a".into(), 1);
         assert!(names.contains_key("ns/a"));

@@ -10,6 +10,7 @@ pub mod fasthash;
 pub mod health_check;
 pub mod lpm;
 pub mod maglev;
+pub mod named;
 pub mod policy;
 pub mod policy_dump;
 pub mod services;

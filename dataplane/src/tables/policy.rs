@@ -13,28 +13,36 @@
 //! rules (atomics, counted only when rules are evaluated: a flow's first packet, a denial),
 //! so they survive publishes that leave the pod's rules alone.
 
-use super::PortId;
+use super::cow::ShardedMap;
 use super::fasthash::FastMap;
+use super::snapshot::PolicyConfig;
+use super::{PortEntry, PortId};
 pub use crate::config::Established;
 use crate::config::{
-    AddressSet, NodeConfig, PodPolicy, PolicyDirection, PolicyRule, services::Protocol,
+    AddressSet, Pod, PodPolicy, PolicyDirection, PolicyRule, PolicySettings, services::Protocol,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// "No pod" in `by_port`.
 const NONE: u32 = u32::MAX;
+/// Most rules a pod's direction may have (rule ids share a `u64` with a range bound while
+/// compiling).
+pub const MAX_RULES: usize = 1 << 30;
+const RULE_MASK: u64 = MAX_RULES as u64 - 1;
+const START: u64 = 1 << 30;
 
 /// An address set as sorted, disjoint, non-adjacent inclusive ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledSet {
-    pub source: AddressSet,
+    pub source: Arc<AddressSet>,
     pub ranges: Vec<(u32, u32)>,
 }
 
 impl CompiledSet {
-    pub fn compile(s: &AddressSet) -> Self {
+    pub fn compile(s: &Arc<AddressSet>) -> Self {
         let take = |v: &[super::lpm::Prefix]| {
             normalise(
                 v.iter()
@@ -45,7 +53,7 @@ impl CompiledSet {
         let plus = take(&s.prefixes);
         let minus = take(&s.except);
         CompiledSet {
-            source: s.clone(),
+            source: Arc::clone(s),
             ranges: subtract(&plus, &minus),
         }
     }
@@ -109,36 +117,51 @@ pub struct RangeRules {
 
 impl RangeRules {
     /// Builds from (first, last, rule) triples, which may overlap: the lowest rule wins.
-    fn build(mut t: Vec<(u32, u32, u32)>) -> Self {
-        let mut ev: Vec<(u64, bool, u32)> = Vec::with_capacity(t.len() * 2);
+    /// `active` is scratch space, all zero (and left so), indexed by rule.
+    ///
+    /// A sweep over the range bounds, each packed into one `u64` (point, end-before-start,
+    /// rule) so that the sort, the bulk of the work for a pod with 10,000 rules, compares
+    /// integers; the rules covering the current point sit in a min-heap, removed lazily
+    /// once their count of open ranges falls to zero.
+    fn build(t: Vec<(u32, u32, u32)>, active: &mut Vec<u32>) -> Self {
+        let mut ev: Vec<u64> = Vec::with_capacity(t.len() * 2);
+        let mut most = 0;
         for &(a, b, r) in &t {
-            ev.push((u64::from(a), true, r));
-            ev.push((u64::from(b) + 1, false, r));
+            let r = u64::from(r) & RULE_MASK;
+            ev.push(u64::from(a) << 31 | START | r);
+            ev.push((u64::from(b) + 1) << 31 | r);
+            most = most.max(r as usize);
         }
-        t.clear();
-        // Ends before starts at the same point.
-        ev.sort_unstable_by_key(|e| (e.0, e.1));
-        let mut active: BTreeMap<u32, u32> = BTreeMap::new();
+        drop(t);
+        if active.len() <= most {
+            active.resize(most + 1, 0);
+        }
+        ev.sort_unstable();
+        let mut heap: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
         let mut out = RangeRules::default();
         let mut k = 0;
         while k < ev.len() {
-            let at = ev[k].0;
-            while k < ev.len() && ev[k].0 == at {
-                let (_, start, r) = ev[k];
-                if start {
-                    *active.entry(r).or_default() += 1;
-                } else if let Some(c) = active.get_mut(&r) {
-                    *c -= 1;
+            let at = ev[k] >> 31;
+            while k < ev.len() && ev[k] >> 31 == at {
+                let r = (ev[k] & RULE_MASK) as u32;
+                let c = &mut active[r as usize];
+                if ev[k] & START != 0 {
                     if *c == 0 {
-                        active.remove(&r);
+                        heap.push(Reverse(r));
                     }
+                    *c += 1;
+                } else {
+                    *c = c.saturating_sub(1);
                 }
                 k += 1;
             }
-            let Some(next) = ev.get(k).map(|e| e.0) else {
+            while heap.peek().is_some_and(|r| active[r.0 as usize] == 0) {
+                heap.pop();
+            }
+            let Some(next) = ev.get(k).map(|e| e >> 31) else {
                 break;
             };
-            if let Some((&r, _)) = active.first_key_value() {
+            if let Some(&Reverse(r)) = heap.peek() {
                 let (a, b) = (at as u32, (next - 1) as u32);
                 let n = out.starts.len();
                 if n > 0 && out.rules[n - 1] == r && u64::from(out.ends[n - 1]) + 1 == at {
@@ -206,20 +229,23 @@ impl PortClasses {
     }
 }
 
-/// A rule as dumps and traces name it.
-#[derive(Debug)]
-pub struct RuleRef {
-    pub rule: PolicyRule,
+/// A rule as dumps and traces name it, with its counter.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleRef<'a> {
+    pub rule: &'a PolicyRule,
     /// Packets (flows' first packets) this rule allowed.
-    pub allowed: AtomicU64,
+    pub allowed: &'a AtomicU64,
 }
 
 /// One direction of one pod.
 #[derive(Debug)]
 pub struct DirRules {
-    /// Policies selecting the pod for this direction.
-    pub policies: Vec<String>,
-    pub rules: Vec<RuleRef>,
+    /// The pod policy this direction was compiled from (shared, not copied: a pod may
+    /// have 10,000 rules).
+    source: Arc<PodPolicy>,
+    egress: bool,
+    /// Per rule of the section: packets (flows' first packets) it allowed.
+    allowed: Box<[AtomicU64]>,
     /// Rules without ports (any protocol, any port).
     pub any_port: RangeRules,
     pub tcp: PortClasses,
@@ -228,6 +254,12 @@ pub struct DirRules {
     pub any_rule: RangeRules,
     pub denied: AtomicU64,
 }
+
+/// A section with no policy and no rule (never the section of a compiled direction).
+static NO_SECTION: PolicyDirection = PolicyDirection {
+    policies: Vec::new(),
+    rules: Vec::new(),
+};
 
 /// A verdict: the index of the allowing rule in `DirRules::rules`, or none.
 pub type Verdict = Option<u32>;
@@ -249,15 +281,41 @@ impl DirRules {
         Some(a.min(b)).filter(|&r| r != NONE)
     }
 
-    fn compile(d: &PolicyDirection, sets: &HashMap<&str, &Arc<CompiledSet>>) -> Self {
+    /// The configuration section compiled.
+    pub fn section(&self) -> &PolicyDirection {
+        let d = if self.egress {
+            &self.source.egress
+        } else {
+            &self.source.ingress
+        };
+        d.as_ref().unwrap_or(&NO_SECTION)
+    }
+
+    /// Policies selecting the pod for this direction.
+    pub fn policies(&self) -> &[String] {
+        &self.section().policies
+    }
+
+    /// The rules in order, with their counters.
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = RuleRef<'_>> {
+        self.section()
+            .rules
+            .iter()
+            .zip(self.allowed.iter())
+            .map(|(rule, allowed)| RuleRef { rule, allowed })
+    }
+
+    /// Compiles direction `egress` (else ingress) of `pp`, which must have it, with its
+    /// rules' peer sets resolved.
+    fn compile(pp: &Arc<PodPolicy>, egress: bool, peers: &Peers<'_>) -> Self {
+        let d = if egress { &pp.egress } else { &pp.ingress };
+        let d = d.as_ref().unwrap_or(&NO_SECTION);
         let peers_of = |r: &PolicyRule, id: u32, out: &mut Vec<(u32, u32, u32)>| {
             if r.peers.is_empty() {
                 out.push((0, u32::MAX, id));
             }
-            for p in &r.peers {
-                if let Some(s) = sets.get(p.as_str()) {
-                    out.extend(s.ranges.iter().map(|&(a, b)| (a, b, id)));
-                }
+            for s in peers.of(id) {
+                out.extend(s.ranges.iter().map(|&(a, b)| (a, b, id)));
             }
         };
         let mut any = Vec::new();
@@ -268,7 +326,8 @@ impl DirRules {
                 peers_of(r, id as u32, &mut any);
             }
         }
-        let classes = |proto: Protocol| {
+        let mut scratch: Vec<u32> = vec![0; d.rules.len()];
+        let classes = |proto: Protocol, scratch: &mut Vec<u32>| {
             // Port intervals of the rules with ports of this protocol.
             let mut ev: Vec<(u32, bool, u32)> = Vec::new();
             for (id, r) in d.rules.iter().enumerate() {
@@ -315,7 +374,7 @@ impl DirRules {
                         peers_of(&d.rules[id as usize], id, &mut tri);
                     }
                     let t = pc.tables.len() as u32;
-                    pc.tables.push(RangeRules::build(tri));
+                    pc.tables.push(RangeRules::build(tri, scratch));
                     seen.insert(ids, t);
                     t
                 };
@@ -328,19 +387,13 @@ impl DirRules {
             pc
         };
         DirRules {
-            policies: d.policies.clone(),
-            rules: d
-                .rules
-                .iter()
-                .map(|r| RuleRef {
-                    rule: r.clone(),
-                    allowed: AtomicU64::new(0),
-                })
-                .collect(),
-            any_port: RangeRules::build(any),
-            tcp: classes(Protocol::Tcp),
-            udp: classes(Protocol::Udp),
-            any_rule: RangeRules::build(all),
+            source: Arc::clone(pp),
+            egress,
+            allowed: d.rules.iter().map(|_| AtomicU64::new(0)).collect(),
+            any_port: RangeRules::build(any, &mut scratch),
+            tcp: classes(Protocol::Tcp, &mut scratch),
+            udp: classes(Protocol::Udp, &mut scratch),
+            any_rule: RangeRules::build(all, &mut scratch),
             denied: AtomicU64::new(0),
         }
     }
@@ -349,8 +402,8 @@ impl DirRules {
     #[inline]
     pub fn count(&self, v: Verdict) {
         let c = match v {
-            Some(r) => match self.rules.get(r as usize) {
-                Some(r) => &r.allowed,
+            Some(r) => match self.allowed.get(r as usize) {
+                Some(c) => c,
                 None => return,
             },
             None => &self.denied,
@@ -360,12 +413,13 @@ impl DirRules {
 
     /// The rule that allowed, as `namespace/name rule N`.
     pub fn describe(&self, v: Verdict) -> String {
-        match v.and_then(|r| self.rules.get(r as usize)) {
-            Some(r) => format!("allowed by {} rule {}", r.rule.policy, r.rule.rule),
-            None if self.policies.is_empty() => "no policy selecting the pod allowed it".into(),
+        let d = self.section();
+        match v.and_then(|r| d.rules.get(r as usize)) {
+            Some(r) => format!("allowed by {} rule {}", r.policy, r.rule),
+            None if d.policies.is_empty() => "no policy selecting the pod allowed it".into(),
             None => format!(
                 "no policy selecting the pod allowed it (selected by {})",
-                self.policies.join(", ")
+                d.policies.join(", ")
             ),
         }
     }
@@ -374,19 +428,21 @@ impl DirRules {
 /// A local pod's compiled policy.
 #[derive(Debug)]
 pub struct PodRules {
-    pub source: PodPolicy,
+    pub source: Arc<PodPolicy>,
     pub ip: [u8; 4],
     pub ingress: Option<DirRules>,
     pub egress: Option<DirRules>,
-    /// The compiled sets the rules were built from (reuse is by identity).
-    sets: Vec<Arc<CompiledSet>>,
+    /// The compiled sets the rules were built from, by name: a change to one of them
+    /// recompiles the pod (and only the pods that name it).
+    sets: FastMap<Arc<str>, Arc<CompiledSet>>,
 }
 
 /// The policy table of a snapshot.
 #[derive(Debug, Default)]
 pub struct PolicyTable {
     pub established: Established,
-    pub sets: HashMap<String, Arc<CompiledSet>>,
+    /// Compiled address sets by name (copy-on-write: a publish copies one shard).
+    pub sets: ShardedMap<Arc<str>, Arc<CompiledSet>>,
     pub pods: Vec<Arc<PodRules>>,
     /// Pod index by the pod's address (the ingress side, after DNAT).
     by_ip: FastMap<[u8; 4], u32>,
@@ -441,111 +497,108 @@ impl PolicyTable {
     }
 }
 
-/// Validates the policy sections and compiles them, reusing from `prev` the sets and pods
-/// whose inputs are unchanged. `ports`: the snapshot's port list (pod ports carry the pod
-/// name as label).
+/// What the policy table is built from.
+pub struct Inputs<'a> {
+    pub settings: &'a PolicySettings,
+    pub pods: &'a [Pod],
+    /// The snapshot's port list (pod ports carry the pod name as label).
+    pub ports: &'a [PortEntry],
+    pub policy: &'a PolicyConfig,
+}
+
+/// Validates the policy sections and compiles them. With `prev` (the previous table and
+/// the sections it was built from), only the address sets that differ are compiled and
+/// only the pods whose policy, address or sets changed are recompiled: a publish costs the
+/// change, not the 10,000 sets around it. Without (or when a name is given twice, which
+/// only a full pass reports), every set is looked at, reusing equal ones from `prev`.
 pub fn build(
-    cfg: &NodeConfig,
-    ports: &[super::PortEntry],
-    prev: Option<&PolicyTable>,
+    inp: &Inputs<'_>,
+    prev: Option<(&PolicyTable, &PolicyConfig)>,
     errs: &mut Vec<String>,
 ) -> PolicyTable {
-    let mut sets: HashMap<String, Arc<CompiledSet>> =
-        HashMap::with_capacity(cfg.address_sets.len());
-    for s in &cfg.address_sets {
-        if s.name.is_empty() {
-            errs.push("address_set: empty name".into());
-            continue;
+    let cfg = inp.policy;
+    let incremental = prev.filter(|_| !cfg.sets.has_dups() && !cfg.pods.has_dups());
+    let (sets, changed) = match incremental {
+        Some((t, old)) => {
+            let changed = cfg.sets.changed_since(&old.sets);
+            let mut sets = t.sets.clone();
+            for name in &changed {
+                match cfg.sets.get(name) {
+                    Some(s) => {
+                        if name.is_empty() {
+                            errs.push("address_set: empty name".into());
+                        }
+                        sets.insert(name.clone(), Arc::new(CompiledSet::compile(s)));
+                    }
+                    None => {
+                        sets.remove(&**name);
+                    }
+                }
+            }
+            (sets, Some(changed))
         }
-        let c = match prev.and_then(|p| p.sets.get(&s.name)) {
-            Some(c) if c.source == *s => c.clone(),
-            _ => Arc::new(CompiledSet::compile(s)),
-        };
-        if sets.insert(s.name.clone(), c).is_some() {
-            errs.push(format!("address_set {:?}: defined twice", s.name));
-        }
-    }
+        None => (all_sets(cfg, prev.map(|p| p.0), errs), None),
+    };
+    let changed_pods: Option<HashSet<Arc<str>>> =
+        incremental.map(|(_, old)| cfg.pods.changed_since(&old.pods).into_iter().collect());
     let prev_pods: HashMap<&str, &Arc<PodRules>> = prev
-        .map(|p| p.pods.iter().map(|r| (r.source.pod.as_str(), r)).collect())
+        .map(|p| {
+            p.0.pods
+                .iter()
+                .map(|r| (r.source.pod.as_str(), r))
+                .collect()
+        })
         .unwrap_or_default();
+    let pods: HashMap<&str, &Pod> = inp.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+    let pod_ports: HashMap<(&str, [u8; 4]), PortId> = inp
+        .ports
+        .iter()
+        .filter_map(|p| Some(((p.label.as_str(), p.ip?), p.id)))
+        .collect();
     let mut t = PolicyTable {
-        established: cfg.policy.established,
-        by_port: vec![NONE; ports.len()],
+        established: inp.settings.established,
+        by_port: vec![NONE; inp.ports.len()],
         ..PolicyTable::default()
     };
-    let mut seen: HashMap<&str, ()> = HashMap::new();
-    for pp in &cfg.pod_policies {
-        let name = &pp.pod;
-        if seen.insert(name.as_str(), ()).is_some() {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let all = cfg.pods.in_order();
+    for pp in &all {
+        let name = pp.pod.as_str();
+        if !seen.insert(name) {
             errs.push(format!("pod_policy {name:?}: defined twice"));
             continue;
         }
-        let Some(pod) = cfg.pods.iter().find(|p| p.name == *name) else {
+        let Some(pod) = pods.get(name) else {
             errs.push(format!("pod_policy {name:?}: no such pod"));
             continue;
         };
-        let mut ok = true;
-        let mut used: Vec<Arc<CompiledSet>> = Vec::new();
-        for (dir, d) in [("ingress", &pp.ingress), ("egress", &pp.egress)] {
-            let Some(d) = d else { continue };
-            for r in &d.rules {
-                let what = format!("pod_policy {name:?} {dir} rule {} {}", r.policy, r.rule);
-                if !r.policy.contains('/') {
-                    errs.push(format!("{what}: policy must be namespace/name"));
-                    ok = false;
-                }
-                for p in &r.peers {
-                    match sets.get(p) {
-                        Some(s) => used.push(s.clone()),
-                        None => {
-                            errs.push(format!("{what}: no address_set {p:?}"));
-                            ok = false;
-                        }
-                    }
-                }
-                for p in &r.ports {
-                    match (p.port, p.end_port) {
-                        (None, Some(_)) => {
-                            errs.push(format!("{what}: end_port without port"));
-                            ok = false;
-                        }
-                        (Some(a), Some(e)) if e < a => {
-                            errs.push(format!("{what}: end_port {e} is below port {a}"));
-                            ok = false;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        if !ok {
-            continue;
-        }
         let ip = pod.ip.octets();
-        let reuse = prev_pods.get(name.as_str()).filter(|p| {
-            p.source == *pp
-                && p.ip == ip
-                && p.sets.len() == used.len()
-                && p.sets.iter().zip(&used).all(|(a, b)| Arc::ptr_eq(a, b))
+        let reuse = prev_pods.get(name).filter(|p| {
+            p.ip == ip
+                && match (&changed, &changed_pods) {
+                    (Some(sets), Some(pods)) => {
+                        !pods.contains(name) && !sets.iter().any(|s| p.sets.contains_key(s))
+                    }
+                    // Full pass: the same policy over the very same compiled sets.
+                    _ => {
+                        (Arc::ptr_eq(&p.source, pp) || p.source == *pp)
+                            && p.sets
+                                .iter()
+                                .all(|(n, c)| sets.get(&**n).is_some_and(|now| Arc::ptr_eq(now, c)))
+                    }
+                }
         });
         let rules = match reuse {
             Some(r) => Arc::clone(r),
-            None => {
-                let by_name: HashMap<&str, &Arc<CompiledSet>> =
-                    used.iter().map(|s| (s.source.name.as_str(), s)).collect();
-                Arc::new(PodRules {
-                    source: pp.clone(),
-                    ip,
-                    ingress: pp.ingress.as_ref().map(|d| DirRules::compile(d, &by_name)),
-                    egress: pp.egress.as_ref().map(|d| DirRules::compile(d, &by_name)),
-                    sets: used,
-                })
-            }
+            None => match compile_pod(pp, ip, &sets, errs) {
+                Some(r) => Arc::new(r),
+                None => continue,
+            },
         };
         let idx = t.pods.len() as u32;
         t.by_ip.insert(ip, idx);
-        if let Some(port) = ports.iter().find(|p| p.label == *name && p.ip == Some(ip)) {
-            t.by_port[usize::from(port.id)] = idx;
+        if let Some(&port) = pod_ports.get(&(name, ip)) {
+            t.by_port[usize::from(port)] = idx;
         }
         t.pods.push(rules);
     }
@@ -553,21 +606,189 @@ pub fn build(
     t
 }
 
+/// Every address set compiled (or reused from `prev` when equal), checking names.
+fn all_sets(
+    cfg: &PolicyConfig,
+    prev: Option<&PolicyTable>,
+    errs: &mut Vec<String>,
+) -> ShardedMap<Arc<str>, Arc<CompiledSet>> {
+    let mut sets = ShardedMap::default();
+    for s in cfg.sets.in_order() {
+        if s.name.is_empty() {
+            errs.push("address_set: empty name".into());
+            continue;
+        }
+        let c = match prev.and_then(|p| p.sets.get(s.name.as_str())) {
+            Some(c) if Arc::ptr_eq(&c.source, &s) || *c.source == *s => c.clone(),
+            _ => Arc::new(CompiledSet::compile(&s)),
+        };
+        if sets.insert(Arc::from(s.name.as_str()), c).is_some() {
+            errs.push(format!("address_set {:?}: defined twice", s.name));
+        }
+    }
+    sets
+}
+
+/// Validates one pod's policy against the sets and compiles it; `None` after naming every
+/// problem in `errs`.
+fn compile_pod(
+    pp: &Arc<PodPolicy>,
+    ip: [u8; 4],
+    sets: &ShardedMap<Arc<str>, Arc<CompiledSet>>,
+    errs: &mut Vec<String>,
+) -> Option<PodRules> {
+    let name = &pp.pod;
+    let mut ok = true;
+    let peers_total: usize = [&pp.ingress, &pp.egress]
+        .into_iter()
+        .flatten()
+        .map(|d| d.rules.iter().map(|r| r.peers.len()).sum::<usize>())
+        .sum();
+    let mut used: FastMap<Arc<str>, Arc<CompiledSet>> =
+        FastMap::with_capacity_and_hasher(peers_total, Default::default());
+    // Each direction's rules with their peer sets, resolved once here (one lookup per
+    // peer) rather than by name again for every table the compilation builds.
+    let mut resolved: [Option<Peers<'_>>; 2] = [None, None];
+    for (k, (dir, d)) in [("ingress", &pp.ingress), ("egress", &pp.egress)]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(d) = d else { continue };
+        if d.rules.len() > MAX_RULES {
+            errs.push(format!(
+                "pod_policy {name:?} {dir}: {} rules, at most {MAX_RULES}",
+                d.rules.len()
+            ));
+            ok = false;
+            continue;
+        }
+        let mut peers = Peers::with_capacity(d.rules.len(), peers_total);
+        for r in &d.rules {
+            let what = || format!("pod_policy {name:?} {dir} rule {} {}", r.policy, r.rule);
+            if !r.policy.contains('/') {
+                errs.push(format!("{}: policy must be namespace/name", what()));
+                ok = false;
+            }
+            for p in &r.peers {
+                match sets.get_key_value(p.as_str()) {
+                    Some((k, s)) => {
+                        peers.sets.push(s);
+                        if !used.contains_key(p.as_str()) {
+                            used.insert(k.clone(), s.clone());
+                        }
+                    }
+                    None => {
+                        errs.push(format!("{}: no address_set {p:?}", what()));
+                        ok = false;
+                    }
+                }
+            }
+            peers.at.push(peers.sets.len() as u32);
+            for p in &r.ports {
+                match (p.port, p.end_port) {
+                    (None, Some(_)) => {
+                        errs.push(format!("{}: end_port without port", what()));
+                        ok = false;
+                    }
+                    (Some(a), Some(e)) if e < a => {
+                        errs.push(format!("{}: end_port {e} is below port {a}", what()));
+                        ok = false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        resolved[k] = Some(peers);
+    }
+    if !ok {
+        return None;
+    }
+    let [ingress, egress] = resolved;
+    Some(PodRules {
+        source: pp.clone(),
+        ip,
+        ingress: ingress.map(|p| DirRules::compile(pp, false, &p)),
+        egress: egress.map(|p| DirRules::compile(pp, true, &p)),
+        sets: used,
+    })
+}
+
+/// The peer sets of each rule of one direction: rule `i`'s are `sets[at[i]..at[i + 1]]`.
+struct Peers<'a> {
+    sets: Vec<&'a Arc<CompiledSet>>,
+    at: Vec<u32>,
+}
+
+impl<'a> Peers<'a> {
+    fn with_capacity(rules: usize, peers: usize) -> Self {
+        let mut at = Vec::with_capacity(rules + 1);
+        at.push(0);
+        Peers {
+            sets: Vec::with_capacity(peers),
+            at,
+        }
+    }
+
+    /// Rule `id`'s peer sets.
+    fn of(&self, id: u32) -> &[&'a Arc<CompiledSet>] {
+        let i = id as usize;
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.sets[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::PolicyPort;
 
-    fn set(name: &str, p: &[&str], e: &[&str]) -> AddressSet {
-        AddressSet {
+    fn set(name: &str, p: &[&str], e: &[&str]) -> Arc<AddressSet> {
+        Arc::new(AddressSet {
             name: name.into(),
             prefixes: p.iter().map(|s| s.parse().unwrap()).collect(),
             except: e.iter().map(|s| s.parse().unwrap()).collect(),
-        }
+        })
     }
 
     fn ip(s: &str) -> u32 {
         u32::from(s.parse::<std::net::Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn lowest_rule_wins_over_overlapping_ranges() {
+        // Pseudo-random overlapping ranges over a small space, against a direct answer.
+        let mut x: u32 = 12345;
+        let mut next = |m: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 8) % m
+        };
+        let mut scratch = Vec::new();
+        for _ in 0..50 {
+            let tri: Vec<(u32, u32, u32)> = (0..next(12) + 1)
+                .map(|_| {
+                    let a = next(64);
+                    (a, a + next(16), next(6))
+                })
+                .collect();
+            let r = RangeRules::build(tri.clone(), &mut scratch);
+            for a in 0..90 {
+                let want = tri
+                    .iter()
+                    .filter(|t| t.0 <= a && a <= t.1)
+                    .map(|t| t.2)
+                    .min()
+                    .unwrap_or(NONE);
+                assert_eq!(r.lookup(a), want, "address {a} in {tri:?}");
+            }
+            assert!(scratch.iter().all(|&c| c == 0));
+        }
+        let whole = RangeRules::build(vec![(0, u32::MAX, 3), (5, 5, 1)], &mut scratch);
+        assert_eq!(
+            (whole.lookup(0), whole.lookup(5), whole.lookup(u32::MAX)),
+            (3, 1, 3)
+        );
     }
 
     #[test]
@@ -606,8 +827,17 @@ mod tests {
                 },
             ],
         };
-        let sets: HashMap<&str, &Arc<CompiledSet>> = [("a", &a), ("b", &b)].into_iter().collect();
-        let r = DirRules::compile(&d, &sets);
+        let mut peers = Peers::with_capacity(2, 2);
+        peers.sets.extend([&a, &b]);
+        peers.at.extend([1, 2]);
+        let pp = Arc::new(PodPolicy {
+            pod: "pod".into(),
+            ingress: Some(d),
+            egress: None,
+        });
+        let r = DirRules::compile(&pp, false, &peers);
+        assert_eq!(r.rules().len(), 2);
+        assert_eq!(r.describe(Some(1)), "allowed by ns/q rule 1");
         assert_eq!(r.check(6, Some(85), ip("10.0.0.200")), Some(0));
         assert_eq!(r.check(6, Some(91), ip("10.0.0.200")), Some(1));
         assert_eq!(r.check(6, Some(91), ip("10.0.0.1")), None);

@@ -59,14 +59,14 @@ fn direction(text: &mut String, name: &str, d: &DirRules) -> Value {
     let _ = writeln!(
         text,
         "  {name}: selected by {} denied={denied}",
-        if d.policies.is_empty() {
+        if d.policies().is_empty() {
             "-".to_string()
         } else {
-            d.policies.join(", ")
+            d.policies().join(", ")
         }
     );
     let mut rules = Vec::new();
-    for (i, r) in d.rules.iter().enumerate() {
+    for (i, r) in d.rules().enumerate() {
         let allowed = r.allowed.load(Ordering::Relaxed);
         let ports: Vec<String> = r
             .rule
@@ -111,7 +111,7 @@ fn direction(text: &mut String, name: &str, d: &DirRules) -> Value {
     let tcp = classes(text, "tcp", &d.tcp);
     let udp = classes(text, "udp", &d.udp);
     json!({
-        "policies": d.policies,
+        "policies": d.policies(),
         "denied": denied,
         "rules": rules,
         "compiled": {"any_port": any, "tcp": tcp, "udp": udp},

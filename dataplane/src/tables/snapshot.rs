@@ -3,8 +3,11 @@
 use super::cow::ShardedMap;
 use super::fasthash::FastMap;
 use super::lpm::{Lpm, Prefix};
+use super::named::Named;
 use super::services::{NatInfo, ServiceTable};
-use crate::config::{IcmpSettings, NodeConfig, Overlay, Service, VxlanSettings};
+use crate::config::{
+    AddressSet, IcmpSettings, NodeConfig, Overlay, PodPolicy, Service, VxlanSettings,
+};
 use crate::wire::Mac;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -144,21 +147,53 @@ pub struct Snapshot {
     pub config: ConfigState,
 }
 
-/// A node configuration with its Services held apart, by name in a copy-on-write map, so
-/// that a change to one Service copies neither the others nor the rest of the configuration.
+/// A node configuration with its Services and NetworkPolicy sections held apart, by name
+/// in copy-on-write maps, so that a change to one Service, address set or pod policy
+/// copies neither the others nor the rest of the configuration.
 #[derive(Clone, Debug)]
 pub struct ConfigState {
-    /// Everything but the Services (`base.services` is always empty).
+    /// Everything but the Services, address sets and pod policies (always empty here).
     pub base: Arc<NodeConfig>,
     pub services: ServiceSet,
+    pub policy: PolicyConfig,
+}
+
+/// The address sets and pod policies of a configuration, by name.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyConfig {
+    pub sets: Named<AddressSet>,
+    /// By pod name.
+    pub pods: Named<PodPolicy>,
+}
+
+impl PolicyConfig {
+    /// Takes the sections out of `cfg`.
+    pub fn take(cfg: &mut NodeConfig) -> Self {
+        PolicyConfig {
+            sets: Named::from_list(std::mem::take(&mut cfg.address_sets), |s| &s.name),
+            pods: Named::from_list(std::mem::take(&mut cfg.pod_policies), |p| &p.pod),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Whether nothing differs from `old` (cheap when the two share their maps).
+    pub fn same_as(&self, old: &PolicyConfig) -> bool {
+        self.sets.changed_since(&old.sets).is_empty()
+            && self.pods.changed_since(&old.pods).is_empty()
+            && self.sets.has_dups() == old.sets.has_dups()
+            && self.pods.has_dups() == old.pods.has_dups()
+    }
 }
 
 impl ConfigState {
     pub fn new(mut cfg: NodeConfig) -> Self {
         let services = ServiceSet::from_list(std::mem::take(&mut cfg.services));
+        let policy = PolicyConfig::take(&mut cfg);
         ConfigState {
             base: Arc::new(cfg),
             services,
+            policy,
         }
     }
 
@@ -170,6 +205,20 @@ impl ConfigState {
             .in_order()
             .iter()
             .map(|s| Service::clone(s))
+            .collect();
+        c.address_sets = self
+            .policy
+            .sets
+            .in_order()
+            .iter()
+            .map(|s| AddressSet::clone(s))
+            .collect();
+        c.pod_policies = self
+            .policy
+            .pods
+            .in_order()
+            .iter()
+            .map(|p| PodPolicy::clone(p))
             .collect();
         c
     }

@@ -105,10 +105,14 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return b.set_next(i, Stage::Ip4Lookup);
     }
     let len = (b.frame_len(i) - L3) as u32;
-    if let Some(hit) = ct.lookup(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
-        let to = hit.target();
-        rewrite(b.frame_mut(i), l4, &key, &to);
-        b.meta[i].flags |= flags::NAT | flags::TRACKED;
+    if let Some(hit) = ct.track(&key, tcp_flags, len, cx.now_ns, &snap.nat.timeouts) {
+        // A `policy` entry records an untranslated flow (netpol allowed it): nothing to
+        // rewrite, and the packet keeps the checks untranslated traffic gets.
+        if hit.flags & flag::POLICY == 0 {
+            rewrite(b.frame_mut(i), l4, &key, &hit.target);
+            b.meta[i].flags |= flags::NAT;
+        }
+        b.meta[i].flags |= flags::TRACKED;
         let now = cx.now_ns;
         cx.trace(Stage::Nat44In, || {
             let d = if hit.dir == Dir::Orig {
@@ -116,10 +120,13 @@ fn flow(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             } else {
                 "reply"
             };
-            format!(
-                "conntrack hit ({d} direction): {}",
-                dump_line(&hit.entry, now)
-            )
+            match ct.peek(&key, now) {
+                Some(h) => format!(
+                    "conntrack hit ({d} direction): {}",
+                    dump_line(&h.entry, now)
+                ),
+                None => format!("conntrack hit ({d} direction)"),
+            }
         });
         return b.set_next(i, Stage::Ip4Lookup);
     }

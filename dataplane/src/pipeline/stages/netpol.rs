@@ -6,7 +6,9 @@
 //! policy selects are looked at; with no pod selected the stage is never entered.
 //!
 //! - A packet of a flow conntrack already holds (nat44-in marked it `TRACKED`: an
-//!   established flow, a reply) passes without evaluation.
+//!   established flow, a reply) passes without evaluation: nat44-in does not even hand it
+//!   over (`take_over`), so an established flow costs its conntrack hit and nothing more
+//!   (an untranslated `policy` entry is neither rewritten nor flagged `NAT`).
 //! - An ICMP error passes when its quote belongs to a tracked flow (related).
 //! - Otherwise the source pod's egress rules (if it is isolated for egress) and the
 //!   destination pod's ingress rules (if isolated for ingress) must each allow it; the first
@@ -31,8 +33,10 @@ use crate::wire::{be16, icmpv4, ip4, ipv4};
 use std::net::Ipv4Addr;
 
 /// Hands on to netpol the packets nat44-in sent to ip4-lookup, when some pod is selected.
+/// Packets of flows conntrack holds (`TRACKED`) stay with ip4-lookup: they pass netpol
+/// without evaluation, so they are not dispatched to it at all (the trace still says why).
 #[inline]
-pub(super) fn take_over(cx: &Cx<'_>, b: &mut Batch) {
+pub(super) fn take_over(cx: &mut Cx<'_>, b: &mut Batch) {
     if cx.snap.policy.is_empty() {
         return;
     }
@@ -40,8 +44,21 @@ pub(super) fn take_over(cx: &Cx<'_>, b: &mut Batch) {
     while m != 0 {
         let i = m.trailing_zeros() as usize;
         m &= m - 1;
-        b.set_next(i, Stage::NetPol);
+        let fl = b.meta[i].flags;
+        if fl & flags::TRACKED == 0 {
+            b.set_next(i, Stage::NetPol);
+        } else if cx.trace.is_some() && fl & flags::LOCAL_ORIGIN == 0 && selected(cx, b, i) {
+            cx.trace(Stage::NetPol, || {
+                "flow tracked by conntrack: allowed without evaluation".into()
+            });
+        }
     }
+}
+
+/// Whether a policy selects the packet's source pod (by input port) or destination pod.
+fn selected(cx: &Cx<'_>, b: &Batch, i: usize) -> bool {
+    let pt = &*cx.snap.policy;
+    pt.by_port(b.meta[i].in_port).is_some() || pt.by_ip(ip4(b.frame(i), L3 + 16)).is_some()
 }
 
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
@@ -59,6 +76,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return b.set_next(i, Stage::Ip4Lookup);
     }
     if m.flags & flags::TRACKED != 0 {
+        // Not handed over by nat44-in (see `take_over`); from another stage, same verdict.
         cx.trace(Stage::NetPol, || {
             "flow tracked by conntrack: allowed without evaluation".into()
         });
