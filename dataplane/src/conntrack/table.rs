@@ -827,7 +827,7 @@ impl Conntrack {
                 g.groups.for_each(&g.entries, key, |i| {
                     let e = &g.entries[i];
                     if e.expires > now && pick(e) {
-                        out.push(((s * self.per_shard + i) as u32, e.orig));
+                        out.push((self.id_of(s, i), e.orig));
                     }
                 });
             }
