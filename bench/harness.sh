@@ -355,7 +355,7 @@ measure() {
 # iptables-restore), then new TCP connections/s from pod A to the LAST Service's ClusterIP
 # (endpoint pod B:8080 on node2).
 services() {
-  local path=$1 n vip spid t0 t1 node r
+  local path=$1 n vip t0 t1 node r
   nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
   # Rounds interleave the counts (1, 1k, 10k, 1, ...) so that load changes on a shared
   # machine hit every count alike; the report takes the median of the rounds.
@@ -380,15 +380,22 @@ services() {
     echo "{\"services\": $n, \"vip\": \"$vip\", \"program_ms\": $(((t1 - t0) / 1000000))}" \
       >"$RAW/$path-svc$n-$r-program.json"
     echo "bench: [$path] round $r: new TCP connections to $vip:80 (the last of $n Services, programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
-    nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
-    spid=$!
-    sleep 0.3
-    run_wl "$path" "svc$n-$r" "$DUR" "$RAW/$path-svc$n-$r.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$vip" 80 "$DUR" "$SVC_CONC"
-    wait "$spid" 2>/dev/null || true
+    cc_round "$path" "svc$n-$r" "$vip" 80
     echo "bench: [$path] $n Services, round $r: $(cat "$RAW/$path-svc$n-$r.json")"
   done
   done
+}
+
+# cc_round PATH WL DST PORT: new TCP connections/s from pod A to DST:PORT for DUR s, with
+# cc-server on pod B:8080 (the endpoint either way); the client's JSON in $RAW/PATH-WL.json.
+cc_round() {
+  local path=$1 wl=$2 dst=$3 port=$4 spid
+  nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
+  spid=$!
+  sleep 0.3
+  run_wl "$path" "$wl" "$DUR" "$RAW/$path-$wl.json" \
+    nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$dst" "$port" "$DUR" "$SVC_CONC"
+  wait "$spid" 2>/dev/null || true
 }
 
 # netpol PATH: for each policy count N, pod B (node2) selected by N NetworkPolicies of 10
@@ -396,7 +403,7 @@ services() {
 # straight to pod B:8080. podswitch: node2's config + policies in one `program replace`;
 # kernel: Calico's iptables form in node2 (ipset restore + filter chains via iptables-restore).
 netpol() {
-  local path=$1 n r t0 t1 spid
+  local path=$1 n r t0 t1
   nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
   for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $NP_COUNTS; do
@@ -414,12 +421,7 @@ netpol() {
     t1=$(date +%s%N)
     echo "{\"policies\": $n, \"program_ms\": $(((t1 - t0) / 1000000))}" >"$RAW/$path-np$n-$r-program.json"
     echo "bench: [$path] round $r: new TCP connections to pod B:8080 selected by $n policies (programmed in $(((t1 - t0) / 1000000)) ms), ${DUR}s"
-    nsx "$B" "${TOOL[@]}" timeout $((DUR + 30)) "$PY" bench/bench.py cc-server 8080 $((DUR + 5)) &
-    spid=$!
-    sleep 0.3
-    run_wl "$path" "np$n-$r" "$DUR" "$RAW/$path-np$n-$r.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) "$PY" bench/bench.py cc-client "$B_IP" 8080 "$DUR" "$SVC_CONC"
-    wait "$spid" 2>/dev/null || true
+    cc_round "$path" "np$n-$r" "$B_IP" 8080
     echo "bench: [$path] $n policies, round $r: $(cat "$RAW/$path-np$n-$r.json")"
   done
   done
