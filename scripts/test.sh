@@ -25,12 +25,21 @@ if [ -x packet-tests/scapy/check_replay.sh ]; then
   packet-tests/scapy/check_replay.sh
 fi
 if [ "$(id -u)" = 0 ]; then
+  # Every end-to-end test runs even after one fails; the failures are listed at the end.
+  failed=()
   for t in tests/e2e/*.sh; do
     [ -e "$t" ] || continue
     [ "$(basename "$t")" = lib.sh ] && continue # sourced by the tests
     step "end-to-end: $t"
-    timeout 1800 "$t"
+    t0=$SECONDS
+    timeout 1800 "$t" || failed+=("$t")
+    echo "($t: $((SECONDS - t0)) s)"
   done
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo
+    echo "END-TO-END TESTS FAILED: ${failed[*]}"
+    exit 1
+  fi
 else
   echo "end-to-end tests skipped: they need root (network namespaces, XDP)"
 fi
