@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/preflight.sh
 preflight test
 export PYTHON="$DEBIAN_PYTHON" # the scapy replay imports Debian's python3-scapy
-step() { printf '\n=== %s\n' "$*"; }
+step() { printf '\n=== %s (at %d s)\n' "$*" "$SECONDS"; }
 step "cluster components (etcd, kube-apiserver, kube-controller-manager, kubectl, flanneld, cnitool)"
 # Built once into a cache folder; the CNI plugin's cnitool tests and the cluster e2e tests use them.
 CLUSTER_BIN=$(lab/cluster/build-bins.sh | tail -1)
