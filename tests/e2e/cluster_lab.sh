@@ -92,7 +92,9 @@ fi
 pids=$(ip netns pids "$P-n2-e2e-web" 2>/dev/null | tr '\n' ' ')
 check "the pod's program runs in $P-n2-e2e-web (pids $pids)" test -n "$pids"
 check "kubectl delete Pod" kc delete pod e2e-web --wait=true --timeout=60s
-check "its namespace $P-n2-e2e-web is gone" bash -c "! ip netns list | grep -qw '$P-n2-e2e-web'"
+# The agent removes the namespace before its final delete of the Pod object; a Pod object
+# that went away first (the "gone" path) is torn down right after, so wait a little.
+check "its namespace $P-n2-e2e-web is gone" bash -c "for i in \$(seq 50); do ip netns list | grep -qw '$P-n2-e2e-web' || exit 0; sleep 0.2; done; exit 1"
 alive=""
 for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive+="$pid "; done
 check "its programs are gone" test -z "$alive"
