@@ -10,14 +10,12 @@ use podswitch::config::NodeConfig;
 use podswitch::config::services::{Endpoint, Protocol, Service, ServicePort};
 use podswitch::conntrack::{Conntrack, FlowKey, NewFlow, State};
 use podswitch::pipeline::{BATCH_SIZE, Batch, Pipeline};
-use podswitch::tables::{Snapshot, build::build};
+use podswitch::tables::build::build;
+use podswitch_benches::{GATEWAY_MAC, run_batch, udp_from_pod_a};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const POD_A: [u8; 4] = [10, 244, 1, 10];
 const VIP: [u8; 4] = [10, 96, 0, 10];
-const MAC_A: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0a];
-const MAC_GW: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01];
 
 fn config() -> NodeConfig {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,31 +61,6 @@ fn config_with_services(n: u32) -> NodeConfig {
     cfg
 }
 
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_GW)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, &[0u8; 18])
-        .unwrap();
-    v
-}
-
-fn run_batch(
-    p: &mut Pipeline,
-    snap: &Snapshot,
-    b: &mut Batch,
-    frames: &[Vec<u8>],
-    port: u16,
-    now: u64,
-) {
-    b.clear();
-    for f in frames {
-        b.push_rx(port, f);
-    }
-    p.run(snap, b, now);
-}
-
 /// ns/packet for 64 established UDP flows from pod A through a ClusterIP (10.100.0.0:53,
 /// one endpoint: pod C on this node), against the same packets sent straight to pod C (no
 /// NAT, so the difference is the cost of conntrack + DNAT).
@@ -101,7 +74,7 @@ fn established(c: &mut Criterion) {
         ("no_nat_pod_to_pod", [10, 244, 1, 11]),
     ] {
         let frames: Vec<Vec<u8>> = (0..BATCH_SIZE as u16)
-            .map(|i| udp(POD_A, dst, 20000 + i, 53))
+            .map(|i| udp_from_pod_a(dst, 20000 + i, 53))
             .collect();
         let mut p =
             Pipeline::with_conntrack(Arc::new(Conntrack::new(snap.nat.conntrack_max as usize)));
@@ -149,7 +122,7 @@ fn new_flow(c: &mut Criterion) {
                         next = 0;
                     }
                     let frames: Vec<Vec<u8>> = (0..BATCH_SIZE as u32)
-                        .map(|k| udp(POD_A, target, 1024 + (next + k) as u16, 53))
+                        .map(|k| udp_from_pod_a(target, 1024 + (next + k) as u16, 53))
                         .collect();
                     next += BATCH_SIZE as u32;
                     now += 1000;
@@ -315,7 +288,7 @@ fn established_table_size(c: &mut Criterion) {
                         let i = (b * 64 + k).wrapping_mul(2_654_435_761) % n;
                         let o = flow(i).0;
                         let mut v = Vec::new();
-                        PacketBuilder::ethernet2(host_mac, MAC_GW)
+                        PacketBuilder::ethernet2(host_mac, GATEWAY_MAC)
                             .ipv4(o.src, o.dst, 64)
                             .udp(o.sport, o.dport)
                             .write(&mut v, &[0u8; 18])

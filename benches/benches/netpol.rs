@@ -6,7 +6,6 @@
 //! Run: `cargo bench -p podswitch-benches --bench netpol`
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use etherparse::PacketBuilder;
 use podswitch::config::services::Protocol;
 use podswitch::config::{
     AddressSet, NodeConfig, Pod, PodPolicy, PolicyDirection, PolicyPort, PolicyRule,
@@ -17,15 +16,12 @@ use podswitch::daemon::protocol::Request;
 use podswitch::daemon::worker::WorkerShared;
 use podswitch::pipeline::{BATCH_SIZE, Batch, Pipeline};
 use podswitch::port::mem::MemFactory;
-use podswitch::tables::{Snapshot, build::build};
+use podswitch::tables::build::build;
+use podswitch_benches::{POD_C_IP, run_batch, udp_from_pod_a};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const POD_A: [u8; 4] = [10, 244, 1, 10];
-const POD_C: [u8; 4] = [10, 244, 1, 11];
-const MAC_A: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x0a];
-const MAC_GW: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01];
 const RULES_PER_POLICY: u32 = 10;
 const CLUSTER_PODS: u32 = 10_000;
 
@@ -116,31 +112,6 @@ fn config_with(policies: u32, local: u32) -> NodeConfig {
     cfg
 }
 
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_GW)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, &[0u8; 18])
-        .unwrap();
-    v
-}
-
-fn run_batch(
-    p: &mut Pipeline,
-    snap: &Snapshot,
-    b: &mut Batch,
-    frames: &[Vec<u8>],
-    port: u16,
-    now: u64,
-) {
-    b.clear();
-    for f in frames {
-        b.push_rx(port, f);
-    }
-    p.run(snap, b, now);
-}
-
 /// New UDP flows from pod A to pod C:53 (rule evaluation + conntrack entry creation).
 fn first_packet(c: &mut Criterion) {
     let mut g = c.benchmark_group("netpol/first_packet");
@@ -165,7 +136,7 @@ fn first_packet(c: &mut Criterion) {
                         next = 0;
                     }
                     let frames: Vec<Vec<u8>> = (0..BATCH_SIZE as u32)
-                        .map(|k| udp(POD_A, POD_C, 1024 + (next + k) as u16, 53))
+                        .map(|k| udp_from_pod_a(POD_C_IP, 1024 + (next + k) as u16, 53))
                         .collect();
                     next += BATCH_SIZE as u32;
                     now += 1000;
@@ -178,7 +149,7 @@ fn first_packet(c: &mut Criterion) {
         });
         assert_eq!(
             snap.policy
-                .by_ip(POD_C)
+                .by_ip(POD_C_IP)
                 .unwrap()
                 .ingress
                 .as_ref()
@@ -202,7 +173,7 @@ fn established(c: &mut Criterion) {
         let snap = build(&cfg, 1).unwrap();
         let port = snap.port_by_name("veth-pod-a").unwrap();
         let frames: Vec<Vec<u8>> = (0..BATCH_SIZE as u16)
-            .map(|i| udp(POD_A, POD_C, 20000 + i, 53))
+            .map(|i| udp_from_pod_a(POD_C_IP, 20000 + i, 53))
             .collect();
         let mut p = Pipeline::with_conntrack(Arc::new(Conntrack::new(1 << 17)));
         let mut b = Batch::new();

@@ -59,6 +59,27 @@ pub fn udp_frame(
     v
 }
 
+/// [`udp_frame`] from pod A to the gateway's MAC (routed by node1).
+pub fn udp_from_pod_a(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    udp_frame(POD_A_MAC, GATEWAY_MAC, POD_A_IP, dst, sport, dport)
+}
+
+/// Runs `frames`, arriving on `port`, through `p` as one batch.
+pub fn run_batch(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    b: &mut Batch,
+    frames: &[Vec<u8>],
+    port: PortId,
+    now: u64,
+) {
+    b.clear();
+    for f in frames {
+        b.push_rx(port, f);
+    }
+    p.run(snap, b, now);
+}
+
 /// An Ethernet + IPv4 + TCP SYN carrying an MSS option.
 pub fn tcp_syn(
     src_mac: [u8; 6],
