@@ -13,9 +13,8 @@
 mod support;
 
 use podswitch::config::NodeConfig;
-use podswitch::pipeline::{Batch, Event, Pipeline};
+use podswitch::pipeline::Event;
 use podswitch::tables::Snapshot;
-use podswitch::tools::replay;
 use support::*;
 
 const PSH: u8 = 0x08;
@@ -129,32 +128,17 @@ impl S {
     }
 }
 
-/// Output frames of one batch, per port name, in transmit order.
-struct Out {
-    frames: Vec<(String, Vec<u8>)>,
-    pipeline: Pipeline,
-}
-
-fn run(snap: &Snapshot, frames: &[Vec<u8>]) -> Out {
-    let mut pipeline = replay::pipeline_for(snap);
-    let mut b = Batch::new();
+/// One batch of `frames` arriving on the uplink.
+fn run(snap: &Snapshot, frames: &[Vec<u8>]) -> BatchRun {
     let up = snap.port_by_name("eth0").expect("uplink");
-    for f in frames {
-        assert!(b.push_rx_chain(up, &[&f[..]], false));
-    }
-    pipeline.run(snap, &mut b, 1_000_000_000);
-    let mut out = Vec::new();
-    b.for_each_output(|p, chain| {
-        let name = snap.port(p).map_or("?", |p| p.name.as_str());
-        out.push((name.to_string(), chain.concat()));
-    });
-    Out {
-        frames: out,
-        pipeline,
-    }
+    run_one_batch(snap, |b| {
+        for f in frames {
+            assert!(b.push_rx_chain(up, &[&f[..]], false));
+        }
+    })
 }
 
-fn event(o: &Out, e: Event) -> u64 {
+fn event(o: &BatchRun, e: Event) -> u64 {
     o.pipeline.counters.event_count(e)
 }
 
@@ -184,12 +168,12 @@ fn fields(f: &[u8]) -> (u16, u32, Vec<u8>, u8) {
 /// Every TCP output frame toward `port` is a concatenation of consecutive input segments of
 /// one flow, consumed in arrival order per flow, with a valid checksum; every input segment
 /// is delivered exactly once. Returns the number of output TCP frames.
-fn check_never_merged_wrongly(out: &Out, port: &str, input: &[S]) -> usize {
+fn check_never_merged_wrongly(out: &BatchRun, port: &str, input: &[S]) -> usize {
     use std::collections::HashMap;
     let mut next: HashMap<u16, usize> = HashMap::new();
     let per_flow = |sport: u16| -> Vec<&S> { input.iter().filter(|s| s.sport == sport).collect() };
     let mut n = 0;
-    for (p, f) in &out.frames {
+    for (p, f) in &out.out {
         if p != port || f[23] != 6 {
             continue;
         }
@@ -256,10 +240,10 @@ fn an_in_order_run_becomes_one_super_frame_byte_for_byte() {
     let mut segs: Vec<S> = (0..20).map(|k| S::new(k, &data)).collect();
     segs[19].flags |= PSH;
     let out = run(&snap, &segs.iter().map(S::wire).collect::<Vec<_>>());
-    assert_eq!(out.frames.len(), 1, "one super-frame");
-    assert_eq!(out.frames[0].0, "veth-pod-a");
-    assert_eq!(out.frames[0].1, expected(&segs), "byte for byte");
-    assert!(tcp_ok(&out.frames[0].1));
+    assert_eq!(out.out.len(), 1, "one super-frame");
+    assert_eq!(out.out[0].0, "veth-pod-a");
+    assert_eq!(out.out[0].1, expected(&segs), "byte for byte");
+    assert!(tcp_ok(&out.out[0].1));
     assert_eq!(event(&out, Event::GroSuperFrames), 1);
     assert_eq!(event(&out, Event::GroSegmentsMerged), 20);
     assert_eq!(event(&out, Event::GroFlushPush), 1);
@@ -282,9 +266,9 @@ fn odd_sizes_and_a_short_last_segment_merge_byte_for_byte() {
         .collect();
     segs[3].flags |= 0x01; // FIN on the last
     let out = run(&snap, &segs.iter().map(S::wire).collect::<Vec<_>>());
-    assert_eq!(out.frames.len(), 1);
-    assert_eq!(out.frames[0].1, expected(&segs));
-    assert!(tcp_ok(&out.frames[0].1));
+    assert_eq!(out.out.len(), 1);
+    assert_eq!(out.out[0].1, expected(&segs));
+    assert!(tcp_ok(&out.out[0].1));
 }
 
 /// Segments `order` of `data`, their IPv4 ids in arrival order (as a sender numbers its
@@ -356,7 +340,7 @@ fn changes_of_flags_ack_window_options_or_ip_fields_end_a_run() {
         assert!(n >= 2, "{what}: the change ends the run ({n} frames)");
         assert_eq!(event(&out, why), times, "{what}: counted as {why:?}");
         // The first two still merge.
-        assert_eq!(fields(&out.frames[0].1).2.len(), 2 * MSS, "{what}");
+        assert_eq!(fields(&out.out[0].1).2.len(), 2 * MSS, "{what}");
     }
 }
 
@@ -403,7 +387,7 @@ fn interleaved_flows_and_other_traffic_merge_per_flow() {
     }
     let out = run(&snap, &wire);
     assert_eq!(check_never_merged_wrongly(&out, "veth-pod-a", &input), 3);
-    let others = out.frames.iter().filter(|(_, f)| f[23] != 6).count();
+    let others = out.out.iter().filter(|(_, f)| f[23] != 6).count();
     assert_eq!(others, 16, "UDP and ICMP delivered as they are");
     assert_eq!(event(&out, Event::GroSegmentsMerged), 24);
 }
@@ -433,11 +417,11 @@ fn a_super_frame_never_passes_the_largest_ipv4_packet() {
     let out = run(&snap, &segs.iter().map(S::wire).collect::<Vec<_>>());
     let n = check_never_merged_wrongly(&out, "veth-pod-a", &segs);
     assert!(n >= 2);
-    for (_, f) in &out.frames {
+    for (_, f) in &out.out {
         assert!(f.len() - 14 <= 65535);
     }
     // 65535 - 52 header bytes hold 46 segments of 1398.
-    assert_eq!(fields(&out.frames[0].1).2.len(), 46 * MSS);
+    assert_eq!(fields(&out.out[0].1).2.len(), 46 * MSS);
     assert_eq!(event(&out, Event::GroFlushSize), 1);
 }
 
@@ -448,9 +432,9 @@ fn a_corrupted_segment_leaves_the_super_frame_checksum_wrong() {
     let mut segs: Vec<S> = (0..5).map(|k| S::new(k, &data)).collect();
     segs[2].corrupt = true;
     let out = run(&snap, &segs.iter().map(S::wire).collect::<Vec<_>>());
-    assert_eq!(out.frames.len(), 1);
+    assert_eq!(out.out.len(), 1);
     assert!(
-        !tcp_ok(&out.frames[0].1),
+        !tcp_ok(&out.out[0].1),
         "the receiving pod must see the corruption"
     );
 }

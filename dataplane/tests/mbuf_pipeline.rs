@@ -10,7 +10,7 @@
 mod support;
 
 use podswitch::config::NodeConfig;
-use podswitch::pipeline::{Batch, DropReason, Event, Pipeline};
+use podswitch::pipeline::{Batch, Event};
 use podswitch::tables::Snapshot;
 use podswitch::tools::replay;
 use support::*;
@@ -58,33 +58,13 @@ fn chunked(f: &[u8]) -> Vec<&[u8]> {
     f.chunks(3840).collect()
 }
 
-struct Run {
-    out: Vec<(String, Vec<u8>)>,
-    drops: Vec<&'static str>,
-    pipeline: Pipeline,
-}
-
-fn run(snap: &Snapshot, port: &str, chains: &[Vec<&[u8]>], gso: bool) -> Run {
-    let mut pipeline = replay::pipeline_for(snap);
-    let mut b = Batch::new();
+fn run(snap: &Snapshot, port: &str, chains: &[Vec<&[u8]>], gso: bool) -> BatchRun {
     let p = snap.port_by_name(port).expect("port");
-    for c in chains {
-        assert!(b.push_rx_chain(p, c, gso));
-    }
-    pipeline.run(snap, &mut b, 1_000_000_000);
-    let mut out = Vec::new();
-    b.for_each_output(|p, chain| {
-        let name = snap.port(p).map_or("?", |p| p.name.as_str());
-        out.push((name.to_string(), chain.concat()));
-    });
-    let drops = (0..b.len())
-        .filter_map(|i| b.meta[i].drop.map(DropReason::name))
-        .collect();
-    Run {
-        out,
-        drops,
-        pipeline,
-    }
+    run_one_batch(snap, |b| {
+        for c in chains {
+            assert!(b.push_rx_chain(p, c, gso));
+        }
+    })
 }
 
 /// TCP payload of every output frame, in order; asserts every checksum (inner and outer).

@@ -6,9 +6,8 @@
 mod support;
 
 use podswitch::config::NodeConfig;
-use podswitch::pipeline::{Batch, DropReason, Event, Pipeline};
+use podswitch::pipeline::{DropReason, Event};
 use podswitch::tables::Snapshot;
-use podswitch::tools::replay;
 use support::*;
 
 const PAYLOAD: usize = 3400;
@@ -52,40 +51,20 @@ fn node() -> Snapshot {
     snapshot(&cfg)
 }
 
-struct Run {
-    out: Vec<(String, Vec<u8>)>,
-    drops: Vec<&'static str>,
-    pipeline: Pipeline,
-}
-
 /// One batch through a fresh pipeline; `superframes` says which inputs come through
 /// `push_rx_super`.
-fn run(snap: &Snapshot, frames: &[(Vec<u8>, bool)]) -> Run {
-    let mut pipeline = replay::pipeline_for(snap);
-    let mut b = Batch::new();
+fn run(snap: &Snapshot, frames: &[(Vec<u8>, bool)]) -> BatchRun {
     let port = snap.port_by_name("veth-pod-a").expect("pod port");
-    for (f, sup) in frames {
-        let taken = if *sup {
-            b.push_rx_super(port, f)
-        } else {
-            b.push_rx(port, f)
-        };
-        assert!(taken);
-    }
-    pipeline.run(snap, &mut b, 1_000_000_000);
-    let mut out = Vec::new();
-    b.for_each_output(|p, f| {
-        let name = snap.port(p).map_or("?", |p| p.name.as_str());
-        out.push((name.to_string(), f.concat()));
-    });
-    let drops = (0..b.len())
-        .filter_map(|i| b.meta[i].drop.map(DropReason::name))
-        .collect();
-    Run {
-        out,
-        drops,
-        pipeline,
-    }
+    run_one_batch(snap, |b| {
+        for (f, sup) in frames {
+            let taken = if *sup {
+                b.push_rx_super(port, f)
+            } else {
+                b.push_rx(port, f)
+            };
+            assert!(taken);
+        }
+    })
 }
 
 #[test]

@@ -390,3 +390,35 @@ pub fn stable(dump: &str) -> Vec<String> {
         .map(|l| l.split(" timeout=").next().unwrap_or("").to_string())
         .collect()
 }
+
+/// What one batch through a fresh pipeline (with conntrack) gave: the output frames per port
+/// name, in transmit order (chains joined), the drop reasons, and the pipeline (counters).
+pub struct BatchRun {
+    pub out: Vec<(String, Vec<u8>)>,
+    pub drops: Vec<&'static str>,
+    pub pipeline: Pipeline,
+}
+
+/// Runs one batch that `fill` pushes its frames into, through a fresh pipeline.
+pub fn run_one_batch(
+    snap: &Snapshot,
+    fill: impl FnOnce(&mut podswitch::pipeline::Batch),
+) -> BatchRun {
+    let mut pipeline = replay::pipeline_for(snap);
+    let mut b = podswitch::pipeline::Batch::new();
+    fill(&mut b);
+    pipeline.run(snap, &mut b, 1_000_000_000);
+    let mut out = Vec::new();
+    b.for_each_output(|p, chain| {
+        let name = snap.port(p).map_or("?", |p| p.name.as_str());
+        out.push((name.to_string(), chain.concat()));
+    });
+    let drops = (0..b.len())
+        .filter_map(|i| b.meta[i].drop.map(podswitch::pipeline::DropReason::name))
+        .collect();
+    BatchRun {
+        out,
+        drops,
+        pipeline,
+    }
+}
