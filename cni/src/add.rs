@@ -37,6 +37,31 @@ const OFFLOADS: [(u32, &str); 5] = [
     (sys::ETHTOOL_SGRO, "gro"),
 ];
 
+/// MTU of both ends of a super-frame pod's veth (`"gso": true`). Attaching XDP to a veth
+/// takes software GSO off its peer, so the pod's TCP only sends 64 KB segments when its MTU
+/// lets it; an `xdp.frags` program (which podswitchd attaches to a `gso` port) lets the
+/// veth take up to about 73000. The pod's network MTU stays in its podswitchd `mtu`.
+pub const GSO_LINK_MTU: u16 = 65000;
+
+/// The offloads a super-frame pod keeps on its end: checksums left partial (podswitchd
+/// finishes them), scatter-gather, TSO and GSO, so its stack hands over 64 KB segments.
+const GSO_OFFLOADS: [(u32, &str); 4] = [
+    (sys::ETHTOOL_STXCSUM, "tx-checksum"),
+    (sys::ETHTOOL_SSG, "scatter-gather"),
+    (sys::ETHTOOL_STSO, "tso"),
+    (sys::ETHTOOL_SGSO, "gso"),
+];
+
+/// Switches a super-frame pod's offloads on (`GSO_OFFLOADS`); without them the pod would
+/// still work, segmenting in its own stack, so a refusal is logged, not fatal.
+fn offloads_gso(ifname: &str, where_: &str) {
+    for (cmd, name) in GSO_OFFLOADS {
+        if let Err(e) = sys::ethtool_set(ifname, cmd, true) {
+            eprintln!("podswitch-cni: {name} offload stays off for {ifname} in {where_}: {e}");
+        }
+    }
+}
+
 /// Switches the offloads off on `ifname` (calling thread's namespace). Transmit checksum
 /// offload must go (AF_XDP needs full checksums); the others are best effort.
 fn offloads_off(ifname: &str, where_: &str) -> CniResult<()> {
@@ -152,6 +177,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
     steps_ms.lap("config");
     let gateway = cfg.gateway();
     let mtu = conf.mtu.unwrap_or_else(|| pod_mtu(&cfg));
+    let link_mtu = if conf.gso { GSO_LINK_MTU } else { mtu };
     let ipam = Ipam::find(&conf.ipam_type()?, &env.path)?;
     let version = ipam.negotiate(&conf.cni_version, &conf.state_dir)?;
     steps_ms.lap("ipam-version");
@@ -211,7 +237,8 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             &host,
             ifname,
             mac,
-            mtu,
+            link_mtu,
+            conf.gso,
             ip,
             len,
             gateway,
@@ -233,7 +260,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             mac: Mac(mac),
             mtu,
             vlan: None,
-            gso: false,
+            gso: conf.gso,
             k8s: match (&k8s.namespace, &k8s.name) {
                 (Some(n), Some(p)) => Some(PodRef {
                     namespace: n.clone(),
@@ -263,13 +290,13 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
                 Interface {
                     name: host.clone(),
                     mac: Mac(host_mac).to_string(),
-                    mtu: Some(mtu),
+                    mtu: Some(link_mtu),
                     sandbox: String::new(),
                 },
                 Interface {
                     name: ifname.to_string(),
                     mac: Mac(mac).to_string(),
-                    mtu: Some(mtu),
+                    mtu: Some(link_mtu),
                     sandbox: env.netns.clone(),
                 },
             ],
@@ -296,7 +323,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
 }
 
 /// The veth pair and everything on it: host end up without offloads, pod end with its
-/// MAC, MTU, address and default route.
+/// MAC, MTU, address and default route, and its offloads off (on for a super-frame pod).
 #[allow(
     clippy::too_many_arguments,
     reason = "one call site; the values are all distinct"
@@ -308,6 +335,7 @@ fn wire(
     ifname: &str,
     mac: [u8; 6],
     mtu: u16,
+    gso: bool,
     ip: Ipv4Addr,
     len: u8,
     gateway: Ipv4Addr,
@@ -356,6 +384,9 @@ fn wire(
                 )
             })?;
         offloads_off(ifname, ns.path())?;
+        if gso {
+            offloads_gso(ifname, ns.path());
+        }
         pnl.set_up(l.index).map_err(netlink_error(format!(
             "cannot set {ifname} up in {}",
             ns.path()

@@ -94,6 +94,11 @@ pub struct NetConf {
     /// Overrides the pod MTU derived from podswitchd's uplink MTU and overlay.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// The pod hands podswitchd TCP super-frames and takes them (README "Super-frames"):
+    /// both veth ends at [`crate::add::GSO_LINK_MTU`], the pod's segmentation and checksum
+    /// offloads on, the port registered with `gso = true`.
+    #[serde(default)]
+    pub gso: bool,
     /// Where the plugin keeps one record per attachment (for DEL, GC and restarts).
     #[serde(default = "default_state_dir", rename = "stateDir")]
     pub state_dir: PathBuf,

@@ -98,6 +98,7 @@ pub fn enter_netns(ns: BorrowedFd<'_>) -> io::Result<()> {
 /// Legacy ethtool commands that switch one offload on or off (`struct ethtool_value`).
 pub const ETHTOOL_SRXCSUM: u32 = 0x15;
 pub const ETHTOOL_STXCSUM: u32 = 0x17;
+pub const ETHTOOL_SSG: u32 = 0x21;
 pub const ETHTOOL_STSO: u32 = 0x1f;
 pub const ETHTOOL_SGSO: u32 = 0x24;
 pub const ETHTOOL_SGRO: u32 = 0x2c;

@@ -36,6 +36,10 @@ spawn_node "$n" controller "$BIN/podswitch-controller" run --kubeconfig "$kc" --
   --status-socket "$dir/controller.sock" ${LAB_CONTROLLER_ARGS:-}
 # The CNI configuration list podswitch-cni is installed with (README "podswitch-cni"),
 # host-local over this node's podCIDR with its leases in this node's folder.
+# LAB_GSO=1: pods are attached as super-frame pods (README "Super-frames", the plugin's
+# `gso` key).
+gso=false
+[ "${LAB_GSO:-0}" = 1 ] && gso=true
 cidr=$(wait_pod_cidr "$node" 10)
 cat >"$dir/net.d/10-lab.conflist" <<EOF2
 {
@@ -46,6 +50,7 @@ cat >"$dir/net.d/10-lab.conflist" <<EOF2
       "type": "podswitch-cni",
       "socket": "$sock",
       "capabilities": {"ips": true},
+      "gso": $gso,
       "ipam": {"type": "host-local", "dataDir": "$dir/ipam", "ranges": [[{"subnet": "$cidr"}]]}
     }
   ]

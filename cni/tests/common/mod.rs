@@ -210,6 +210,24 @@ impl Lab {
         .to_string()
     }
 
+    /// The configuration list cnitool reads: `conf("1.1.0")` with `extra` fields set.
+    pub fn write_conflist(&self, extra: &[(&str, Value)]) {
+        let mut plugin: Value = serde_json::from_str(&self.conf("1.1.0")).expect("conf");
+        for (k, v) in extra {
+            plugin[*k] = v.clone();
+        }
+        std::fs::write(
+            self.dir.join("net.d/10-podswitch.conflist"),
+            serde_json::json!({
+                "cniVersion": "1.1.0",
+                "name": "podswitch",
+                "plugins": [plugin],
+            })
+            .to_string(),
+        )
+        .expect("conflist");
+    }
+
     pub fn leases(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.join("ipam/podswitch"))
             .map(|rd| {
@@ -385,16 +403,7 @@ pub fn setup_with(tag: &str, pods: &[&str], need_cnitool: bool) -> Option<Lab> {
     );
     lab.in_ns("fab", &["ip", "link", "set", "up0", "up"]);
     std::fs::write(lab.dir.join("node.toml"), NODE_TOML).expect("node.toml");
-    std::fs::write(
-        lab.dir.join("net.d/10-podswitch.conflist"),
-        serde_json::json!({
-            "cniVersion": "1.1.0",
-            "name": "podswitch",
-            "plugins": [serde_json::from_str::<Value>(&lab.conf("1.1.0")).expect("conf")],
-        })
-        .to_string(),
-    )
-    .expect("conflist");
+    lab.write_conflist(&[]);
     Some(lab)
 }
 
