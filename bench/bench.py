@@ -517,15 +517,22 @@ def report(argv):
 
     for path in ("podswitch", "kernel", "kernel-nft"):
         r = {}
-        for n in (1, 4):
-            if not present(path, f"tcp{n}"):
+        for wl in ("tcp1", "tcp4", "tcplocal"):
+            if not present(path, wl):
                 continue
-            j = load(f"{raw}/{path}-tcp{n}.json")
-            e = j["end"]
-            r[f"tcp{n}"] = {
-                "gbit_s": e["sum_received"]["bits_per_second"] / 1e9,
+            e = load(f"{raw}/{path}-{wl}.json")["end"]
+            w = window(raw, path, wl)
+            gbit_s = e["sum_received"]["bits_per_second"] / 1e9
+            # CPU per GB received over the window, at iperf3's rate (the window is the
+            # steady state inside iperf3's run).
+            gb = gbit_s * w["seconds"] / 8
+            r[wl] = {
+                "gbit_s": gbit_s,
                 "retransmits": e["sum_sent"].get("retransmits"),
-                "window": window(raw, path, f"tcp{n}"),
+                "machine_busy_s_per_gb": w["busy_s"] / gb if gb else None,
+                "dataplane_cpu_s_per_gb": ((w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"]) / gb
+                                           if gb else None),
+                "window": w,
             }
         if present(path, "udp64"):
             w = window(raw, path, "udp64")
@@ -592,12 +599,18 @@ def report(argv):
 
     res["p2p"] = p2p_report(raw)
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
-    both = [wl for wl in ("tcp1", "tcp4", "udp64", "rr", "services") if wl in P and wl in K]
+    both = [wl for wl in ("tcp1", "tcp4", "tcplocal", "udp64", "rr", "services") if wl in P and wl in K]
     rows = []
-    if "tcp1" in both:
-        rows.append(("TCP 1 stream (Gbit/s)", P["tcp1"]["gbit_s"], K["tcp1"]["gbit_s"], True))
-    if "tcp4" in both:
-        rows.append(("TCP 4 streams (Gbit/s)", P["tcp4"]["gbit_s"], K["tcp4"]["gbit_s"], True))
+    for wl, name in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("tcplocal", "TCP 1 stream, same node")):
+        if wl not in both:
+            continue
+        rows += [
+            (f"{name} (Gbit/s)", P[wl]["gbit_s"], K[wl]["gbit_s"], True),
+            (f"{name}: machine busy CPU s / GB", P[wl]["machine_busy_s_per_gb"],
+             K[wl]["machine_busy_s_per_gb"], False),
+            (f"{name}: dataplane CPU s / GB (*)", P[wl]["dataplane_cpu_s_per_gb"],
+             K[wl]["dataplane_cpu_s_per_gb"], False),
+        ]
     if "udp64" in both:
         rows += [
             ("UDP 64 B received (kpps)", P["udp64"]["rx_pps"] / 1e3, K["udp64"]["rx_pps"] / 1e3, True),
@@ -665,7 +678,8 @@ def report(argv):
         for c in ncounts:
             rows.append((f"program {nlabel(c)} Svc, 2 nodes, nftables (ms)",
                          P["services"][c]["program_ms"], N["services"][c]["program_ms"], False))
-    for wl, name in (("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64", "UDP 64 B"), ("rr", "RR")):
+    for wl, name in (("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("tcplocal", "TCP same node"), ("udp64", "UDP 64 B"),
+                     ("rr", "RR")):
         if wl not in P:
             continue
         for node in (0, 1):
@@ -684,11 +698,11 @@ def report(argv):
             return f"{v:.1f}"
         return f"{v:.2f}"
 
-    head = f"{'metric':<42} {'podswitch':>11} {'kernel':>11} {'ratio':>7}"
+    head = f"{'metric':<52} {'podswitch':>11} {'kernel':>11} {'ratio':>7}"
     lines = [head, "-" * len(head)]
     for r in res["table"]:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        lines.append(f"{r['metric']:<42} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
+        lines.append(f"{r['metric']:<52} {fmt(r['podswitch']):>11} {fmt(r['kernel']):>11} {ratio:>7}")
     if len(lines) > 2:
         print("\n".join(lines))
     p2p_lines = p2p_table(res["p2p"], fmt)

@@ -3,7 +3,9 @@
 # in one run, podswitch against the kernel path it replaces (flannel's vxlan backend:
 # cni0 bridge + flannel.1 kernel VXLAN, set up exactly as flanneld does).
 #
-#   TCP pod -> pod across nodes, 1 and 4 streams   iperf3 -J
+#   TCP pod -> pod across nodes, 1 and 4 streams   iperf3 -J, with the CPU seconds used
+#   TCP pod -> pod on one node (tcplocal)          iperf3 -J, pod A -> pod C on node1
+#                                                  (kernel: through the cni0 bridge)
 #   64-byte UDP pod -> pod across nodes            trafgen at full rate, received pps at
 #                                                  the pod, CPU s per million packets
 #   request/response latency p50/p99               bench/bench.py rr-client/rr-server
@@ -67,7 +69,7 @@ RR_SECONDS=${BENCH_RR_SECONDS:-3}
 PSW_CORES=${BENCH_PSW_CORES:-0 0}
 PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
-WORKLOADS=" ${BENCH_WORKLOADS:-tcp udp rr services netpol p2p} "
+WORKLOADS=" ${BENCH_WORKLOADS:-tcp tcplocal udp rr services netpol p2p} "
 PSW_GSO=${BENCH_PSW_GSO:-0}
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
@@ -163,8 +165,8 @@ TOOL=(taskset -c 1)
 # The two nodes and their static pods (lab/topology.sh); traffic goes from pod A (node1)
 # to pod B (node2), the port-to-port workload from pod A to pod C (both on node1).
 NODES="1 2"
-A=$P-n1-a B=$P-n2-b
-B_IP=${TOPO_POD_IP[b]}
+A=$P-n1-a B=$P-n2-b C=$P-n1-c
+B_IP=${TOPO_POD_IP[b]} C_IP=${TOPO_POD_IP[c]}
 
 topology() {
   local n
@@ -218,6 +220,7 @@ setup_kernel() {
   for n in $NODES; do nsx "$P-node$n" ip link set cni0 address "${TOPO_GATEWAY_MAC[$n]}"; done
   topo_kernel_pod a 1450
   topo_kernel_pod b 1450
+  topo_kernel_pod c 1450
   for n in $NODES; do
     offloads_on "$P-node$n" eth0
     offloads_on "$P-fab" "$P-n$n"
@@ -226,6 +229,8 @@ setup_kernel() {
   offloads_on "$A" eth0
   offloads_on "$P-node2" veth-pod-b
   offloads_on "$B" eth0
+  offloads_on "$P-node1" veth-pod-c
+  offloads_on "$C" eth0
   SNAP_ARGS=(--rx-ns "$B" --tx-ns "$A")
 }
 
@@ -302,6 +307,9 @@ measure() {
   local path=$1 spid
   echo "bench: [$path] ping check"
   ping_ok "$A" "$B_IP" >/dev/null || { echo "bench: $path: pod A cannot reach pod B"; return 1; }
+  if wl_on tcplocal; then
+    ping_ok "$A" "$C_IP" >/dev/null || { echo "bench: $path: pod A cannot reach pod C"; return 1; }
+  fi
   local n
   if wl_on tcp; then
     for n in 1 4; do
@@ -313,6 +321,15 @@ measure() {
         nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c "$B_IP" -p 5201 -t $((DUR + 2)) -P "$n" -J
       wait "$spid" 2>/dev/null || true
     done
+  fi
+  if wl_on tcplocal; then
+    echo "bench: [$path] TCP, 1 stream, same node (pod A -> pod C), ${DUR}s"
+    nsx "$C" "${TOOL[@]}" timeout $((DUR + 30)) iperf3 -s -1 -p 5202 >/dev/null 2>&1 &
+    spid=$!
+    sleep 0.3
+    run_wl "$path" tcplocal "$DUR" "$RAW/$path-tcplocal.json" \
+      nsx "$A" "${TOOL[@]}" timeout $((DUR + 15)) iperf3 -c "$C_IP" -p 5202 -t $((DUR + 2)) -J
+    wait "$spid" 2>/dev/null || true
   fi
   if wl_on udp; then
     echo "bench: [$path] 64-byte UDP (trafgen), ${DUR}s"
@@ -535,7 +552,7 @@ p2p() {
   netns_cleanup
 }
 
-if wl_on tcp || wl_on udp || wl_on rr || wl_on services || wl_on netpol; then
+if wl_on tcp || wl_on tcplocal || wl_on udp || wl_on rr || wl_on services || wl_on netpol; then
   echo "bench: podswitch path (prefix $P)"
   setup_podswitch
   measure podswitch
@@ -568,7 +585,7 @@ json.dump({
   "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B $B_IP:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
-  "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
+  "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; TCP same node: iperf3 -P 1, pod A -> pod C (both node1; kernel: through cni0); CPU s per GB: machine-wide busy CPU (user+system+softirq, /proc/stat) and podswitchd's own (/proc/PID/stat) over the ${DUR} s window, per GB received at iperf3's rate; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
   "notes": "Reading the numbers. (1) busy cycles/pkt are TSC cycles of worker loop iterations that did work divided by the packets the node's worker received (podswitchctl stats); they include the AF_XDP copy-mode syscalls: a tx kick (sendto) runs the whole downstream kernel path synchronously (veth xmit, the fabric bridge, the next node's XDP program and copy into its UMEM), which is why they are ~50x the sum of the per-stage ns. (2) With the default placement both podswitchd share core 0 and poll adaptively: a worker with nothing to do yields the core at every empty pass (sched_yield) and sleeps in poll() after 200 us idle, so the other daemon runs as soon as it has packets; before that change (spinning 2000 empty passes without yielding) RR p50 was ~500 us instead of ~75 us. An iteration preempted by the other daemon still counts the other's run time as busy. (3) /proc/stat is machine wide: on a shared machine other work lands in the softirq and machine-busy figures; the podswitchd figure (/proc/PID/stat) is not affected. (4) The kernel path keeps TSO/GSO/GRO, podswitch moves 1500-byte frames one by one in copy mode: TCP parity needs multi-buffer frames or segmentation offload in userspace."
 }, open(sys.argv[1], "w"), indent=1)
 EOF
