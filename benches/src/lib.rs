@@ -264,7 +264,7 @@ impl Scenario {
         self.fill(&mut b);
         p.run(&self.snap, &mut b, 1_000_000_000);
         let mut n = 0;
-        b.for_each_output(|port, _| {
+        b.for_each_output(|port, _, _| {
             assert_eq!(
                 port, self.out_port,
                 "{}: frame left on the wrong port",

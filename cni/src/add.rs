@@ -367,6 +367,14 @@ fn wire(
             )
         })?;
     offloads_off(host, "the host namespace")?;
+    if gso {
+        // podswitchd leaves a super-frame pod's checksums to this end's transmit offload
+        // (AF_XDP transmit metadata); with it on, the pod's kernel takes them as a veth's
+        // own, as the kernel's bridge path does; with it off the kernel computes them.
+        if let Err(e) = sys::ethtool_set(host, sys::ETHTOOL_STXCSUM, true) {
+            eprintln!("podswitch-cni: tx-checksum offload stays off for {host}: {e}");
+        }
+    }
     nl.set_up(link.index)
         .map_err(netlink_error(format!("cannot set {host} up")))?;
     ns.run(|| {

@@ -1,8 +1,10 @@
 //! A super-frame pod attached by the plugin (`"gso": true`), end to end, as root: cnitool
 //! ADDs two pods through this plugin into a real podswitchd; both veth ends get the
 //! super-frame MTU, the pod keeps its segmentation and checksum offloads, podswitchd opens
-//! the ports multi-buffer, and a TCP transfer between the pods arrives intact in frames
-//! larger than the network MTU (super-frames crossed the switch whole).
+//! the ports multi-buffer with transmit checksum offload, and a TCP transfer between the
+//! pods arrives intact in frames larger than the network MTU (super-frames crossed the
+//! switch whole, their partial checksums completed by the kernel through AF_XDP transmit
+//! metadata).
 //!
 //! Skips, saying why, when not root, when cnitool, host-local or podswitchd is missing, or
 //! when the kernel refuses AF_XDP multi-buffer on veth.
@@ -176,6 +178,40 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
         bytes / packets > 4000,
         "pod b received {bytes} bytes in {packets} frames: super-frames did not cross whole"
     );
+
+    // Pod b's partial checksums were left to its port (AF_XDP transmit metadata), where
+    // the kernel offers it; the transfer above proves the kernel completed them.
+    // Workers publish their counters every 100 ms: read them for up to 2 s.
+    let events = |name: &str| -> u64 {
+        let stats = podswitch_model::protocol::request(
+            &lab.socket(),
+            &podswitch_model::protocol::Request::Stats {},
+        )
+        .expect("stats");
+        stats.data["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| w["pipeline"]["events"][name].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let settled = |name: &str| {
+        (0..20).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            events(name) > 0
+        })
+    };
+    if ports.contains("csum-offload refused") {
+        eprintln!("transmit checksum offload refused by the kernel: {ports}");
+        assert!(settled("csum_finished"), "checksums completed by podswitchd");
+    } else {
+        assert_eq!(
+            ports.matches("csum-offload").count(),
+            2,
+            "both pod ports offload checksums: {ports}"
+        );
+        assert!(settled("csum_offloaded"), "checksums left to the ports");
+    }
 
     for pod in ["a", "b"] {
         let d = lab.cnitool("del", pod);

@@ -262,15 +262,15 @@ fn analyse(pcap: &Path, src: &str) -> (usize, usize, usize, usize) {
     (segs, bad, retrans, largest)
 }
 
-/// (gro_super_frames, gro_segments_merged) of a daemon, summed over its workers.
-fn gro_counts(sock: &Path) -> (u64, u64) {
+/// Two pipeline event counters of a daemon, summed over its workers.
+fn event_counts(sock: &Path, a: &str, b: &str) -> (u64, u64) {
     let v: serde_json::Value =
         serde_json::from_str(&ctl(sock, &["-o", "json", "stats"])).expect("stats JSON");
     let mut sums = (0, 0);
     for w in v["workers"].as_array().into_iter().flatten() {
         let e = &w["pipeline"]["events"];
-        sums.0 += e["gro_super_frames"].as_u64().unwrap_or(0);
-        sums.1 += e["gro_segments_merged"].as_u64().unwrap_or(0);
+        sums.0 += e[a].as_u64().unwrap_or(0);
+        sums.1 += e[b].as_u64().unwrap_or(0);
     }
     sums
 }
@@ -323,13 +323,15 @@ fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
         eprintln!("skipped: the kernel refused AF_XDP multi-buffer on veth:\n{ports}");
         return;
     }
-    // GSO pods: offloads on in the pod, veth MTU raised on both ends (the xdp.frags program
-    // lets the pod's end take it).
+    // GSO pods: offloads on in the pod, transmit checksum offload on the switch's end (the
+    // switch leaves checksums toward them to it), veth MTU raised on both ends (the
+    // xdp.frags program lets the pod's end take it).
     sh(
         &prefix,
         &format!(
             "for x in 1:a 1:c 2:b; do n=${{x%%:*}}; p=${{x#*:}}
                nsx $P-n$n-$p ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
+               nsx $P-node$n ethtool -K veth-pod-$p tx on >/dev/null 2>&1 || true
                nsx $P-node$n ip link set veth-pod-$p mtu {GSO_VETH_MTU}
                nsx $P-n$n-$p ip link set eth0 mtu {GSO_VETH_MTU}
              done"
@@ -347,10 +349,18 @@ fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
         256,
     );
     let (segs, bad, retrans, largest) = analyse(&pcap, "10.244.1.10");
+    let (offloaded, finished) = event_counts(&s1, "csum_offloaded", "csum_finished");
     eprintln!(
-        "a -> c: {segs} data frames, largest {largest} bytes, {bad} bad checksums, {retrans} retransmissions"
+        "a -> c: {segs} data frames, largest {largest} bytes, {bad} bad checksums, {retrans} retransmissions; node1: {offloaded} checksums left to pod c's port, {finished} completed"
     );
-    assert_eq!(bad, 0, "no bad TCP checksums reach pod c");
+    if ports.contains("csum-offload refused") {
+        assert_eq!(bad, 0, "no bad TCP checksums reach pod c");
+    } else {
+        // Left to the veth's transmit offload, the frames reach pod c as a veth's own
+        // traffic does: checksum partial (a capture calls it bad), taken as offloaded by
+        // pod c's kernel. The SHA-256 comparison in `transfer` proves the bytes.
+        assert!(offloaded > 0, "pod c's port offloads checksums:\n{ports}");
+    }
     // A lost frame shows up as a retransmission; none is dropped by the switch (its drop
     // counters stay empty), but the kernel may lose one at a veth queue under load.
     assert!(
@@ -386,7 +396,7 @@ fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
         largest > 1450 + 14,
         "coalesced super-frames reach pod b (largest {largest})"
     );
-    let (frames, merged) = gro_counts(&s2);
+    let (frames, merged) = event_counts(&s2, "gro_super_frames", "gro_segments_merged");
     eprintln!("node2: {frames} super-frames made of {merged} segments");
     assert!(frames > 0 && merged > frames, "ip4-gro coalesced on node2");
     let stats = ctl(&s1, &["stats"]);

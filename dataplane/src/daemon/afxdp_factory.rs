@@ -97,6 +97,9 @@ impl PortFactory for AfXdpFactory {
             rx_frames: if small { 2048 } else { 4096 },
             tx_frames: if small { 1024 } else { 2048 },
             multi_buffer: entry.gso,
+            // A super-frame pod's checksums stay partial toward it: its port completes them
+            // on transmit where the kernel offers it (`Pipeline::run_offloading`).
+            tx_csum_offload: entry.gso && entry.kind == PortKind::Pod,
             ..Default::default()
         };
         let mut socks: Vec<Box<dyn Port>> = Vec::new();

@@ -176,12 +176,20 @@ impl Worker {
                 work += n;
                 st.rx_packets += n as u64;
                 st.rx_batches += 1;
-                pipeline.run(&view.snap, &mut batch, now_ns);
-                batch.for_each_output(|out, frame| {
+                // Checksums left partial by super-frame pods are completed by the output port
+                // where it offloads them (only a port of this worker: a hand-off carries none).
+                pipeline.run_offloading(&view.snap, &mut batch, now_ns, |out| {
+                    local_by_snap
+                        .get(usize::from(out))
+                        .copied()
+                        .flatten()
+                        .is_some_and(|li| ports[li].port.offloads_tx_csum())
+                });
+                batch.for_each_output(|out, frame, csum| {
                     let o = usize::from(out);
                     if let Some(&Some(li)) = local_by_snap.get(o) {
                         let lp = &mut ports[li];
-                        if !lp.port.send_chain(frame) {
+                        if !lp.port.send_chain(frame, csum) {
                             lp.tx_dropped += 1;
                         }
                         lp.dirty = true;

@@ -49,6 +49,20 @@ pub mod flags {
     /// nat44-in found the packet's flow in conntrack (an established flow, a reply): the
     /// netpol stage lets it through without evaluating rules.
     pub const TRACKED: u8 = 16;
+    /// From a super-frame port and leaving whole toward a pod: its TCP/UDP checksum (partial
+    /// as the pod left it) is still to be completed, by the pod's port (transmit checksum
+    /// offload) or in software, when the batch's checksums are settled after the pipeline
+    /// (`Pipeline::settle_checksums`).
+    pub const CSUM_PENDING: u8 = 32;
+}
+
+/// A checksum left to the transmitting port, as the kernel's `csum_start`/`csum_offset`:
+/// the bytes from `start` to the end of the frame are summed (the checksum field holds the
+/// pseudo-header sum) and the result is stored at `start + offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxCsum {
+    pub start: u16,
+    pub offset: u16,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +90,8 @@ pub struct Meta {
     /// Offset of the frame's tail in the tail arena, and its length (0: not chained).
     pub tail_at: u32,
     pub tail_len: u32,
+    /// Checksum left to the output port (set by `Pipeline::settle_checksums`).
+    pub tx_csum: Option<TxCsum>,
 }
 
 impl Meta {
@@ -96,6 +112,7 @@ impl Meta {
         parent: 0,
         tail_at: 0,
         tail_len: 0,
+        tx_csum: None,
     };
 }
 
@@ -467,9 +484,10 @@ impl Batch {
         order.into_iter().map(move |(p, i)| (p, self.frame(i)))
     }
 
-    /// Calls `f(port, chain)` for every output frame, grouped per port, without allocating:
-    /// `chain` is the frame's first buffer, and its tail when it is chained.
-    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[&[u8]])) {
+    /// Calls `f(port, chain, csum)` for every output frame, grouped per port, without
+    /// allocating: `chain` is the frame's first buffer, and its tail when it is chained;
+    /// `csum` a checksum the port must have completed (transmit offload), if any.
+    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[&[u8]], Option<TxCsum>)) {
         let mut mask = self.pending[Stage::Out as usize];
         while mask != 0 {
             let first = mask.trailing_zeros() as usize;
@@ -480,7 +498,7 @@ impl Batch {
                 m &= m - 1;
                 if self.meta[i].out_port == port {
                     let (c, n) = self.chain(i);
-                    f(port, &c[..n]);
+                    f(port, &c[..n], self.meta[i].tx_csum);
                     mask &= !(1u128 << i);
                 }
             }

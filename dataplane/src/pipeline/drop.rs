@@ -159,10 +159,12 @@ pub enum Event {
     GroFlushEvicted,
     GroFlushBatchEnd,
     GroNoBuffer,
+    CsumOffloaded,
+    CsumFinished,
 }
 
 impl Event {
-    pub const ALL: [Event; 33] = [
+    pub const ALL: [Event; 35] = [
         Event::ArpReplied,
         Event::EchoReplied,
         Event::IcmpErrorSent,
@@ -196,6 +198,8 @@ impl Event {
         Event::GroFlushEvicted,
         Event::GroFlushBatchEnd,
         Event::GroNoBuffer,
+        Event::CsumOffloaded,
+        Event::CsumFinished,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub fn name(self) -> &'static str {
@@ -243,6 +247,10 @@ impl Event {
             Event::GroFlushBatchEnd => "gro_flush_batch_end",
             // Runs delivered as segments: no room left in the batch's tail arena.
             Event::GroNoBuffer => "gro_no_buffer",
+            // Partial checksums of frames from super-frame pods, toward pods: left to the
+            // output port (AF_XDP transmit metadata), or completed in software.
+            Event::CsumOffloaded => "csum_offloaded",
+            Event::CsumFinished => "csum_finished",
         }
     }
 }

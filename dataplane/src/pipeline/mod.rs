@@ -15,7 +15,7 @@ mod stages;
 pub mod tso;
 
 use crate::conntrack::Conntrack;
-use crate::tables::Snapshot;
+use crate::tables::{PortId, Snapshot};
 pub use batch::{BATCH_SIZE, Batch, MAX_FRAME};
 pub use counters::{ArpFlow, Counters};
 pub use drop::{DropReason, Event};
@@ -172,7 +172,42 @@ impl Pipeline {
     }
 
     /// Runs every packet of `batch` to `Out` or `Dropped`.
+    /// Runs the batch through the stages; checksums the stages left to the output port are
+    /// completed here (see `run_offloading`).
     pub fn run(&mut self, snap: &Snapshot, batch: &mut Batch, now_ns: u64) {
+        self.run_offloading(snap, batch, now_ns, |_| false);
+    }
+
+    /// Runs the batch through the stages, then settles the checksums they deferred (partial
+    /// TCP/UDP checksums of frames from super-frame pods, leaving whole toward a pod): left
+    /// to the output port when `offload(port)` says it completes them on transmit (the
+    /// frame then carries a `TxCsum`), else computed here.
+    pub fn run_offloading(
+        &mut self,
+        snap: &Snapshot,
+        batch: &mut Batch,
+        now_ns: u64,
+        offload: impl Fn(PortId) -> bool,
+    ) {
+        self.run_stages(snap, batch, now_ns);
+        let mut m = batch.pending[Stage::Out as usize];
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if batch.meta[i].flags & batch::flags::CSUM_PENDING == 0 {
+                continue;
+            }
+            let off = offload(batch.meta[i].out_port);
+            let e = match stages::l4_checksum::settle(batch, i, off) {
+                stages::l4_checksum::Settled::Offloaded => Event::CsumOffloaded,
+                stages::l4_checksum::Settled::Finished => Event::CsumFinished,
+                stages::l4_checksum::Settled::Nothing => continue,
+            };
+            self.counters.events[e as usize] += 1;
+        }
+    }
+
+    fn run_stages(&mut self, snap: &Snapshot, batch: &mut Batch, now_ns: u64) {
         let Pipeline {
             counters,
             timing,

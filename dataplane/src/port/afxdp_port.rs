@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::xdp_prog::{self, AttachedMode, XdpMode, XdpProgram, XskMap};
 use super::{Port, PortStats};
+use crate::pipeline::batch::TxCsum;
 
 /// `XDP_MAX_TX_SKB_BUDGET` (uapi/linux/if_xdp.h, Linux 6.17+; not in libc yet).
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
@@ -78,7 +79,18 @@ pub struct PortOptions {
     /// (`xdp.frags`), which also lets the veth's peer hand over GSO super-frames. When the
     /// kernel refuses, the port opens single-buffer and says why in `mode()`.
     pub multi_buffer: bool,
+    /// Complete TCP/UDP checksums on transmit (`Port::offloads_tx_csum`): the UMEM gets room
+    /// for transmit metadata (`tx_metadata_len`) and a frame's `TxCsum` becomes a checksum
+    /// request (`XDP_TXMD_FLAGS_CHECKSUM`) in front of it. In copy mode the kernel hands the
+    /// frame on as a locally offloaded checksum (what a pod's veth does for its own
+    /// traffic). Zero-copy ports do not offload (not every driver honours the request).
+    /// When the kernel refuses, the port opens without and says why in `mode()`.
+    pub tx_csum_offload: bool,
 }
+
+/// Bytes of transmit metadata in front of every transmitted frame of a port that offloads
+/// checksums (`struct xsk_tx_metadata` is 24 bytes; 32 keeps the frames aligned).
+const TX_META_LEN: u32 = 32;
 
 impl Default for PortOptions {
     fn default() -> Self {
@@ -91,6 +103,7 @@ impl Default for PortOptions {
             rx_frames: 4096,
             tx_frames: 2048,
             multi_buffer: false,
+            tx_csum_offload: false,
         }
     }
 }
@@ -347,6 +360,12 @@ pub struct AfXdpPort {
     multi_buffer: bool,
     /// Why multi-buffer was asked for but not given (shown by `mode()`).
     multi_buffer_refused: Option<String>,
+    /// Transmit metadata in front of every transmitted frame (0 or `TX_META_LEN`).
+    tx_meta_len: u32,
+    /// `TxCsum`s become checksum requests (copy mode with transmit metadata).
+    csum_offload: bool,
+    /// Why checksum offload was asked for but not given (shown by `mode()`).
+    csum_offload_refused: Option<String>,
     stats: PortStats,
 }
 
@@ -363,6 +382,8 @@ struct Socket {
     rx_free: Vec<u64>,
     tx_free: Vec<u64>,
     tx_budget: u32,
+    tx_meta_len: u32,
+    tx_meta_refused: Option<String>,
 }
 
 impl AfXdpPort {
@@ -475,6 +496,12 @@ impl AfXdpPort {
         map.insert(queue_id, s.fd.as_raw_fd())
             .map_err(|e| io::Error::new(e.kind(), format!("{ifname} queue {queue_id}: {e}")))?;
         let zerocopy = xsk_options(s.fd.as_raw_fd())? & libc::XDP_OPTIONS_ZEROCOPY != 0;
+        let csum_offload = s.tx_meta_len > 0 && !zerocopy;
+        let csum_offload_refused = match (&s.tx_meta_refused, o.tx_csum_offload) {
+            (Some(why), _) => Some(why.clone()),
+            (None, true) if zerocopy => Some("zero-copy".to_string()),
+            _ => None,
+        };
 
         Ok(AfXdpPort {
             rx: s.rx,
@@ -496,6 +523,9 @@ impl AfXdpPort {
             tx_budget: s.tx_budget,
             multi_buffer: sg,
             multi_buffer_refused: refused,
+            tx_meta_len: s.tx_meta_len,
+            csum_offload,
+            csum_offload_refused,
             stats: PortStats::default(),
         })
     }
@@ -538,6 +568,21 @@ impl AfXdpPort {
 
     fn chunk_base(&self, addr: u64) -> u64 {
         addr & !(self.frame_size as u64 - 1)
+    }
+
+    /// Writes a checksum request (`struct xsk_tx_metadata`: flags, then csum_start and
+    /// csum_offset, relative to the frame) into the transmit metadata of the TX chunk at
+    /// `base`, in front of the frame.
+    fn write_csum_request(&mut self, base: u64, c: TxCsum) {
+        let mut m = [0u8; TX_META_LEN as usize];
+        m[..8].copy_from_slice(&u64::from(libc::XDP_TXMD_FLAGS_CHECKSUM).to_ne_bytes());
+        m[8..10].copy_from_slice(&c.start.to_ne_bytes());
+        m[10..12].copy_from_slice(&c.offset.to_ne_bytes());
+        debug_assert!(self.tx_meta_len == TX_META_LEN);
+        // SAFETY: base is the start of a TX chunk of the UMEM that we own (popped from
+        // tx_free, not on the ring); the metadata area is its first TX_META_LEN bytes, in
+        // front of the frame, and the chunk is at least 2048 bytes.
+        unsafe { ptr::copy_nonoverlapping(m.as_ptr(), self.umem.ptr.add(base as usize), m.len()) };
     }
 
     /// Move completed TX chunks back to the free list.
@@ -654,7 +699,24 @@ impl Socket {
             flags: 0,
             tx_metadata_len: 0,
         };
-        setsockopt(sfd, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        // With transmit metadata first (Linux >= 6.11 for the flag); a kernel that refuses
+        // it gets the plain registration, and the port says why it does not offload.
+        let mut tx_meta_len = 0;
+        let mut tx_meta_refused = None;
+        if o.tx_csum_offload {
+            let with_meta = libc::xdp_umem_reg {
+                flags: libc::XDP_UMEM_TX_METADATA_LEN,
+                tx_metadata_len: TX_META_LEN,
+                ..reg
+            };
+            match setsockopt(sfd, libc::XDP_UMEM_REG, &with_meta, "XDP_UMEM_REG") {
+                Ok(()) => tx_meta_len = TX_META_LEN,
+                Err(e) => tx_meta_refused = Some(format!("transmit metadata: {e}")),
+            }
+        }
+        if tx_meta_len == 0 {
+            setsockopt(sfd, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        }
         let comp_size = o.tx_frames.next_power_of_two();
         setsockopt(
             sfd,
@@ -767,6 +829,8 @@ impl Socket {
             rx_free,
             tx_free,
             tx_budget,
+            tx_meta_len,
+            tx_meta_refused,
         })
     }
 }
@@ -845,16 +909,21 @@ impl Port for AfXdpPort {
         frames
     }
 
-    fn send_chain(&mut self, chain: &[&[u8]]) -> bool {
-        if let [one] = chain {
+    fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
+        if let ([one], None) = (chain, csum) {
             return self.send(one);
         }
+        if csum.is_some() && !self.csum_offload {
+            return false; // never given: `offloads_tx_csum` is false
+        }
         let len: usize = chain.iter().map(|b| b.len()).sum();
-        let fs = self.frame_size as usize;
-        if len == 0 || !self.multi_buffer {
+        let meta = self.tx_meta_len as usize;
+        // Bytes of frame per chunk: the chunk less the transmit metadata in front.
+        let room = self.frame_size as usize - meta;
+        if len == 0 || (len > room && !self.multi_buffer) {
             return false;
         }
-        let need = len.div_ceil(fs);
+        let need = len.div_ceil(room);
         if need > MAX_RX_CHAIN {
             return false;
         }
@@ -865,22 +934,24 @@ impl Port for AfXdpPort {
             self.stats.tx_ring_full += 1;
             return false;
         }
-        // Re-cut the chain into whole chunks: descriptor k holds bytes [k*fs, (k+1)*fs).
+        // Re-cut the chain into whole chunks: descriptor k holds bytes [k*room, (k+1)*room).
         let mut src = chain.iter().copied();
         let mut cur: &[u8] = src.next().unwrap_or(&[]);
         for k in 0..need {
-            let Some(addr) = self.tx_free.pop() else {
+            let Some(base) = self.tx_free.pop() else {
                 return false; // checked above
             };
-            let want = fs.min(len - k * fs);
+            let addr = base + meta as u64;
+            let want = room.min(len - k * room);
             let mut done = 0;
             while done < want {
                 while cur.is_empty() {
                     cur = src.next().unwrap_or(&[]);
                 }
                 let n = cur.len().min(want - done);
-                // SAFETY: addr is the start of a TX chunk inside the UMEM that we own (see
-                // `send`); done + n <= want <= frame_size, so the copy stays in the chunk.
+                // SAFETY: base is the start of a TX chunk inside the UMEM that we own (see
+                // `send`); meta + done + n <= meta + want <= frame_size, so the copy stays
+                // in the chunk.
                 unsafe {
                     ptr::copy_nonoverlapping(
                         cur.as_ptr(),
@@ -891,10 +962,17 @@ impl Port for AfXdpPort {
                 cur = &cur[n..];
                 done += n;
             }
+            let mut options = if k + 1 < need { libc::XDP_PKT_CONTD } else { 0 };
+            if k == 0
+                && let Some(c) = csum
+            {
+                self.write_csum_request(base, c);
+                options |= libc::XDP_TX_METADATA;
+            }
             self.tx.prod_push(XdpDesc {
                 addr,
                 len: want as u32,
-                options: if k + 1 < need { libc::XDP_PKT_CONTD } else { 0 },
+                options,
             });
         }
         self.tx_unsubmitted += need as u32;
@@ -903,9 +981,14 @@ impl Port for AfXdpPort {
         true
     }
 
+    fn offloads_tx_csum(&self) -> bool {
+        self.csum_offload
+    }
+
     fn send(&mut self, frame: &[u8]) -> bool {
         let len = frame.len();
-        if len == 0 || len > self.frame_size as usize {
+        let meta = self.tx_meta_len as usize;
+        if len == 0 || len > self.frame_size as usize - meta {
             return false;
         }
         if self.tx_free.is_empty() {
@@ -915,14 +998,15 @@ impl Port for AfXdpPort {
             self.stats.tx_ring_full += 1;
             return false;
         }
-        let Some(addr) = self.tx_free.pop() else {
+        let Some(base) = self.tx_free.pop() else {
             self.stats.tx_ring_full += 1;
             return false;
         };
+        let addr = base + meta as u64;
         debug_assert!(addr as usize + len <= self.umem.len);
-        // SAFETY: addr is the start of a TX chunk inside the UMEM (we created
+        // SAFETY: base is the start of a TX chunk inside the UMEM (we created
         // all TX addresses and the kernel returns them unchanged through the
-        // completion ring), len <= frame_size, and the chunk is ours: it is on
+        // completion ring), meta + len <= frame_size, and the chunk is ours: it is on
         // neither the tx ring nor in flight. `frame` cannot alias the UMEM TX
         // chunk because we own it exclusively.
         unsafe { ptr::copy_nonoverlapping(frame.as_ptr(), self.umem.ptr.add(addr as usize), len) };
@@ -977,7 +1061,7 @@ impl Port for AfXdpPort {
 
     fn mode(&self) -> String {
         format!(
-            "xdp={} {} queue={} frame={} ring={}{}{}",
+            "xdp={} {} queue={} frame={} ring={}{}{}{}",
             self.attached.map_or("?", |m| m.as_str()),
             if self.zerocopy { "zerocopy" } else { "copy" },
             self.queue_id,
@@ -991,6 +1075,11 @@ impl Port for AfXdpPort {
             match (&self.multi_buffer_refused, self.multi_buffer) {
                 (Some(why), _) => format!(" multi-buffer refused ({why})"),
                 (None, true) => " multi-buffer".to_string(),
+                (None, false) => String::new(),
+            },
+            match (&self.csum_offload_refused, self.csum_offload) {
+                (Some(why), _) => format!(" csum-offload refused ({why})"),
+                (None, true) => " csum-offload".to_string(),
                 (None, false) => String::new(),
             },
         )

@@ -5,6 +5,7 @@ pub mod afxdp_port;
 pub mod mem;
 pub mod xdp_prog;
 
+use crate::pipeline::batch::TxCsum;
 use serde::Serialize;
 use std::os::fd::RawFd;
 
@@ -29,13 +30,20 @@ pub trait Port: Send {
     fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize;
     /// Queues one frame for transmit (copied); false when the tx ring is full.
     fn send(&mut self, frame: &[u8]) -> bool;
-    /// Queues one frame given as a chain of buffers (a multi-buffer frame); false when the
-    /// port cannot take it now. Ports without multi-buffer transmit take single buffers only.
-    fn send_chain(&mut self, chain: &[&[u8]]) -> bool {
-        match chain {
-            [one] => self.send(one),
+    /// Queues one frame given as a chain of buffers (a multi-buffer frame), and `csum` a
+    /// checksum to complete on transmit (given only to a port whose `offloads_tx_csum` is
+    /// true); false when the port cannot take it now. Ports without multi-buffer transmit
+    /// take single buffers only.
+    fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
+        match (chain, csum) {
+            ([one], None) => self.send(one),
             _ => false,
         }
+    }
+    /// True when the port completes a frame's `TxCsum` on transmit (transmit checksum
+    /// offload); otherwise the pipeline completes it before the port sees the frame.
+    fn offloads_tx_csum(&self) -> bool {
+        false
     }
     /// Reclaims completed buffers, refills receive buffers and kicks transmission.
     fn flush(&mut self);

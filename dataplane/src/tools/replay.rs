@@ -84,9 +84,9 @@ pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> Re
                 _ => {}
             }
         }
-        batch.for_each_output(|port, frame| {
+        batch.for_each_output(|port, frame, csum| {
             if let Some((p, times)) = ports.get_mut(usize::from(port)) {
-                p.send_chain(frame);
+                p.send_chain(frame, csum);
                 times.push(ts);
             }
         });

@@ -409,7 +409,7 @@ pub fn run_one_batch(
     fill(&mut b);
     pipeline.run(snap, &mut b, 1_000_000_000);
     let mut out = Vec::new();
-    b.for_each_output(|p, chain| {
+    b.for_each_output(|p, chain, _| {
         let name = snap.port(p).map_or("?", |p| p.name.as_str());
         out.push((name.to_string(), chain.concat()));
     });

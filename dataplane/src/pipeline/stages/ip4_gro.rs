@@ -12,7 +12,7 @@
 //! batches, so nothing waits for a later batch.
 
 use super::super::Cx;
-use super::super::batch::Batch;
+use super::super::batch::{Batch, flags};
 use super::super::drop::Event;
 use super::super::gro::{Flush, Run, Seg};
 use super::super::stage::Stage;
@@ -37,7 +37,9 @@ pub(super) fn run(cx: &mut Cx<'_>, b: &mut Batch, mask: u128) {
     while m != 0 {
         let i = m.trailing_zeros() as usize;
         m &= m - 1;
-        let seg = if b.is_chained(i) {
+        // A frame whose checksum is still partial (from a super-frame pod) is never merged:
+        // merging derives the checksum from the segments' own.
+        let seg = if b.is_chained(i) || b.meta[i].flags & flags::CSUM_PENDING != 0 {
             None
         } else {
             Seg::parse(b.frame(i))

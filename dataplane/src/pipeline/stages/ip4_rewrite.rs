@@ -7,7 +7,7 @@ use super::super::drop::{DropReason as R, Event};
 use super::super::stage::Stage;
 use super::L3;
 use crate::config::Overlay;
-use crate::tables::RouteTarget;
+use crate::tables::{PortKind, RouteTarget};
 use crate::wire::ethernet;
 use crate::wire::icmpv4;
 use crate::wire::ipv4::{self, Packet};
@@ -93,9 +93,19 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         cx.event(Event::MssClamped);
     }
     // ip4-tso computes every segment's checksum; anything else from such a port leaves
-    // whole and needs its partial checksum finished here (after NAT, before encapsulation).
+    // whole and needs its partial checksum completed: toward a pod once the batch is done
+    // (by the pod's port where it offloads), otherwise here (after NAT, before
+    // encapsulation).
     if from_gso && !tso {
-        super::l4_checksum::finish(b, i);
+        let to_pod = route
+            .out_port
+            .and_then(|p| snap.port(p))
+            .is_some_and(|p| p.kind == PortKind::Pod);
+        if to_pod {
+            super::l4_checksum::defer(b, i);
+        } else {
+            super::l4_checksum::finish(b, i);
+        }
     }
     let post = match route.target {
         RouteTarget::Peer { peer } => match snap.peers[usize::from(peer)].overlay {

@@ -5,6 +5,7 @@ use super::super::batch::{Batch, flags};
 use super::super::drop::DropReason as R;
 use super::super::stage::Stage;
 use super::L3;
+use crate::tables::PortKind;
 use crate::wire::{ethernet, ip4};
 
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
@@ -62,7 +63,13 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
             });
             return b.set_next(i, Stage::Ip4Input);
         }
-        super::l4_checksum::finish(b, i);
+        // Completed once the batch is done toward a pod (by its port where it offloads),
+        // here toward anything else.
+        if snap.port(out).is_some_and(|p| p.kind == PortKind::Pod) {
+            super::l4_checksum::defer(b, i);
+        } else {
+            super::l4_checksum::finish(b, i);
+        }
     }
     cx.counters.count_l2(out, b.frame_len(i));
     b.meta[i].out_port = out;

@@ -13,7 +13,7 @@ mod ip4_rewrite;
 mod ip4_tso;
 mod ipip;
 mod l2_fwd;
-mod l4_checksum;
+pub(super) mod l4_checksum;
 mod nat44_in;
 mod nat_common;
 mod nat_frag;
