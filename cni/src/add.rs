@@ -10,9 +10,9 @@ use crate::node::{Podswitchd, pod_mtu};
 use crate::spec::{
     AddResult, CniError, CniResult, Interface, IpConfig, K8sArgs, NetConf, RouteEntry, code,
 };
-use crate::state::{Record, Store};
 use crate::sys;
 use podswitch_model::Mac;
+use podswitch_model::attachments::{Record, Store};
 use podswitch_model::config::{Attachment, Pod, PodRef};
 use serde_json::Value;
 use std::net::Ipv4Addr;

@@ -8,7 +8,7 @@ use crate::naming;
 use crate::netns::Netns;
 use crate::node::Podswitchd;
 use crate::spec::{AddResult, CniError, CniResult, NetConf, code};
-use crate::state::Store;
+use podswitch_model::attachments::Store;
 use std::net::Ipv4Addr;
 
 fn mismatch(msg: String) -> CniError {

@@ -7,7 +7,7 @@ use crate::ipam::{Ipam, ipam_conf};
 use crate::naming::{self, HOST_VETH_PREFIX};
 use crate::node::{NodeError, Podswitchd};
 use crate::spec::{CniError, CniResult, NetConf, code};
-use crate::state::{Record, Store};
+use podswitch_model::attachments::{Record, Store};
 use serde_json::Value;
 use std::collections::HashSet;
 

@@ -14,7 +14,6 @@ mod netns;
 mod node;
 mod restore;
 mod spec;
-mod state;
 mod sys;
 
 use spec::{CniError, CniResult, LATEST, NetConf, SUPPORTED_VERSIONS, code};

@@ -4,7 +4,7 @@
 
 use crate::add::open_netlink;
 use crate::node::{NodeError, Podswitchd};
-use crate::state::Store;
+use podswitch_model::attachments::Store;
 use std::path::Path;
 
 /// Returns (restored, failed).

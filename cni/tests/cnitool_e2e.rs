@@ -291,6 +291,28 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         String::from_utf8_lossy(&c.stderr)
     );
 
+    // Started with the plugin's state folder (`--cni-state`), a killed podswitchd registers
+    // the recorded pods again by itself: no `restore` call.
+    lab.stop_daemon();
+    let state = lab.dir.join("state").display().to_string();
+    lab.start_daemon_with(&["--cni-state", &state]);
+    assert_eq!(
+        lab.ports().len(),
+        2,
+        "podswitchd --cni-state restored a and b: {}",
+        lab.daemon_log()
+    );
+    assert!(
+        lab.ping("a", &ip_b),
+        "a and b talk after a restart with --cni-state"
+    );
+    let c = lab.cnitool("check", "b");
+    assert!(
+        c.status.success(),
+        "cnitool check b after a restart with --cni-state: {}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+
     // DEL is idempotent.
     for round in 0..2 {
         let d = lab.cnitool("del", "a");

@@ -203,7 +203,10 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
     };
     if ports.contains("csum-offload refused") {
         eprintln!("transmit checksum offload refused by the kernel: {ports}");
-        assert!(settled("csum_finished"), "checksums completed by podswitchd");
+        assert!(
+            settled("csum_finished"),
+            "checksums completed by podswitchd"
+        );
     } else {
         assert_eq!(
             ports.matches("csum-offload").count(),

@@ -21,8 +21,9 @@ host_port "$n" "${TOPO_HOST_MAC[$n]}" "${TOPO_GATEWAY[$n]}"
 nsenter --net="/run/netns/$P-node$n" "$BIN/podswitch-controller" bootstrap --kubeconfig "$kc" \
   --node "$node" --net-conf "$here/net-conf.json" --node-template "$dir/node-template.toml" \
   --out "$dir/podswitchd.toml" --timeout-secs 60
+# --cni-state: a restarted podswitchd registers again the pods podswitch-cni attached.
 spawn_node "$n" podswitchd "$BIN/podswitchd" run --config "$dir/podswitchd.toml" --socket "$sock" \
-  --cores "${TOPO_CORES[$n]}"
+  --cores "${TOPO_CORES[$n]}" --cni-state "$dir/cni-state"
 for ((i = 0; i < 100; i++)); do
   [ -S "$sock" ] && "$BIN/podswitchctl" --socket "$sock" version >/dev/null 2>&1 && break
   sleep 0.1
@@ -51,6 +52,7 @@ cat >"$dir/net.d/10-lab.conflist" <<EOF2
       "socket": "$sock",
       "capabilities": {"ips": true},
       "gso": $gso,
+      "stateDir": "$dir/cni-state",
       "ipam": {"type": "host-local", "dataDir": "$dir/ipam", "ranges": [[{"subnet": "$cidr"}]]}
     }
   ]

@@ -4,7 +4,10 @@
 //! - [`config`]: the node configuration (TOML file, and the parts the control socket takes).
 //! - [`protocol`]: the control socket's JSON-lines requests and responses, and a client.
 //! - [`Prefix`], [`Mac`]: the address types both of them use.
+//! - [`attachments`]: the CNI plugin's per-attachment records on disk, which podswitchd
+//!   reads to restore its pods after a restart.
 
+pub mod attachments;
 pub mod config;
 pub mod mac;
 pub mod prefix;

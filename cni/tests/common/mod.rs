@@ -100,6 +100,11 @@ impl Lab {
     }
 
     pub fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// `start_daemon` with extra `podswitchd run` arguments.
+    pub fn start_daemon_with(&mut self, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.join("podswitchd.log")).expect("log");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("node")])
@@ -108,6 +113,7 @@ impl Lab {
             .arg(self.dir.join("node.toml"))
             .arg("--socket")
             .arg(self.socket())
+            .args(extra)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

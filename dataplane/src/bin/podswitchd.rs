@@ -39,6 +39,10 @@ enum Cmd {
         /// Do not time each stage (saves two clock reads per stage and batch).
         #[arg(long)]
         no_stage_timing: bool,
+        /// podswitch-cni's state folder (its `stateDir`): at start, the pods it attached to
+        /// this socket whose veths still exist are registered again.
+        #[arg(long)]
+        cni_state: Option<PathBuf>,
     },
     /// Validate a node configuration and print its tables.
     Check {
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             busy_poll,
             xdp_mode,
             no_stage_timing,
+            cni_state,
         } => cmd_run(
             config,
             socket,
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             busy_poll,
             &xdp_mode,
             !no_stage_timing,
+            cni_state,
         ),
         Cmd::Check { config } => load(&config).map(|s| {
             println!(
@@ -197,6 +203,7 @@ fn cmd_run(
     busy_poll: bool,
     xdp_mode: &str,
     stage_timing: bool,
+    cni_state: Option<PathBuf>,
 ) -> Result<(), String> {
     use podswitch::daemon::{DaemonOptions, afxdp_factory::AfXdpFactory, run};
     use podswitch::port::xdp_prog::XdpMode;
@@ -234,6 +241,7 @@ fn cmd_run(
         cores,
         busy_poll,
         stage_timing,
+        cni_state,
     };
     run(&opts, Arc::new(AfXdpFactory::new(mode)), stop)
 }

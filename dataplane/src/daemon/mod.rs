@@ -15,6 +15,7 @@ pub mod health;
 pub mod neigh;
 mod parse;
 pub use podswitch_model::protocol;
+pub mod restore;
 pub mod sys;
 pub mod view;
 pub mod worker;
@@ -41,6 +42,9 @@ pub struct DaemonOptions {
     pub cores: Vec<Option<usize>>,
     pub busy_poll: bool,
     pub stage_timing: bool,
+    /// podswitch-cni's state folder: the pods it attached to this daemon's socket are
+    /// registered again at start (`restore::restore_attachments`).
+    pub cni_state: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `stop` is set), then stops the workers, closes
@@ -65,6 +69,18 @@ pub fn run(
     }
     let all = Arc::new(shared);
     let control = Arc::new(Control::start(cfg, all.clone(), senders, factory)?);
+    if let Some(dir) = &opts.cni_state {
+        let (restored, failed) = restore::restore_attachments(&control, dir, &opts.socket);
+        eprintln!(
+            "podswitchd: restored {restored} pod(s) from {}{}",
+            dir.display(),
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
+        );
+    }
     let pool = Arc::new(BufPool::new(4096));
     // One conntrack table shared by every worker (Service NAT, masquerade).
     let ct = control.ct.clone();

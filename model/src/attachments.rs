@@ -1,8 +1,10 @@
-//! One record per attachment under `<stateDir>/<network>/<host veth>.json`, written before
-//! the IPAM call: DEL and GC release exactly the lease ADD took (with the same IPAM
-//! configuration) even when podswitchd is down or the ADD was killed half-way.
+//! The CNI plugin's attachment records: one per attachment under
+//! `<stateDir>/<network>/<host veth>.json`, written by podswitch-cni before the IPAM call, so
+//! that DEL and GC release exactly the lease ADD took (with the same IPAM configuration)
+//! even when podswitchd is down or the ADD was killed half-way. podswitchd reads them at
+//! start (`--cni-state`) to register again the pods it had before a restart.
 
-use podswitch_model::config::Pod;
+use crate::config::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -91,7 +93,7 @@ impl Store {
                 .and_then(|t| serde_json::from_slice::<Record>(&t).map_err(|e| e.to_string()))
             {
                 Ok(r) => out.push(r),
-                Err(e) => eprintln!("podswitch-cni: skipping state file {}: {e}", p.display()),
+                Err(e) => eprintln!("skipping CNI state file {}: {e}", p.display()),
             }
         }
         out
