@@ -102,7 +102,8 @@ fn ctl(sock: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn start_daemon(lab: &mut Lab, n: u32, cfg: &Path) -> PathBuf {
+/// podswitchd for node `n` with one worker per core of `cores` (e.g. "0" or "0,1").
+fn start_daemon(lab: &mut Lab, n: u32, cfg: &Path, cores: &str) -> PathBuf {
     let sock = lab.dir.join(format!("node{n}.sock"));
     let log = std::fs::File::create(lab.dir.join(format!("node{n}.log"))).expect("log");
     let child = Command::new("ip")
@@ -117,7 +118,7 @@ fn start_daemon(lab: &mut Lab, n: u32, cfg: &Path) -> PathBuf {
         .arg(cfg)
         .arg("--socket")
         .arg(&sock)
-        .args(["--cores", &(n - 1).to_string()])
+        .args(["--cores", cores])
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
@@ -275,27 +276,145 @@ fn event_counts(sock: &Path, a: &str, b: &str) -> (u64, u64) {
     sums
 }
 
-#[test]
-fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
+/// The tests of this file run one at a time: each loads both cores with a real transfer.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A fresh lab under a prefix of its own (`tag` tells the tests apart), or `None` (said
+/// why) when not root or a tool is missing.
+fn new_lab(tag: &str) -> Option<Lab> {
     if euid() != 0 {
         eprintln!("skipped: gso_e2e needs root (network namespaces, AF_XDP)");
-        return;
+        return None;
     }
     for t in ["ip", "ethtool", "python3", "tshark"] {
         if !have(t) {
             eprintln!("skipped: gso_e2e needs `{t}`");
-            return;
+            return None;
         }
     }
-    let prefix = format!("pswgso{}", std::process::id() % 100_000);
+    let prefix = format!("psg{tag}{}", std::process::id() % 100_000);
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut lab = Lab {
+    let lab = Lab {
         prefix: prefix.clone(),
         dir,
         daemons: Vec::new(),
     };
     sh(&prefix, "netns_cleanup").expect("clean start");
+    Some(lab)
+}
+
+/// True (else said why) when node `sock`'s `port` is multi-buffer. Workers publish their
+/// ports' modes every 100 ms: waits up to 3 s for it.
+fn multi_buffer(sock: &Path, port: &str) -> bool {
+    let mut ports = String::new();
+    for _ in 0..30 {
+        ports = ctl(sock, &["dump", "ports"]);
+        if ports
+            .lines()
+            .any(|l| l.contains(port) && l.contains("xdp="))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The MODE column says `multi-buffer`, or `multi-buffer refused (why)`; a LABEL column
+    // follows it.
+    let ok = ports
+        .lines()
+        .any(|l| l.contains(port) && l.contains(" multi-buffer") && !l.contains("refused"));
+    if !ok {
+        eprintln!("skipped: the kernel refused AF_XDP multi-buffer on veth:\n{ports}");
+    }
+    ok
+}
+
+/// GSO pods (`node:pod` of the lab): offloads on in the pod, transmit checksum offload on
+/// the switch's end (the switch leaves checksums toward them to it), veth MTU raised on
+/// both ends (the xdp.frags program lets the pod's end take it).
+fn gso_pods(prefix: &str, pods: &str) {
+    sh(
+        prefix,
+        &format!(
+            "for x in {pods}; do n=${{x%%:*}}; p=${{x#*:}}
+               nsx $P-n$n-$p ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
+               nsx $P-node$n ethtool -K veth-pod-$p tx on >/dev/null 2>&1 || true
+               nsx $P-node$n ip link set veth-pod-$p mtu {GSO_VETH_MTU}
+               nsx $P-n$n-$p ip link set eth0 mtu {GSO_VETH_MTU}
+             done"
+        ),
+    )
+    .expect("offloads and MTU");
+}
+
+#[test]
+fn super_frames_cross_workers_whole() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut lab) = new_lab("w") else {
+        return;
+    };
+    let prefix = lab.prefix.clone();
+    sh(
+        &prefix,
+        "fabric_up
+         node_up 1 192.168.1.10 02:00:c0:a8:01:10
+         host_port 1 02:00:0a:f4:01:fe 10.244.1.1
+         pod_up 1 a 10.244.1.10 0a:58:0a:f4:01:0a 10.244.1.1
+         pod_up 1 c 10.244.1.11 0a:58:0a:f4:01:0b 10.244.1.1",
+    )
+    .expect("namespaces");
+    let c1 = config(1, &["veth-pod-a", "veth-pod-c"], &lab.dir);
+    // Two workers: ports go to the least loaded, so pods a and c land on different ones.
+    let s1 = start_daemon(&mut lab, 1, &c1, "0,1");
+    if !multi_buffer(&s1, "veth-pod-a") {
+        return;
+    }
+    gso_pods(&prefix, "1:a 1:c");
+    let pcap = transfer(
+        &lab,
+        &format!("{prefix}-n1-a"),
+        &format!("{prefix}-n1-c"),
+        "10.244.1.11",
+        5303,
+        64,
+    );
+    let (segs, bad, retrans, largest) = analyse(&pcap, "10.244.1.10");
+    let v: serde_json::Value =
+        serde_json::from_str(&ctl(&s1, &["-o", "json", "stats"])).expect("stats JSON");
+    let sum = |k: &str| -> u64 {
+        v["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| w[k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (out, dropped) = (sum("handoff_out"), sum("handoff_dropped"));
+    eprintln!(
+        "a -> c over two workers: {segs} data frames, largest {largest}, {bad} bad checksums, {retrans} retransmissions; {out} hand-offs, {dropped} dropped"
+    );
+    assert!(out > 0, "frames crossed between the workers: {v}");
+    assert_eq!(dropped, 0, "no hand-off dropped");
+    assert!(
+        largest > 9000,
+        "super-frames reach pod c whole (largest {largest})"
+    );
+    // Handed over with their checksums completed (only a worker's own ports offload).
+    assert_eq!(bad, 0, "no bad TCP checksums reach pod c");
+    assert!(
+        retrans * 1000 <= segs,
+        "retransmissions: {retrans} of {segs}"
+    );
+    let _ = std::fs::remove_file(&pcap);
+}
+
+#[test]
+fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut lab) = new_lab("n") else {
+        return;
+    };
+    let prefix = lab.prefix.clone();
     sh(
         &prefix,
         "fabric_up
@@ -311,33 +430,13 @@ fn super_frames_cross_podswitch_same_node_and_over_vxlan() {
     .expect("namespaces");
     let c1 = config(1, &["veth-pod-a", "veth-pod-c"], &lab.dir);
     let c2 = config(2, &["veth-pod-b"], &lab.dir);
-    let s1 = start_daemon(&mut lab, 1, &c1);
-    let s2 = start_daemon(&mut lab, 2, &c2);
-    let ports = ctl(&s1, &["dump", "ports"]);
-    if !ports
-        .lines()
-        // The MODE column says `multi-buffer`, or `multi-buffer refused (why)`; a LABEL
-        // column follows it.
-        .any(|l| l.contains("veth-pod-a") && l.contains(" multi-buffer") && !l.contains("refused"))
-    {
-        eprintln!("skipped: the kernel refused AF_XDP multi-buffer on veth:\n{ports}");
+    let s1 = start_daemon(&mut lab, 1, &c1, "0");
+    let s2 = start_daemon(&mut lab, 2, &c2, "1");
+    if !multi_buffer(&s1, "veth-pod-a") {
         return;
     }
-    // GSO pods: offloads on in the pod, transmit checksum offload on the switch's end (the
-    // switch leaves checksums toward them to it), veth MTU raised on both ends (the
-    // xdp.frags program lets the pod's end take it).
-    sh(
-        &prefix,
-        &format!(
-            "for x in 1:a 1:c 2:b; do n=${{x%%:*}}; p=${{x#*:}}
-               nsx $P-n$n-$p ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
-               nsx $P-node$n ethtool -K veth-pod-$p tx on >/dev/null 2>&1 || true
-               nsx $P-node$n ip link set veth-pod-$p mtu {GSO_VETH_MTU}
-               nsx $P-n$n-$p ip link set eth0 mtu {GSO_VETH_MTU}
-             done"
-        ),
-    )
-    .expect("offloads and MTU");
+    let ports = ctl(&s1, &["dump", "ports"]);
+    gso_pods(&prefix, "1:a 1:c 2:b");
 
     // Same node: whole super-frames, their checksums finished by the switch.
     let pcap = transfer(

@@ -81,7 +81,8 @@ pub fn run(
             }
         );
     }
-    let pool = Arc::new(BufPool::new(4096));
+    // Hand-off buffers: 4096 of one frame, 64 of 64 KiB for super-frames (4 MiB).
+    let pool = Arc::new(BufPool::new(4096, 64));
     // One conntrack table shared by every worker (Service NAT, masquerade).
     let ct = control.ct.clone();
     let mut threads = Vec::new();

@@ -151,7 +151,7 @@ impl Worker {
             let mut work = 0usize;
             while let Some(h) = self.shared.inbox.pop() {
                 if let Some(lp) = ports.iter_mut().find(|p| p.handle == h.port) {
-                    if !lp.port.send(&h.buf[..usize::from(h.len)]) {
+                    if !lp.port.send_chain(&[&h.buf[..h.len as usize]], None) {
                         lp.tx_dropped += 1;
                     }
                     lp.dirty = true;
@@ -203,20 +203,21 @@ impl Worker {
                         st.handoff_dropped += 1;
                         return;
                     };
-                    // Hand-offs carry single-buffer frames (a super-frame goes to a port
-                    // of the same worker, or is dropped here, counted).
-                    let [frame] = frame else {
+                    // A super-frame (a chain) goes over whole, in a 64 KiB buffer. Its
+                    // checksum is complete: only a local port is offered offload.
+                    let len: usize = frame.iter().map(|b| b.len()).sum();
+                    let Some(mut buf) = self.pool.get(len) else {
                         st.handoff_dropped += 1;
                         return;
                     };
-                    let Some(mut buf) = self.pool.get() else {
-                        st.handoff_dropped += 1;
-                        return;
-                    };
-                    buf[..frame.len()].copy_from_slice(frame);
+                    let mut at = 0;
+                    for part in frame {
+                        buf[at..at + part.len()].copy_from_slice(part);
+                        at += part.len();
+                    }
                     match target.inbox.push(Handoff {
                         port: handle,
-                        len: frame.len() as u16,
+                        len: len as u32,
                         buf,
                     }) {
                         Ok(()) => {

@@ -910,16 +910,18 @@ impl Port for AfXdpPort {
     }
 
     fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
-        if let ([one], None) = (chain, csum) {
+        let meta = self.tx_meta_len as usize;
+        // Bytes of frame per chunk: the chunk less the transmit metadata in front.
+        let room = self.frame_size as usize - meta;
+        if let ([one], None) = (chain, csum)
+            && one.len() <= room
+        {
             return self.send(one);
         }
         if csum.is_some() && !self.csum_offload {
             return false; // never given: `offloads_tx_csum` is false
         }
         let len: usize = chain.iter().map(|b| b.len()).sum();
-        let meta = self.tx_meta_len as usize;
-        // Bytes of frame per chunk: the chunk less the transmit metadata in front.
-        let room = self.frame_size as usize - meta;
         if len == 0 || (len > room && !self.multi_buffer) {
             return false;
         }
