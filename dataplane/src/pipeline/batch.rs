@@ -54,6 +54,9 @@ pub mod flags {
     /// offload) or in software, when the batch's checksums are settled after the pipeline
     /// (`Pipeline::settle_checksums`).
     pub const CSUM_PENDING: u8 = 32;
+    /// Held by nat44-in (a fragment that came before its first fragment): its slot ends
+    /// `Done` with nothing sent, and the frame waits in the fragment table.
+    pub const HELD: u8 = 64;
 }
 
 /// A checksum left to the transmitting port, as the kernel's `csum_start`/`csum_offset`:

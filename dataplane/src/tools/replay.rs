@@ -1,6 +1,7 @@
 //! Replay: run captured frames through the pipeline over in-memory ports.
 
 use crate::conntrack::{self, Conntrack};
+use crate::pipeline::batch::flags;
 use crate::pipeline::{BATCH_SIZE, Batch, Pipeline, Stage};
 use crate::port::Port;
 use crate::port::mem::MemPort;
@@ -25,6 +26,10 @@ pub struct Verdict {
     pub out: Vec<String>,
     /// Drop reasons for it or frames made from it.
     pub drops: Vec<String>,
+    /// Held by nat44-in until its datagram's first fragment comes (a later fragment that
+    /// came first): neither sent nor dropped yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 pub struct ReplayOutput {
@@ -61,6 +66,7 @@ pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> Re
             in_port: snap.port(inp.port).map_or("?".into(), |p| p.name.clone()),
             out: Vec::new(),
             drops: Vec::new(),
+            held: false,
         })
         .collect();
     let mut batch = Batch::new();
@@ -81,6 +87,7 @@ pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> Re
                 Stage::Out => v
                     .out
                     .push(snap.port(m.out_port).map_or("?".into(), |p| p.name.clone())),
+                Stage::Done if m.flags & flags::HELD != 0 => v.held = true,
                 _ => {}
             }
         }

@@ -190,6 +190,7 @@ pub(super) fn later(cx: &mut Cx<'_>, b: &mut Batch, i: usize, may_hold: bool) {
                             key.id
                         )
                     });
+                    b.meta[i].flags |= flags::HELD;
                     b.set_next(i, Stage::Done);
                 }
                 Err(_) => cx.drop(b, i, R::NatFragmentUnknown),
