@@ -547,9 +547,15 @@ def report(argv):
             u["dataplane_cpu_s_per_mpkt"] = u["dataplane_cpu_s"] / mp if mp else None
             u["softirq_cpu_s_per_mpkt"] = w["softirq_s"] / mp if mp else None
             u["machine_busy_s_per_mpkt"] = w["busy_s"] / mp if mp else None
-        if present(path, "rr"):
-            r["rr"] = load(f"{raw}/{path}-rr.json")
-            r["rr"]["window"] = window(raw, path, "rr")
+        for wl in ("rr", "rrlocal"):
+            if present(path, wl):
+                r[wl] = load(f"{raw}/{path}-{wl}.json")
+                r[wl]["window"] = window(raw, path, wl)
+                # CPU used beside the latency: machine-wide and podswitchd's, per second.
+                w = r[wl]["window"]
+                r[wl]["machine_busy_cores"] = w["busy_s"] / w["seconds"] if w["seconds"] else None
+                r[wl]["dataplane_cores"] = ((w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"])
+                                            / w["seconds"] if w["seconds"] else None)
         svc = {}
         for n in meta.get("service_counts", []):
             rounds = []
@@ -599,7 +605,7 @@ def report(argv):
 
     res["p2p"] = p2p_report(raw)
     P, K = res["paths"]["podswitch"], res["paths"]["kernel"]
-    both = [wl for wl in ("tcp1", "tcp4", "tcplocal", "udp64", "rr", "services") if wl in P and wl in K]
+    both = [wl for wl in ("tcp1", "tcp4", "tcplocal", "udp64", "rr", "rrlocal", "services") if wl in P and wl in K]
     rows = []
     for wl, name in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("tcplocal", "TCP 1 stream, same node")):
         if wl not in both:
@@ -619,11 +625,15 @@ def report(argv):
             ("softirq CPU s / Mpkt (all cores)", P["udp64"]["softirq_cpu_s_per_mpkt"], K["udp64"]["softirq_cpu_s_per_mpkt"], False),
             ("machine busy CPU s / Mpkt", P["udp64"]["machine_busy_s_per_mpkt"], K["udp64"]["machine_busy_s_per_mpkt"], False),
         ]
-    if "rr" in both:
+    for wl, name in (("rr", "RR"), ("rrlocal", "RR same node")):
+        if wl not in both:
+            continue
         rows += [
-            ("RR latency p50 (us)", P["rr"]["p50_us"], K["rr"]["p50_us"], False),
-            ("RR latency p99 (us)", P["rr"]["p99_us"], K["rr"]["p99_us"], False),
-            ("RR transactions/s (1 connection)", 1e6 / P["rr"]["mean_us"], 1e6 / K["rr"]["mean_us"], True),
+            (f"{name} latency p50 (us)", P[wl]["p50_us"], K[wl]["p50_us"], False),
+            (f"{name} latency p99 (us)", P[wl]["p99_us"], K[wl]["p99_us"], False),
+            (f"{name} transactions/s (1 connection)", 1e6 / P[wl]["mean_us"], 1e6 / K[wl]["mean_us"], True),
+            (f"{name}: machine busy cores", P[wl]["machine_busy_cores"], K[wl]["machine_busy_cores"], False),
+            (f"{name}: dataplane cores (*)", P[wl]["dataplane_cores"], K[wl]["dataplane_cores"], False),
         ]
     if "services" in both:
         counts = [c for c in map(str, meta.get("service_counts", []))

@@ -9,7 +9,8 @@
 #   64-byte UDP pod -> pod across nodes            trafgen at full rate, received pps at
 #                                                  the pod, CPU s per million packets
 #   request/response latency p50/p99               bench/bench.py rr-client/rr-server
-#                                                  (64-byte messages, one TCP connection)
+#                                                  (64-byte messages, one TCP connection);
+#                                                  rr across nodes, rrlocal pod A -> pod C
 #   busy cycles per packet                         podswitchctl -o json stats (per node)
 #   new TCP connections/s through a ClusterIP      bench/bench.py cc-client/cc-server, with
 #   with 1, 1,000 and 10,000 Services defined      1k/10k Services (target: the last one);
@@ -31,7 +32,8 @@
 # and BENCHMARKS-harness.md (the latest table and the machine it ran on).
 # Knobs: BENCH_SECONDS (measured seconds per workload, default 5), BENCH_RR_SECONDS (3),
 # BENCH_PSW_CORES (cores of node1's and node2's podswitchd, default "0 0"),
-# BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_PSW_GSO (1: the
+# BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_RR_CORES (cores of
+# the RR client and server, default "1 1"), BENCH_PSW_GSO (1: the
 # podswitch pods carry super-frames, `gso = true`, see README "Super-frames"), BENCH_MD (markdown
 # output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
@@ -71,6 +73,7 @@ PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
 WORKLOADS=" ${BENCH_WORKLOADS:-tcp tcplocal udp rr services netpol p2p} "
 PSW_GSO=${BENCH_PSW_GSO:-0}
+read -r RR_CLIENT_CORE RR_SERVER_CORE <<<"${BENCH_RR_CORES:-1 1}"
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
 SVC_COUNTS=${BENCH_SERVICES:-1 1000 10000}
@@ -342,15 +345,8 @@ measure() {
       --cpus 1 --gap 0
     sleep 0.5
   fi
-  if wl_on rr; then
-    echo "bench: [$path] request/response, ${RR_SECONDS}s"
-    nsx "$B" "${TOOL[@]}" timeout $((RR_SECONDS + 20)) "$PY" bench/bench.py rr-server 5400 &
-    spid=$!
-    sleep 0.3
-    run_wl "$path" rr "$RR_SECONDS" "$RAW/$path-rr.json" \
-      nsx "$A" "${TOOL[@]}" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client "$B_IP" 5400 $((RR_SECONDS + 2)) 64
-    wait "$spid" 2>/dev/null || true
-  fi
+  if wl_on rr; then rr_round "$path" rr "$B" "$B_IP"; fi
+  if wl_on rrlocal; then rr_round "$path" rrlocal "$C" "$C_IP"; fi
   if wl_on netpol; then netpol "$path"; fi
   if wl_on services; then
     if [ "$path" = podswitch ]; then
@@ -404,6 +400,19 @@ services() {
     echo "bench: [$path] $n Services, round $r: $(cat "$RAW/$path-svc$n-$r.json")"
   done
   done
+}
+
+# rr_round PATH WL SERVER_NS SERVER_IP: 64-byte request/response over one TCP connection for
+# RR_SECONDS from pod A, client and server on the cores of BENCH_RR_CORES.
+rr_round() {
+  local path=$1 wl=$2 sns=$3 sip=$4 spid
+  echo "bench: [$path] request/response ($wl), ${RR_SECONDS}s"
+  nsx "$sns" taskset -c "$RR_SERVER_CORE" timeout $((RR_SECONDS + 20)) "$PY" bench/bench.py rr-server 5400 &
+  spid=$!
+  sleep 0.3
+  run_wl "$path" "$wl" "$RR_SECONDS" "$RAW/$path-$wl.json" \
+    nsx "$A" taskset -c "$RR_CLIENT_CORE" timeout $((RR_SECONDS + 15)) "$PY" bench/bench.py rr-client "$sip" 5400 $((RR_SECONDS + 2)) 64
+  wait "$spid" 2>/dev/null || true
 }
 
 # cc_round PATH WL DST PORT: new TCP connections/s from pod A to DST:PORT for DUR s, with
@@ -555,7 +564,7 @@ p2p() {
   netns_cleanup
 }
 
-if wl_on tcp || wl_on tcplocal || wl_on udp || wl_on rr || wl_on services || wl_on netpol; then
+if wl_on tcp || wl_on tcplocal || wl_on udp || wl_on rr || wl_on rrlocal || wl_on services || wl_on netpol; then
   echo "bench: podswitch path (prefix $P)"
   setup_podswitch
   measure podswitch
@@ -586,7 +595,7 @@ json.dump({
   "policy_counts": [$(echo $NP_COUNTS | tr ' ' ',')],
   "netpol": "$(wl_on netpol && echo "new TCP connections/s from pod A (node1) straight to pod B:8080 (node2), pod B selected by N NetworkPolicies of 10 rules (N = $(echo $NP_COUNTS | sed 's/ /, /g'); 10 cluster addresses and one TCP port per rule; pod A allowed by the last rule of the last policy), same client, server, rounds and median as the Service workload. podswitch: node2's config with address sets and the pod policy in one program replace. kernel: Calico's iptables form in node2: an ipset per peer set (hash:ip, ipset restore), filter FORWARD -> cali-FORWARD (conntrack ESTABLISHED,RELATED accept, INVALID drop) -> per-pod chain (dispatched by pod B's address, the path bridges through cni0) clearing the policy mark, jumping to each policy's chain in order and returning once one marked the packet, else DROP; each policy chain one rule per rule (-m set src, -m multiport --dports, MARK) + RETURN; via $IPT_RESTORE; program ms = node2")",
   "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B $B_IP:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
-  "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3, trafgen and the RR client/server pinned to core 1; the kernel path forwards in softirq on the sending core",
+  "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3 and trafgen pinned to core 1, the RR client to core $RR_CLIENT_CORE and server to core $RR_SERVER_CORE; the kernel path forwards in softirq on the sending core",
   "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso, checksums toward pods left to the veth's transmit offload through AF_XDP transmit metadata)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; TCP same node: iperf3 -P 1, pod A -> pod C (both node1; kernel: through cni0); CPU s per GB: machine-wide busy CPU (user+system+softirq, /proc/stat) and podswitchd's own (/proc/PID/stat) over the ${DUR} s window, per GB received at iperf3's rate; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
   "notes": "Reading the numbers. (1) busy cycles/pkt are TSC cycles of worker loop iterations that did work divided by the packets the node's worker received (podswitchctl stats); they include the AF_XDP copy-mode syscalls: a tx kick (sendto) runs the whole downstream kernel path synchronously (veth xmit, the fabric bridge, the next node's XDP program and copy into its UMEM), which is why they are ~50x the sum of the per-stage ns. (2) With the default placement both podswitchd share core 0 and poll adaptively: a worker with nothing to do yields the core at every empty pass (sched_yield) and sleeps in poll() after 200 us idle, so the other daemon runs as soon as it has packets; before that change (spinning 2000 empty passes without yielding) RR p50 was ~500 us instead of ~75 us. An iteration preempted by the other daemon still counts the other's run time as busy. (3) /proc/stat is machine wide: on a shared machine other work lands in the softirq and machine-busy figures; the podswitchd figure (/proc/PID/stat) is not affected. (4) The kernel path keeps TSO/GSO/GRO, podswitch moves 1500-byte frames one by one in copy mode: TCP parity needs multi-buffer frames or segmentation offload in userspace."
