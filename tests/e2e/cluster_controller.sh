@@ -7,7 +7,8 @@
 #   a Service deleted; bad objects (SCTP, a Node with garbage backend-data) named in
 #   `status` while the rest is programmed; a burst of Services coalesced into few
 #   publishes; kill -9 of the controller and a stopped apiserver leave traffic flowing;
-#   a restarted controller with nothing changed publishes nothing.
+#   a restarted controller with nothing changed publishes nothing; a podswitchd killed
+#   with -9 and restarted registers its pods again by itself (--cni-state).
 # Environment: E2E_PREFIX (default pq<pid>), PODSWITCH_BIN.
 set -uo pipefail
 E2E_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -213,4 +214,18 @@ check "a restarted controller with nothing changed published nothing" bash -c "
 check "the Service still follows the API after the restart" bash -c "
   LAB_PREFIX=$P LAB_STATE=$LAB_STATE lab/lab.sh kubectl delete svc echo-np >/dev/null &&
   for i in \$(seq 50); do $BIN/podswitchctl --socket /run/podswitch/$P-node1.sock dump services | grep -q echo-np || exit 0; sleep 0.2; done; exit 1"
+
+# kill -9 of podswitchd on node2, restarted with its recorded command line (as a service
+# manager would): with --cni-state it registers again the pods podswitch-cni attached, with
+# no restore call, and the controller programs it again.
+psw_pid=$(cat "$LAB_STATE/node2/podswitchd.pid")
+psw_cmd=$(tr '\0' ' ' <"/proc/$psw_pid/cmdline")
+check "kill -9 podswitchd on node2" kill -9 "$psw_pid"
+for _ in $(seq 50); do kill -0 "$psw_pid" 2>/dev/null || break; sleep 0.1; done
+# shellcheck disable=SC2086 # the recorded command line, word by word
+setsid nsenter --net="/run/netns/$P-node2" $psw_cmd >"$LAB_STATE/node2/podswitchd-restart.log" 2>&1 &
+echo $! >"$LAB_STATE/node2/podswitchd.pid"
+check "restarted podswitchd on node2 registered pod-b again by itself" wait_until 30 bash -c "
+  $BIN/podswitchctl --socket /run/podswitch/$P-node2.sock dump config | grep -q 'name = \"default/pod-b\"'"
+check "pod-a (node1) reaches pod-b (node2) after the restart" wait_until 30 ip netns exec "$nsa" ping -c 1 -W 1 "$ipb"
 finish
