@@ -21,7 +21,6 @@
 //! `cargo bench -p podswitch-benches --bench superframe`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use etherparse::PacketBuilder;
 use podswitch::config::NodeConfig;
 use podswitch::pipeline::{Batch, Pipeline};
 use podswitch::tables::{PortId, Snapshot};
@@ -52,43 +51,6 @@ fn port(snap: &Snapshot, name: &str) -> PortId {
     snap.port_by_name(name).expect("port")
 }
 
-/// A TCP segment with ACK (and PSH when `push`), DF set, full checksums.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one frame's distinct header values"
-)]
-fn tcp_segment(
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    push: bool,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut v = Vec::new();
-    let b = PacketBuilder::ethernet2(smac, dmac)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, seq, 64240)
-        .ack(1);
-    let b = if push { b.psh() } else { b };
-    b.write(&mut v, payload).expect("tcp frame");
-    // DF (as a TCP stack sends), header checksum redone.
-    v[20] |= 0x40;
-    v[24..26].copy_from_slice(&[0, 0]);
-    let mut sum: u32 = v[14..34]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    v[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    v
-}
-
 fn payload() -> Vec<u8> {
     (0..PAYLOAD).map(|i| (i % 251) as u8).collect()
 }
@@ -107,9 +69,11 @@ struct Case {
 impl Case {
     fn fill(&self, b: &mut Batch) {
         b.clear();
+        // As a worker does: the port's `gso` says whether it hands over super-frames.
+        let gso = self.snap.port(self.in_port).is_some_and(|p| p.gso);
         for f in &self.frames {
             let chain: Vec<&[u8]> = f.chunks(RX_BUF).collect();
-            assert!(b.push_rx_chain(self.in_port, &chain, true));
+            assert!(b.push_rx_chain(self.in_port, &chain, gso));
         }
     }
 
@@ -141,7 +105,7 @@ fn cases() -> Vec<Case> {
         port(&snap, "eth0"),
     );
     let segments = PAYLOAD.div_ceil(MSS);
-    let super_to_b = tcp_segment(
+    let super_to_b = tcp_data(
         POD_A_MAC,
         GATEWAY_MAC,
         POD_A_IP,
@@ -156,7 +120,7 @@ fn cases() -> Vec<Case> {
         .chunks(MSS)
         .enumerate()
         .map(|(k, d)| {
-            tcp_segment(
+            tcp_data(
                 POD_A_MAC,
                 GATEWAY_MAC,
                 POD_A_IP,
@@ -173,7 +137,7 @@ fn cases() -> Vec<Case> {
         .chunks(MSS)
         .enumerate()
         .map(|(k, d)| {
-            let inner = tcp_segment(
+            let inner = tcp_data(
                 NODE2_VTEP_MAC,
                 NODE1_VTEP_MAC,
                 POD_B_IP,
@@ -188,7 +152,7 @@ fn cases() -> Vec<Case> {
             vxlan_from_node2(&inner, 50000)
         })
         .collect();
-    let super_to_c = tcp_segment(
+    let super_to_c = tcp_data(
         POD_A_MAC, POD_C_MAC, POD_A_IP, POD_C_IP, 40000, 5201, 1, true, &data,
     );
     vec![

@@ -101,6 +101,36 @@ pub fn tcp_syn(
     v
 }
 
+/// An Ethernet + IPv4 + TCP data segment as a TCP stack sends it: ACK (and PSH when
+/// `push`), DF set, full checksums.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one frame's distinct header values"
+)]
+pub fn tcp_data(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    push: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip = etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, src, dst)
+        .expect("ipv4 header");
+    ip.dont_fragment = true;
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(sport, dport, seq, 64240)
+        .ack(1);
+    let b = if push { b.psh() } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("tcp frame");
+    v
+}
+
 /// VXLAN (RFC 7348) around `inner`, from node2 to node1 on the underlay.
 pub fn vxlan_from_node2(inner: &[u8], sport: u16) -> Vec<u8> {
     let mut payload = Vec::with_capacity(8 + inner.len());

@@ -52,15 +52,7 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
     // Workers publish port modes every 100 ms: wait up to 3 s for both.
     let mut ports = String::new();
     for _ in 0..30 {
-        ports = podswitch_model::protocol::request(
-            &lab.socket(),
-            &podswitch_model::protocol::Request::Dump {
-                table: "ports".into(),
-            },
-        )
-        .expect("dump ports")
-        .data
-        .to_string();
+        ports = lab.dump("ports").to_string();
         if ports.matches("multi-buffer").count() >= 2 {
             break;
         }
@@ -91,23 +83,18 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
             "{host}"
         );
     }
-    let k = lab.in_ns("a", &["ethtool", "-k", "eth0"]);
-    let k = String::from_utf8_lossy(&k.stdout);
-    for on in [
-        "tx-checksumming: on",
-        "scatter-gather: on",
-        "generic-segmentation-offload: on",
-    ] {
-        assert!(k.contains(on), "pod a's eth0: {on}: {k}");
-    }
-    let cfg = podswitch_model::protocol::request(
-        &lab.socket(),
-        &podswitch_model::protocol::Request::Dump {
-            table: "config".into(),
-        },
-    )
-    .expect("dump config");
-    let pods = cfg.data["pod"].as_array().cloned().unwrap_or_default();
+    lab.assert_features(
+        "a",
+        &[
+            "tx-checksumming: on",
+            "scatter-gather: on",
+            "generic-segmentation-offload: on",
+        ],
+    );
+    let pods = lab.dump("config")["pod"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(pods.len(), 2);
     for p in &pods {
         assert_eq!(p["gso"], true, "{p}");

@@ -216,6 +216,27 @@ impl Lab {
         .to_string()
     }
 
+    /// Asserts that `ethtool -k eth0` in `pod` shows every line of `want`.
+    pub fn assert_features(&self, pod: &str, want: &[&str]) {
+        let k = self.in_ns(pod, &["ethtool", "-k", "eth0"]);
+        let k = String::from_utf8_lossy(&k.stdout);
+        for w in want {
+            assert!(k.contains(w), "pod {pod}'s eth0: {w}: {k}");
+        }
+    }
+
+    /// podswitchd's `dump TABLE`, as JSON.
+    pub fn dump(&self, table: &str) -> Value {
+        podswitch_model::protocol::request(
+            &self.socket(),
+            &podswitch_model::protocol::Request::Dump {
+                table: table.into(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("dump {table}: {e}"))
+        .data
+    }
+
     /// The configuration list cnitool reads: `conf("1.1.0")` with `extra` fields set.
     pub fn write_conflist(&self, extra: &[(&str, Value)]) {
         let mut plugin: Value = serde_json::from_str(&self.conf("1.1.0")).expect("conf");
@@ -256,14 +277,7 @@ impl Lab {
     }
 
     pub fn ports(&self) -> Vec<String> {
-        let r = podswitch_model::protocol::request(
-            &self.socket(),
-            &podswitch_model::protocol::Request::Dump {
-                table: "config".into(),
-            },
-        )
-        .expect("dump config");
-        r.data["pod"]
+        self.dump("config")["pod"]
             .as_array()
             .map(|a| {
                 a.iter()
