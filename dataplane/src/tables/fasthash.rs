@@ -8,9 +8,17 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub struct FastHasher(u64);
 
 impl Hasher for FastHasher {
+    /// Eight bytes per step (slices such as rule id lists are hashed as bytes).
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u8(*b);
+        let mut c = bytes.chunks_exact(8);
+        for w in &mut c {
+            self.write_u64(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        }
+        let rest = c.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(w));
         }
     }
     fn write_u8(&mut self, i: u8) {
