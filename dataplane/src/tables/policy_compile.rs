@@ -12,7 +12,7 @@
 //! (already deduplicated) class tables, not the ranges of all 10,000 rules.
 
 use super::cow::ShardedMap;
-use super::fasthash::FastMap;
+use super::fasthash::{FastMap, WordMap};
 use super::policy::{CompiledSet, DirRules, NONE, PortClasses, RangeRules};
 use crate::config::{PodPolicy, PolicyDirection, PolicyRule, services::Protocol};
 use std::ops::Range;
@@ -143,10 +143,10 @@ struct Tables<'a> {
     sets: &'a Sets,
     prior: &'a Prior<'a>,
     /// The previous compilation's tables by their rule ids (after an insertion or removal).
-    old: FastMap<&'a [u32], &'a Arc<RangeRules>>,
+    old: WordMap<&'a [u32], &'a Arc<RangeRules>>,
     /// Tables of this compilation by rule ids (TCP and UDP classes holding the same
     /// rules share one).
-    made: FastMap<Key, Arc<RangeRules>>,
+    made: WordMap<Key, Arc<RangeRules>>,
     scratch: Vec<u32>,
     /// Old ids of the rules of the table being looked up.
     old_ids: Vec<u32>,
@@ -154,7 +154,7 @@ struct Tables<'a> {
 
 impl<'a> Tables<'a> {
     fn new(rules: &'a [PolicyRule], sets: &'a Sets, prior: &'a Prior<'a>) -> Self {
-        let mut old = FastMap::default();
+        let mut old = WordMap::default();
         // Only an insertion or removal needs the old tables by rule ids; with the same
         // rules the classes are the old ones (`same_classes`).
         if let Some(o) = prior.old.filter(|_| !prior.diff.is_identity()) {
@@ -170,7 +170,7 @@ impl<'a> Tables<'a> {
             sets,
             prior,
             old,
-            made: FastMap::default(),
+            made: WordMap::default(),
             scratch: vec![0; rules.len()],
             old_ids: Vec::new(),
         }
@@ -252,7 +252,7 @@ fn port_classes(rules: &[PolicyRule], proto: Protocol, tables: &mut Tables<'_>) 
     }
     ev.sort_unstable();
     let mut pc = PortClasses::default();
-    let mut seen: FastMap<Key, u32> = FastMap::default();
+    let mut seen: WordMap<Key, u32> = WordMap::default();
     // Open port ranges per rule, and the rules with one open (ascending).
     let mut open: Vec<u32> = vec![0; rules.len()];
     let mut active: Vec<u32> = Vec::new();
