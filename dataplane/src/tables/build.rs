@@ -8,7 +8,7 @@
 //! | peers (with their encapsulation templates) | `peers` | node, uplink, vxlan, ipip, peers; the neighbour table |
 //! | FIB | `fib` | node, uplink, host, routes; the port, peer and neighbour tables |
 //! | Services, NAT | `services` | nat, node, peers (the context); each Service |
-//! | NetworkPolicy | `policy` (`tables/policy.rs`) | policy, pods; the port table; each address set and pod policy (only those that changed are compiled, and only the pods naming a changed set recompiled) |
+//! | NetworkPolicy | `policy` (`tables/policy.rs`, `tables/policy_compile.rs`) | policy, pods; the port table; each address set and pod policy (only those that changed are compiled, only the pods naming a changed set recompiled, and in those only the port classes holding a changed rule) |
 //!
 //! [`rebuild`] runs a builder only when what it reads differs from what the previous
 //! snapshot was built from (configuration sections by value, tables by `Arc` identity), and

@@ -12,6 +12,7 @@ pub mod lpm;
 pub mod maglev;
 pub mod named;
 pub mod policy;
+mod policy_compile;
 pub mod policy_dump;
 pub mod services;
 pub mod snapshot;

@@ -15,19 +15,18 @@
 
 use super::cow::ShardedMap;
 use super::fasthash::FastMap;
+use super::policy_compile::{self, Diff, Prior, Sets};
 use super::snapshot::PolicyConfig;
 use super::{PortEntry, PortId};
 pub use crate::config::Established;
-use crate::config::{
-    AddressSet, Pod, PodPolicy, PolicyDirection, PolicyRule, PolicySettings, services::Protocol,
-};
+use crate::config::{AddressSet, Pod, PodPolicy, PolicyDirection, PolicyRule, PolicySettings};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// "No pod" in `by_port`.
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 /// Most rules a pod's direction may have (rule ids share a `u64` with a range bound while
 /// compiling).
 pub const MAX_RULES: usize = 1 << 30;
@@ -108,7 +107,7 @@ fn subtract(plus: &[(u32, u32)], minus: &[(u32, u32)]) -> Vec<(u32, u32)> {
 }
 
 /// Disjoint sorted address ranges, each with the first rule that allows it.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RangeRules {
     starts: Vec<u32>,
     ends: Vec<u32>,
@@ -123,7 +122,7 @@ impl RangeRules {
     /// rule) so that the sort, the bulk of the work for a pod with 10,000 rules, compares
     /// integers; the rules covering the current point sit in a min-heap, removed lazily
     /// once their count of open ranges falls to zero.
-    fn build(t: Vec<(u32, u32, u32)>, active: &mut Vec<u32>) -> Self {
+    pub(super) fn build(t: Vec<(u32, u32, u32)>, active: &mut Vec<u32>) -> Self {
         let mut ev: Vec<u64> = Vec::with_capacity(t.len() * 2);
         let mut most = 0;
         for &(a, b, r) in &t {
@@ -176,6 +175,15 @@ impl RangeRules {
         out
     }
 
+    /// The same table with each rule id mapped by `f`, which must keep their order.
+    pub(super) fn relabel(&self, f: impl Fn(u32) -> u32) -> Self {
+        RangeRules {
+            starts: self.starts.clone(),
+            ends: self.ends.clone(),
+            rules: self.rules.iter().map(|&r| f(r)).collect(),
+        }
+    }
+
     #[inline]
     fn lookup(&self, a: u32) -> u32 {
         let i = self.starts.partition_point(|&s| s <= a);
@@ -201,12 +209,16 @@ impl RangeRules {
 }
 
 /// One protocol's port classes: class `k` covers ports `bounds[k]..bounds[k+1]`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PortClasses {
-    bounds: Vec<u32>,
+    pub(super) bounds: Vec<u32>,
     /// Index into `tables`, or `NONE` when no rule with ports covers the class.
-    class: Vec<u32>,
-    pub tables: Vec<RangeRules>,
+    pub(super) class: Vec<u32>,
+    /// One table per distinct set of rules covering a class (shared with the previous
+    /// compilation when none of those rules changed).
+    pub tables: Vec<Arc<RangeRules>>,
+    /// The ids of the rules in each table, ascending.
+    pub(super) keys: Vec<policy_compile::Key>,
 }
 
 impl PortClasses {
@@ -224,7 +236,13 @@ impl PortClasses {
         (0..self.class.len()).filter_map(|k| {
             let t = self.class[k];
             let last = self.bounds.get(k + 1).map_or(65535, |&b| b - 1);
-            (t != NONE).then(|| (self.bounds[k] as u16, last as u16, &self.tables[t as usize]))
+            (t != NONE).then(|| {
+                (
+                    self.bounds[k] as u16,
+                    last as u16,
+                    &*self.tables[t as usize],
+                )
+            })
         })
     }
 }
@@ -242,16 +260,17 @@ pub struct RuleRef<'a> {
 pub struct DirRules {
     /// The pod policy this direction was compiled from (shared, not copied: a pod may
     /// have 10,000 rules).
-    source: Arc<PodPolicy>,
-    egress: bool,
+    pub(super) source: Arc<PodPolicy>,
+    pub(super) egress: bool,
     /// Per rule of the section: packets (flows' first packets) it allowed.
-    allowed: Box<[AtomicU64]>,
-    /// Rules without ports (any protocol, any port).
-    pub any_port: RangeRules,
+    pub(super) allowed: Box<[AtomicU64]>,
+    /// Rules without ports (any protocol, any port), and their ids.
+    pub any_port: Arc<RangeRules>,
+    pub(super) any_port_key: policy_compile::Key,
     pub tcp: PortClasses,
     pub udp: PortClasses,
     /// Every rule's peers whatever its ports (non-first fragments carry no ports).
-    pub any_rule: RangeRules,
+    pub any_rule: Arc<RangeRules>,
     pub denied: AtomicU64,
 }
 
@@ -305,97 +324,16 @@ impl DirRules {
             .map(|(rule, allowed)| RuleRef { rule, allowed })
     }
 
-    /// Compiles direction `egress` (else ingress) of `pp`, which must have it, with its
-    /// rules' peer sets resolved.
-    fn compile(pp: &Arc<PodPolicy>, egress: bool, peers: &Peers<'_>) -> Self {
-        let d = if egress { &pp.egress } else { &pp.ingress };
-        let d = d.as_ref().unwrap_or(&NO_SECTION);
-        let peers_of = |r: &PolicyRule, id: u32, out: &mut Vec<(u32, u32, u32)>| {
-            if r.peers.is_empty() {
-                out.push((0, u32::MAX, id));
-            }
-            for s in peers.of(id) {
-                out.extend(s.ranges.iter().map(|&(a, b)| (a, b, id)));
-            }
-        };
-        let mut any = Vec::new();
-        let mut all = Vec::new();
-        for (id, r) in d.rules.iter().enumerate() {
-            peers_of(r, id as u32, &mut all);
-            if r.ports.is_empty() {
-                peers_of(r, id as u32, &mut any);
-            }
-        }
-        let mut scratch: Vec<u32> = vec![0; d.rules.len()];
-        let classes = |proto: Protocol, scratch: &mut Vec<u32>| {
-            // Port intervals of the rules with ports of this protocol.
-            let mut ev: Vec<(u32, bool, u32)> = Vec::new();
-            for (id, r) in d.rules.iter().enumerate() {
-                for p in r.ports.iter().filter(|p| p.protocol == proto) {
-                    let (lo, hi) = p.range();
-                    ev.push((u32::from(lo), true, id as u32));
-                    ev.push((u32::from(hi) + 1, false, id as u32));
-                }
-            }
-            ev.sort_unstable_by_key(|e| (e.0, e.1));
-            let mut pc = PortClasses::default();
-            let mut seen: HashMap<Vec<u32>, u32> = HashMap::new();
-            let mut active: BTreeMap<u32, u32> = BTreeMap::new();
-            let mut k = 0;
-            if ev.first().is_none_or(|e| e.0 > 0) {
-                pc.bounds.push(0);
-                pc.class.push(NONE);
-            }
-            while k < ev.len() {
-                let at = ev[k].0;
-                while k < ev.len() && ev[k].0 == at {
-                    let (_, start, r) = ev[k];
-                    if start {
-                        *active.entry(r).or_default() += 1;
-                    } else if let Some(c) = active.get_mut(&r) {
-                        *c -= 1;
-                        if *c == 0 {
-                            active.remove(&r);
-                        }
-                    }
-                    k += 1;
-                }
-                if at > 65535 {
-                    break;
-                }
-                let ids: Vec<u32> = active.keys().copied().collect();
-                let t = if ids.is_empty() {
-                    NONE
-                } else if let Some(&t) = seen.get(&ids) {
-                    t
-                } else {
-                    let mut tri = Vec::new();
-                    for &id in &ids {
-                        peers_of(&d.rules[id as usize], id, &mut tri);
-                    }
-                    let t = pc.tables.len() as u32;
-                    pc.tables.push(RangeRules::build(tri, scratch));
-                    seen.insert(ids, t);
-                    t
-                };
-                if pc.class.last() == Some(&t) {
-                    continue;
-                }
-                pc.bounds.push(at);
-                pc.class.push(t);
-            }
-            pc
-        };
-        DirRules {
-            source: Arc::clone(pp),
-            egress,
-            allowed: d.rules.iter().map(|_| AtomicU64::new(0)).collect(),
-            any_port: RangeRules::build(any, &mut scratch),
-            tcp: classes(Protocol::Tcp, &mut scratch),
-            udp: classes(Protocol::Udp, &mut scratch),
-            any_rule: RangeRules::build(all, &mut scratch),
-            denied: AtomicU64::new(0),
-        }
+    /// Whether `other` compiled the same section into the same tables (an incremental
+    /// compilation against one from scratch, in tests).
+    pub fn same_tables(&self, other: &DirRules) -> bool {
+        self.egress == other.egress
+            && self.section() == other.section()
+            && self.any_port_key == other.any_port_key
+            && self.any_port == other.any_port
+            && self.tcp == other.tcp
+            && self.udp == other.udp
+            && self.any_rule == other.any_rule
     }
 
     /// Counts a verdict.
@@ -432,9 +370,9 @@ pub struct PodRules {
     pub ip: [u8; 4],
     pub ingress: Option<DirRules>,
     pub egress: Option<DirRules>,
-    /// The compiled sets the rules were built from, by name: a change to one of them
-    /// recompiles the pod (and only the pods that name it).
-    sets: FastMap<Arc<str>, Arc<CompiledSet>>,
+    /// The address sets the rules name, with the number of times they do: a change to one
+    /// of them recompiles the pod (and only the pods that name it).
+    uses: Arc<FastMap<Arc<str>, u32>>,
 }
 
 /// The policy table of a snapshot.
@@ -507,10 +445,12 @@ pub struct Inputs<'a> {
 }
 
 /// Validates the policy sections and compiles them. With `prev` (the previous table and
-/// the sections it was built from), only the address sets that differ are compiled and
-/// only the pods whose policy, address or sets changed are recompiled: a publish costs the
-/// change, not the 10,000 sets around it. Without (or when a name is given twice, which
-/// only a full pass reports), every set is looked at, reusing equal ones from `prev`.
+/// the sections it was built from), only the address sets that differ are compiled, only
+/// the pods whose policy, address or sets changed are recompiled, and a recompiled pod
+/// rebuilds only the port classes holding a changed rule (`policy_compile`): a publish
+/// costs the change, not the 10,000 sets and rules around it. Without `prev` (or when a
+/// name is given twice, which only a full pass reports), every set is looked at, reusing
+/// equal ones from `prev`.
 pub fn build(
     inp: &Inputs<'_>,
     prev: Option<(&PolicyTable, &PolicyConfig)>,
@@ -535,10 +475,15 @@ pub fn build(
                     }
                 }
             }
-            (sets, Some(changed))
+            (sets, changed)
         }
-        None => (all_sets(cfg, prev.map(|p| p.0), errs), None),
+        None => {
+            let sets = all_sets(cfg, prev.map(|p| p.0), errs);
+            let changed = prev.map_or_else(Vec::new, |p| changed_between(&p.0.sets, &sets));
+            (sets, changed)
+        }
     };
+    let changed = ChangedSets::new(&changed);
     let changed_pods: Option<HashSet<Arc<str>>> =
         incremental.map(|(_, old)| cfg.pods.changed_since(&old.pods).into_iter().collect());
     let prev_pods: HashMap<&str, &Arc<PodRules>> = prev
@@ -573,24 +518,17 @@ pub fn build(
             continue;
         };
         let ip = pod.ip.octets();
-        let reuse = prev_pods.get(name).filter(|p| {
-            p.ip == ip
-                && match (&changed, &changed_pods) {
-                    (Some(sets), Some(pods)) => {
-                        !pods.contains(name) && !sets.iter().any(|s| p.sets.contains_key(s))
-                    }
-                    // Full pass: the same policy over the very same compiled sets.
-                    _ => {
-                        (Arc::ptr_eq(&p.source, pp) || p.source == *pp)
-                            && p.sets
-                                .iter()
-                                .all(|(n, c)| sets.get(&**n).is_some_and(|now| Arc::ptr_eq(now, c)))
-                    }
-                }
+        let old = prev_pods.get(name).copied();
+        let reuse = old.filter(|p| {
+            let same_policy = match &changed_pods {
+                Some(pods) => !pods.contains(name),
+                None => Arc::ptr_eq(&p.source, pp) || p.source == *pp,
+            };
+            p.ip == ip && same_policy && !changed.any_in(&p.uses)
         });
         let rules = match reuse {
             Some(r) => Arc::clone(r),
-            None => match compile_pod(pp, ip, &sets, errs) {
+            None => match compile_pod(pp, ip, &sets, &changed, old.map(|p| &**p), errs) {
                 Some(r) => Arc::new(r),
                 None => continue,
             },
@@ -629,31 +567,98 @@ fn all_sets(
     sets
 }
 
-/// Validates one pod's policy against the sets and compiles it; `None` after naming every
-/// problem in `errs`.
+/// The names of the sets that are not the very same compiled set in `old` and `new`.
+fn changed_between(old: &Sets, new: &Sets) -> Vec<Arc<str>> {
+    let mut v: Vec<Arc<str>> = new
+        .iter()
+        .filter(|(n, c)| old.get(&***n).is_none_or(|o| !Arc::ptr_eq(o, c)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    v.extend(
+        old.iter()
+            .filter(|(n, _)| !new.contains_key(&***n))
+            .map(|(n, _)| n.clone()),
+    );
+    v
+}
+
+/// The names of the address sets that changed in a publish.
+struct ChangedSets<'a> {
+    names: &'a [Arc<str>],
+    /// The same, hashed, when there are many.
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> ChangedSets<'a> {
+    fn new(names: &'a [Arc<str>]) -> Self {
+        let many = (names.len() > 8).then(|| names.iter().map(|n| &**n).collect());
+        ChangedSets { names, many }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match &self.many {
+            Some(h) => h.contains(name),
+            None => self.names.iter().any(|n| **n == *name),
+        }
+    }
+
+    /// Whether a rule names one of them.
+    fn named_by(&self, r: &PolicyRule) -> bool {
+        !self.names.is_empty() && r.peers.iter().any(|p| self.contains(p))
+    }
+
+    /// Whether one of them is in `uses`.
+    fn any_in(&self, uses: &FastMap<Arc<str>, u32>) -> bool {
+        self.names.iter().any(|n| uses.contains_key(n))
+    }
+}
+
+/// Validates one pod's policy against the sets and compiles it, from `prior` (the pod's
+/// previous compilation) for the rules that did not change; `None` after naming every
+/// problem in `errs`. Only the changed rules (and those naming a changed set) are
+/// validated again: the others were valid over the same sets.
 fn compile_pod(
     pp: &Arc<PodPolicy>,
     ip: [u8; 4],
-    sets: &ShardedMap<Arc<str>, Arc<CompiledSet>>,
+    sets: &Sets,
+    changed: &ChangedSets<'_>,
+    prior: Option<&PodRules>,
     errs: &mut Vec<String>,
 ) -> Option<PodRules> {
     let name = &pp.pod;
     let mut ok = true;
-    let peers_total: usize = [&pp.ingress, &pp.egress]
-        .into_iter()
-        .flatten()
-        .map(|d| d.rules.iter().map(|r| r.peers.len()).sum::<usize>())
-        .sum();
-    let mut used: FastMap<Arc<str>, Arc<CompiledSet>> =
-        FastMap::with_capacity_and_hasher(peers_total, Default::default());
-    // Each direction's rules with their peer sets, resolved once here (one lookup per
-    // peer) rather than by name again for every table the compilation builds.
-    let mut resolved: [Option<Peers<'_>>; 2] = [None, None];
-    for (k, (dir, d)) in [("ingress", &pp.ingress), ("egress", &pp.egress)]
+    let mut uses = prior.map(|p| p.uses.clone()).unwrap_or_default();
+    let mut dirs: [Option<Prior<'_>>; 2] = [None, None];
+    for (k, (dir, egress)) in [("ingress", false), ("egress", true)]
         .into_iter()
         .enumerate()
     {
-        let Some(d) = d else { continue };
+        let old = prior.and_then(|p| if egress { &p.egress } else { &p.ingress }.as_ref());
+        let new = policy_compile::section(pp, egress);
+        let diff = match (old, new) {
+            (Some(o), Some(d)) => {
+                Diff::between(&o.section().rules, &d.rules, Arc::ptr_eq(&o.source, pp))
+            }
+            (_, d) => Diff::none(d.map_or(0, |d| d.rules.len())),
+        };
+        if let Some(o) = old {
+            let o = &o.section().rules;
+            let gone = if new.is_some() {
+                diff.old_rules()
+            } else {
+                0..o.len()
+            };
+            for p in o[gone].iter().flat_map(|r| &r.peers) {
+                let u = Arc::make_mut(&mut uses);
+                if let Some(c) = u.get_mut(p.as_str()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        u.remove(p.as_str());
+                    }
+                }
+            }
+        }
+        let Some(d) = new else { continue };
         if d.rules.len() > MAX_RULES {
             errs.push(format!(
                 "pod_policy {name:?} {dir}: {} rules, at most {MAX_RULES}",
@@ -662,87 +667,87 @@ fn compile_pod(
             ok = false;
             continue;
         }
-        let mut peers = Peers::with_capacity(d.rules.len(), peers_total);
-        for r in &d.rules {
-            let what = || format!("pod_policy {name:?} {dir} rule {} {}", r.policy, r.rule);
-            if !r.policy.contains('/') {
-                errs.push(format!("{}: policy must be namespace/name", what()));
-                ok = false;
+        let fresh = diff.new_rules();
+        let mut dirty = vec![false; d.rules.len()];
+        for (i, r) in d.rules.iter().enumerate() {
+            let is_new = fresh.contains(&i);
+            if !is_new && !changed.named_by(r) {
+                continue;
             }
-            for p in &r.peers {
-                match sets.get_key_value(p.as_str()) {
-                    Some((k, s)) => {
-                        peers.sets.push(s);
-                        if !used.contains_key(p.as_str()) {
-                            used.insert(k.clone(), s.clone());
-                        }
-                    }
-                    None => {
-                        errs.push(format!("{}: no address_set {p:?}", what()));
-                        ok = false;
-                    }
-                }
-            }
-            peers.at.push(peers.sets.len() as u32);
-            for p in &r.ports {
-                match (p.port, p.end_port) {
-                    (None, Some(_)) => {
-                        errs.push(format!("{}: end_port without port", what()));
-                        ok = false;
-                    }
-                    (Some(a), Some(e)) if e < a => {
-                        errs.push(format!("{}: end_port {e} is below port {a}", what()));
-                        ok = false;
-                    }
-                    _ => {}
-                }
-            }
+            dirty[i] = true;
+            let u = is_new.then(|| Arc::make_mut(&mut uses));
+            ok &= validate(name, dir, r, sets, u, errs);
         }
-        resolved[k] = Some(peers);
+        dirs[k] = Some(Prior { old, diff, dirty });
     }
     if !ok {
         return None;
     }
-    let [ingress, egress] = resolved;
+    let [ingress, egress] = dirs;
     Some(PodRules {
         source: pp.clone(),
         ip,
-        ingress: ingress.map(|p| DirRules::compile(pp, false, &p)),
-        egress: egress.map(|p| DirRules::compile(pp, true, &p)),
-        sets: used,
+        ingress: ingress.map(|p| policy_compile::compile(pp, false, sets, &p)),
+        egress: egress.map(|p| policy_compile::compile(pp, true, sets, &p)),
+        uses,
     })
 }
 
-/// The peer sets of each rule of one direction: rule `i`'s are `sets[at[i]..at[i + 1]]`.
-struct Peers<'a> {
-    sets: Vec<&'a Arc<CompiledSet>>,
-    at: Vec<u32>,
-}
-
-impl<'a> Peers<'a> {
-    fn with_capacity(rules: usize, peers: usize) -> Self {
-        let mut at = Vec::with_capacity(rules + 1);
-        at.push(0);
-        Peers {
-            sets: Vec::with_capacity(peers),
-            at,
+/// Checks one rule (its policy name, peer sets and ports), naming each problem in `errs`;
+/// counts its peers in `uses` when given.
+fn validate(
+    pod: &str,
+    dir: &str,
+    r: &PolicyRule,
+    sets: &Sets,
+    mut uses: Option<&mut FastMap<Arc<str>, u32>>,
+    errs: &mut Vec<String>,
+) -> bool {
+    let mut ok = true;
+    let what = || format!("pod_policy {pod:?} {dir} rule {} {}", r.policy, r.rule);
+    if !r.policy.contains('/') {
+        errs.push(format!("{}: policy must be namespace/name", what()));
+        ok = false;
+    }
+    for p in &r.peers {
+        match sets.get_key_value(p.as_str()) {
+            Some((k, _)) => {
+                if let Some(u) = uses.as_deref_mut() {
+                    match u.get_mut(p.as_str()) {
+                        Some(c) => *c += 1,
+                        None => {
+                            u.insert(k.clone(), 1);
+                        }
+                    }
+                }
+            }
+            None => {
+                errs.push(format!("{}: no address_set {p:?}", what()));
+                ok = false;
+            }
         }
     }
-
-    /// Rule `id`'s peer sets.
-    fn of(&self, id: u32) -> &[&'a Arc<CompiledSet>] {
-        let i = id as usize;
-        match (self.at.get(i), self.at.get(i + 1)) {
-            (Some(&a), Some(&b)) => &self.sets[a as usize..b as usize],
-            _ => &[],
+    for p in &r.ports {
+        match (p.port, p.end_port) {
+            (None, Some(_)) => {
+                errs.push(format!("{}: end_port without port", what()));
+                ok = false;
+            }
+            (Some(a), Some(e)) if e < a => {
+                errs.push(format!("{}: end_port {e} is below port {a}", what()));
+                ok = false;
+            }
+            _ => {}
         }
     }
+    ok
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::PolicyPort;
+    use crate::config::services::Protocol;
 
     fn set(name: &str, p: &[&str], e: &[&str]) -> Arc<AddressSet> {
         Arc::new(AddressSet {
@@ -827,15 +832,20 @@ mod tests {
                 },
             ],
         };
-        let mut peers = Peers::with_capacity(2, 2);
-        peers.sets.extend([&a, &b]);
-        peers.at.extend([1, 2]);
+        let mut sets = Sets::default();
+        sets.insert("a".into(), a);
+        sets.insert("b".into(), b);
         let pp = Arc::new(PodPolicy {
             pod: "pod".into(),
             ingress: Some(d),
             egress: None,
         });
-        let r = DirRules::compile(&pp, false, &peers);
+        let prior = Prior {
+            old: None,
+            diff: Diff::none(2),
+            dirty: vec![true; 2],
+        };
+        let r = policy_compile::compile(&pp, false, &sets, &prior);
         assert_eq!(r.rules().len(), 2);
         assert_eq!(r.describe(Some(1)), "allowed by ns/q rule 1");
         assert_eq!(r.check(6, Some(85), ip("10.0.0.200")), Some(0));

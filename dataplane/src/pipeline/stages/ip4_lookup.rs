@@ -51,6 +51,8 @@ pub(super) fn lookup_batch(cx: &Cx<'_>, b: &Batch, mask: u128) -> Option<Routes>
 }
 
 /// One packet; `routes` holds its FIB match if [`lookup_batch`] looked the batch up.
+/// (`inline`: kept in the batch loop whatever the codegen-unit split.)
+#[inline]
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize, routes: Option<&Routes>) {
     let snap = cx.snap;
     let f = b.frame(i);

@@ -16,6 +16,8 @@ use crate::wire::tcp::{self, Segment};
 /// IPv4 + TCP headers without options: MSS = MTU - 40.
 const TCP_IP_HEADERS: u16 = 40;
 
+/// (`inline`: kept in the batch loop whatever the codegen-unit split.)
+#[inline]
 pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let snap = cx.snap;
     let m = b.meta[i];
