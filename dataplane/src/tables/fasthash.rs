@@ -34,3 +34,5 @@ impl Hasher for FastHasher {
 }
 
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FastHasher>>;

@@ -5,7 +5,7 @@
 //! mode walks a chain per Service instead).
 
 use super::cow::{PagedVec, ShardedMap};
-use super::fasthash::FastMap;
+use super::fasthash::{FastMap, FastSet};
 use super::lpm::{Prefix, overlaps};
 use super::maglev;
 use crate::config::NodeConfig;
@@ -272,7 +272,7 @@ impl ServiceTable {
         for s in upserts {
             let name = service_name(s);
             t.remove(&name);
-            if let Some(b) = build_service(cfg, s, errs) {
+            if let Some(b) = build_service(cfg, s, &name, errs) {
                 t.insert(name.into(), b, errs);
             }
         }
@@ -454,7 +454,7 @@ pub fn build(
             errs.push(format!("service {sname}: defined twice"));
             continue;
         }
-        if let Some(b) = build_service(cfg, s, errs) {
+        if let Some(b) = build_service(cfg, s, &sname, errs) {
             table.insert(sname.into(), b, errs);
         }
     }
@@ -527,9 +527,15 @@ pub fn nat_info(cfg: &NodeConfig, errs: &mut Vec<String>) -> NatInfo {
     }
 }
 
-/// Checks one Service and builds its entries; `None` when it has problems of its own
-/// (in `errs`). Frontends held by other Services are checked when it is inserted.
-fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Option<BuiltService> {
+/// Checks one Service (`sname`: its `namespace/name`) and builds its entries; `None` when
+/// it has problems of its own (in `errs`). Frontends held by other Services are checked
+/// when it is inserted.
+fn build_service(
+    cfg: &NodeConfig,
+    s: &Service,
+    sname: &str,
+    errs: &mut Vec<String>,
+) -> Option<BuiltService> {
     let nat = &cfg.nat;
     let n = &cfg.node;
     let [np_lo, np_hi] = nat.node_port_range;
@@ -544,7 +550,6 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         external: Vec::new(),
     };
     {
-        let sname = service_name(s);
         let e0 = errs.len();
         if let Some(ip) = s.cluster_ip
             && !nat.service_cidr.contains(u32::from(ip))
@@ -573,7 +578,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         if let Some(hc) = s.health_check_node_port {
             // Per Service: the apiserver allocates health-check ports from the NodePort
             // range, so they do not collide with other Services' NodePorts there.
-            super::health_check::validate(s, hc, nat, &sname, &mut HashMap::new(), errs);
+            super::health_check::validate(s, hc, nat, sname, &mut HashMap::new(), errs);
         }
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
@@ -620,20 +625,22 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
             }
         }
         // Endpoints: which node, which set.
-        let mut backends_base: Vec<(&crate::config::services::Endpoint, bool, String)> = Vec::new();
-        let mut eps: HashSet<Ipv4Addr> = HashSet::new();
+        let mut backends_base: Vec<(&crate::config::services::Endpoint, bool, &str)> =
+            Vec::with_capacity(s.endpoints.len());
+        let mut eps: FastSet<Ipv4Addr> =
+            FastSet::with_capacity_and_hasher(s.endpoints.len(), Default::default());
         for e in &s.endpoints {
             if !eps.insert(e.ip) {
                 errs.push(format!("service {sname}: endpoint {} listed twice", e.ip));
             }
             let a = u32::from(e.ip);
             let derived = if n.pod_cidr.contains(a) || e.ip == n.address {
-                Some(n.name.clone())
+                Some(n.name.as_str())
             } else {
                 cfg.peers
                     .iter()
                     .find(|p| p.pod_cidr.contains(a) || p.address == e.ip)
-                    .map(|p| p.name.clone())
+                    .map(|p| p.name.as_str())
             };
             let node = match (&e.node, derived) {
                 (Some(given), _)
@@ -646,7 +653,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
                     errs.push(format!("service {sname}: endpoint {} is in {d}'s pod network, not on node {given:?}", e.ip));
                     continue;
                 }
-                (Some(given), _) => given.clone(),
+                (Some(given), _) => given.as_str(),
                 (None, Some(d)) => d,
                 (None, None) => {
                     errs.push(format!(
@@ -694,7 +701,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
                         .and_then(|nm| e.ports.get(nm).copied())
                         .unwrap_or(target),
                     local: *local,
-                    node: node.clone(),
+                    node: (*node).to_owned(),
                     cluster: in_cluster_set(e),
                 })
                 .collect();
