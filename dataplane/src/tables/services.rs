@@ -269,10 +269,11 @@ impl ServiceTable {
         for name in removed {
             t.remove(name);
         }
-        for s in upserts {
-            let name = service_name(s);
+        // Problems are reported in request order, as if built one after the other.
+        for (name, built, build_errs) in build_services(cfg, upserts) {
             t.remove(&name);
-            if let Some(b) = build_service(cfg, s, &name, errs) {
+            errs.extend(build_errs);
+            if let Some(b) = built {
                 t.insert(name.into(), b, errs);
             }
         }
@@ -448,13 +449,13 @@ pub fn build(
 ) -> (ServiceTable, NatInfo) {
     let info = nat_info(cfg, errs);
     let mut table = ServiceTable::default();
-    for s in services {
-        let sname = service_name(s);
+    for (sname, built, build_errs) in build_services(cfg, services) {
         if table.services.contains_key(sname.as_str()) {
             errs.push(format!("service {sname}: defined twice"));
             continue;
         }
-        if let Some(b) = build_service(cfg, s, &sname, errs) {
+        errs.extend(build_errs);
+        if let Some(b) = built {
             table.insert(sname.into(), b, errs);
         }
     }
@@ -525,6 +526,56 @@ pub fn nat_info(cfg: &NodeConfig, errs: &mut Vec<String>) -> NatInfo {
         conntrack_max: nat.conntrack_max,
         timeouts: nat.timeouts.clone(),
     }
+}
+
+/// Upserts from which a batch is built on several threads (a full sync: the Maglev fills
+/// dominate, and each Service's build reads only the configuration and the Service).
+const PARALLEL_FROM: usize = 512;
+/// At most this many threads build one batch.
+const MAX_BUILD_THREADS: usize = 4;
+
+/// Builds Services on their own (name, entries, problems), in order; a large batch on as
+/// many threads as this process may run on (its CPU affinity), up to `MAX_BUILD_THREADS`.
+#[allow(
+    clippy::type_complexity,
+    reason = "a tuple per Service, taken apart by the one caller"
+)]
+fn build_services(
+    cfg: &NodeConfig,
+    services: &[Arc<Service>],
+) -> Vec<(String, Option<BuiltService>, Vec<String>)> {
+    let one = |s: &Arc<Service>| {
+        let name = service_name(s);
+        let mut errs = Vec::new();
+        let b = build_service(cfg, s, &name, &mut errs);
+        (name, b, errs)
+    };
+    let threads = if services.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_BUILD_THREADS)
+    };
+    if threads <= 1 {
+        return services.iter().map(one).collect();
+    }
+    let chunk = services.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let mut parts = services.chunks(chunk);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| sc.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut out: Vec<_> = mine.iter().map(one).collect();
+        for h in others {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        out
+    })
 }
 
 /// Checks one Service (`sname`: its `namespace/name`) and builds its entries; `None` when
