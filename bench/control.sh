@@ -12,7 +12,8 @@
 #   and as its nftables mode writes them, loaded by nft -f, in a throwaway network
 #   namespace: what each mode's full sync hands the kernel for one node.
 #
-# Knobs: BENCH_CONTROL_ROUNDS (kube-proxy loads per mode, median reported; default 3),
+# Knobs: BENCH_CONTROL_ROUNDS (kube-proxy loads per mode, median reported; default 1: one
+# nft -f of these 110k chains takes minutes),
 # BENCH_IPTABLES_RESTORE (default iptables-restore). Writes the table to
 # bench-results/control-STAMP.txt as well. Needs root (network namespaces).
 set -euo pipefail
@@ -25,7 +26,7 @@ source scripts/preflight.sh
 preflight bench
 PY=$DEBIAN_PYTHON
 
-ROUNDS=${BENCH_CONTROL_ROUNDS:-3}
+ROUNDS=${BENCH_CONTROL_ROUNDS:-1}
 IPT_RESTORE=${BENCH_IPTABLES_RESTORE:-iptables-restore}
 SERVICES=10000
 ENDPOINTS=10
