@@ -77,18 +77,23 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "bench-control: round $r: iptables-restore ${ipt[-1]} ms, nft -f ${nft[-1]} ms"
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+# Rust's Debug durations (292.042998ms, 71.967µs) rounded for the table.
+short() { sed -E 's/([0-9]+)\.([0-9])[0-9]*(ms|µs|s)/\1.\2 \3/g; s/([0-9]+)(ms|µs|s)( |$)/\1 \2\3/g'; }
+first=$(echo "$first" | short) crit=$(echo "$crit" | short)
+change_empty=$(echo "$change_empty" | short) change_ct=$(echo "$change_ct" | short)
 
 {
   echo "Control side, $SERVICES ClusterIP Services x $ENDPOINTS endpoints, one node, one core (taskset -c 1)"
   echo "$(date -u +%Y-%m-%dT%H:%MZ), podswitch $(git rev-parse --short HEAD 2>/dev/null || echo '?'), load average $LOAD0 -> $LOAD1"
   echo
-  printf '%-44s %-26s %-22s %-22s\n' "" "podswitch" "kube-proxy iptables" "kube-proxy nftables"
-  printf '%-44s %-26s %-22s %-22s\n' "full sync from empty" "first $first, then $crit" \
+  printf '%-44s %-34s %-22s %-22s\n' "" "podswitch" "kube-proxy iptables" "kube-proxy nftables"
+  printf '%-44s %-34s %-22s %-22s\n' "full sync from empty" "first $first, then $crit" \
     "$(echo "${ipt[*]}" | median) ms (${ipt[*]})" "$(echo "${nft[*]}" | median) ms (${nft[*]})"
-  printf '%-44s %-26s %-22s %-22s\n' "one endpoint change: median / p99" "$change_empty" "-" "-"
-  printf '%-44s %-26s %-22s %-22s\n' "  the same, 100k Service flows in conntrack" "$change_ct" "-" "-"
+  printf '%-44s %-34s %-22s %-22s\n' "one endpoint change: median / p99" "$change_empty" "-" "-"
+  printf '%-44s %-34s %-22s %-22s\n' "  the same, 100k Service flows in conntrack" "$change_ct" "-" "-"
   echo
-  echo "podswitch: request written to response read over the control socket (parse, build, publish)."
+  echo "podswitch: request written to response read over the control socket (parse, build, publish);"
+  echo "  full sync: its first run, then criterion's median over repeated runs."
   echo "kube-proxy: $IPT_RESTORE ($("$IPT_RESTORE" --version 2>&1 | head -1)) into an empty nat table;"
   echo "  nft -f ($(nft --version | head -1)) replacing table ip kube-proxy; rule generation not counted."
 } | tee "$OUT"
