@@ -13,6 +13,9 @@
       tables appended (for `podswitchctl program replace`), and the same Services as
       kube-proxy's iptables mode writes them (an iptables-restore file of the nat table)
       and, with OUT_NFT, as its nftables mode does (an nft -f file); prints the target VIP
+  bench.py control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT
+      the control benchmark's Services (benches/benches/control.rs: N ClusterIPs, UDP,
+      ENDPOINTS endpoints each) as kube-proxy's iptables and nftables modes write them
   bench.py netpol-gen N BASE_TOML POD POD_IP CLIENT_IP OUT_TOML OUT_IPSET OUT_IPT
       N NetworkPolicies of 10 rules selecting POD, in podswitch's form (node config for
       `program replace`) and Calico's iptables form (ipsets + filter chains)
@@ -143,25 +146,31 @@ def kube_hash(prefix, s):
     return prefix + base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:16]
 
 
-def kube_nft(svcs):
+def kube_nft(svcs, proto="tcp", port_name="http", port=80, target=8080):
     """The same Services as kube-proxy's nftables mode writes them (nft -f file that
     replaces `table ip kube-proxy` atomically): a verdict map
     ip daddr . meta l4proto . th dport -> goto service chain, per-Service and per-endpoint
-    chains with the masquerade mark and the DNAT."""
+    chains with the masquerade mark and the DNAT; several endpoints are picked by
+    numgen random. svcs: (name, vip, [endpoint ip, ...])."""
     el, chains = [], []
-    for name, vip, ep in svcs:
-        sp = f"bench/{name}:http"
+    for name, vip, eps in svcs:
+        sp = f"bench/{name}:{port_name}"
         h = kube_hash("", sp)[:8]
-        he = kube_hash("", sp + f"tcp:{ep}:8080")[:8]
-        svc = f"service-{h}-bench-{name}-tcp-http"
-        sep = f"endpoint-{he}-bench-{name}-tcp-http__{ep.replace('.', '-')}-8080"
-        el.append(f"{vip} . tcp . 80 : goto {svc}")
+        base = f"bench-{name}-{proto}" + (f"-{port_name}" if port_name else "")
+        svc = f"service-{h}-{base}"
+        seps = [f"endpoint-{kube_hash('', sp + f'{proto}:{ep}:{target}')[:8]}-{base}"
+                f"__{ep.replace('.', '-')}-{target}" for ep in eps]
+        el.append(f"{vip} . {proto} . {port} : goto {svc}")
+        pick = (f"    goto {seps[0]}\n" if len(seps) == 1 else
+                f"    numgen random mod {len(seps)} vmap {{ "
+                + ", ".join(f"{k} : goto {sep}" for k, sep in enumerate(seps)) + " }\n")
         chains.append(f"  chain {svc} {{\n"
-                      f"    ip daddr {vip} tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n"
-                      f"    goto {sep}\n  }}\n"
-                      f"  chain {sep} {{\n"
-                      f"    ip saddr {ep} jump mark-for-masquerade\n"
-                      f"    meta l4proto tcp dnat to {ep}:8080\n  }}\n")
+                      f"    ip daddr {vip} {proto} dport {port} ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n"
+                      + pick + "  }\n")
+        for ep, sep in zip(eps, seps):
+            chains.append(f"  chain {sep} {{\n"
+                          f"    ip saddr {ep} jump mark-for-masquerade\n"
+                          f"    meta l4proto {proto} dnat to {ep}:{target}\n  }}\n")
     return ("add table ip kube-proxy\ndelete table ip kube-proxy\n"
             "table ip kube-proxy {\n"
             "  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n"
@@ -177,6 +186,57 @@ def kube_nft(svcs):
             "    mark set mark xor 0x4000\n    masquerade fully-random\n  }\n"
             "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n"
             + "".join(chains) + "}\n")
+
+
+def kube_iptables(svcs, proto="tcp", port_name="http", port=80, target=8080):
+    """The same Services as kube-proxy's iptables mode writes them: an iptables-restore
+    file of the nat table (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, several
+    endpoints picked by -m statistic random, KUBE-MARK-MASQ / KUBE-POSTROUTING).
+    svcs: (name, vip, [endpoint ip, ...])."""
+    chains = [":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+              ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
+              ":KUBE-POSTROUTING - [0:0]"]
+    rules = ["-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES",
+             "-A POSTROUTING -j KUBE-POSTROUTING",
+             "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+             "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+             "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+             "-A KUBE-POSTROUTING -j MASQUERADE --random-fully"]
+    for name, vip, eps in svcs:
+        sp = f"bench/{name}:{port_name}"
+        svc = kube_hash("KUBE-SVC-", sp)
+        chains.append(f":{svc} - [0:0]")
+        rules += [f"-A KUBE-SERVICES -d {vip}/32 -p {proto} -m {proto} --dport {port} -j {svc}",
+                  f"-A {svc} ! -s 10.244.0.0/16 -d {vip}/32 -p {proto} -m {proto} --dport {port} -j KUBE-MARK-MASQ"]
+        for k, ep in enumerate(eps):
+            sep = kube_hash("KUBE-SEP-", sp + f"{proto}:{ep}:{target}")
+            chains.append(f":{sep} - [0:0]")
+            left = len(eps) - k
+            rules += ([f"-A {svc} -m statistic --mode random --probability {1 / left:.11f} -j {sep}"]
+                      if left > 1 else [f"-A {svc} -j {sep}"])
+            rules += [f"-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ",
+                      f"-A {sep} -p {proto} -m {proto} -j DNAT --to-destination {ep}:{target}"]
+    return "*nat\n" + "\n".join(chains) + "\n" + "\n".join(rules) + "\nCOMMIT\n"
+
+
+def control_gen(argv):
+    """control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT: the Services of the control benchmark
+    (benches/benches/control.rs: ClusterIP 10.96.(i/250).(1+i%250), UDP 80 -> 8080,
+    ENDPOINTS endpoints each, the same addresses) as kube-proxy's iptables and nftables
+    modes write them."""
+    n, e, out_ipt, out_nft = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    svcs = []
+    for i in range(n):
+        eps = []
+        for k in range(e):
+            x = i * 7 + (10 if k == 0 else k) * 23
+            eps.append(f"10.244.{1 + x % 2}.{2 + (x // 2) % 250}")
+        svcs.append((f"svc-{i}", f"10.96.{i // 250}.{1 + i % 250}", eps))
+    kw = dict(proto="udp", port_name="", port=80, target=8080)
+    with open(out_ipt, "w") as f:
+        f.write(kube_iptables(svcs, **kw))
+    with open(out_nft, "w") as f:
+        f.write(kube_nft(svcs, **kw))
 
 
 def svc_gen(argv):
@@ -195,30 +255,12 @@ def svc_gen(argv):
                     f'ports = [{{ name = "http", protocol = "tcp", port = 80, target_port = 8080 }}]\n'
                     f'endpoints = [{{ ip = "{ep}" }}]\n')
     # kube-proxy (iptables mode) for a ClusterIP with one endpoint, nat table only.
-    chains = [":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-              ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
-              ":KUBE-POSTROUTING - [0:0]"]
-    rules = ["-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES",
-             "-A POSTROUTING -j KUBE-POSTROUTING",
-             "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
-             "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
-             "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
-             "-A KUBE-POSTROUTING -j MASQUERADE --random-fully"]
-    for name, vip, ep in svcs:
-        sp = f"bench/{name}:http"
-        svc = kube_hash("KUBE-SVC-", sp)
-        sep = kube_hash("KUBE-SEP-", sp + f"tcp:{ep}:8080")
-        chains += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
-        rules += [f"-A KUBE-SERVICES -d {vip}/32 -p tcp -m tcp --dport 80 -j {svc}",
-                  f"-A {svc} ! -s 10.244.0.0/16 -d {vip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ",
-                  f"-A {svc} -j {sep}",
-                  f"-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ",
-                  f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:8080"]
+    one = [(name, vip, [ep]) for name, vip, ep in svcs]
     with open(out_ipt, "w") as f:
-        f.write("*nat\n" + "\n".join(chains) + "\n" + "\n".join(rules) + "\nCOMMIT\n")
+        f.write(kube_iptables(one))
     if len(argv) > 4:
         with open(argv[4], "w") as f:
-            f.write(kube_nft(svcs))
+            f.write(kube_nft(one))
     print(svcs[-1][1])
 
 
@@ -869,4 +911,4 @@ def chart_cmd(argv):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report,
-     "svc-gen": svc_gen, "netpol-gen": netpol_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)
+     "svc-gen": svc_gen, "control-gen": control_gen, "netpol-gen": netpol_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)

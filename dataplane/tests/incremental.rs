@@ -274,14 +274,15 @@ fn per_service_updates_across_pages_match_a_full_build() {
     let mut r = Rng(0x05ee_d0f9_a9e5);
     let mut order: Vec<String> = Vec::new();
     for step in 0..60 {
-        let n = if step == 0 { 300 } else { 1 + r.next(20) };
+        // The first batch is large enough to be built on several threads.
+        let n = if step == 0 { 600 } else { 1 + r.next(20) };
         let mut changes = Vec::new();
         let mut touched = std::collections::HashSet::new();
         for _ in 0..n {
             let i = if step == 0 {
                 changes.len() as u64
             } else {
-                r.next(400)
+                r.next(700)
             };
             if !touched.insert(i) {
                 continue;
@@ -320,6 +321,38 @@ fn per_service_updates_across_pages_match_a_full_build() {
         assert_eq!(after.snap.services.ports.len(), full.services.ports.len());
         assert_eq!(after.snap.services.service_count(), order.len());
     }
+}
+
+/// A batch large enough to be built on several threads reports its problems in request
+/// order, as one thread would: a Service's own problems and frontend conflicts alike.
+#[test]
+fn a_large_batch_reports_problems_in_request_order() {
+    let mut cfg = support::config();
+    cfg.services.clear();
+    let mut r = Rng(0x0bad_5eed);
+    let mut services: Vec<Service> = (0..600).map(|i| numbered_service(&mut r, i)).collect();
+    for i in [20, 300] {
+        services[i].cluster_ip = Some(Ipv4Addr::new(10, 200, 0, i as u8));
+    }
+    services[550].cluster_ip = services[100].cluster_ip;
+    services[550].ports = services[100].ports.clone();
+    cfg.services = services;
+    let Err(e) = build(&cfg, 1) else {
+        panic!("a batch with bad Services was accepted")
+    };
+    let who: Vec<&str> = e
+        .lines()
+        .map(|l| l.split(':').next().unwrap_or(l))
+        .collect();
+    let mut want = vec!["service many/s20", "service many/s300"];
+    want.extend(std::iter::repeat_n("service many/s550", who.len() - 2));
+    assert_eq!(who, want, "{e}");
+    assert!(
+        e.lines()
+            .last()
+            .is_some_and(|l| l.contains("already used by many/s100")),
+        "{e}"
+    );
 }
 
 #[test]

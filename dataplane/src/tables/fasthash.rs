@@ -71,3 +71,5 @@ impl Hasher for WordHasher {
 }
 
 pub type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
+
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FastHasher>>;

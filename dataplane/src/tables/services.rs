@@ -5,7 +5,7 @@
 //! mode walks a chain per Service instead).
 
 use super::cow::{PagedVec, ShardedMap};
-use super::fasthash::FastMap;
+use super::fasthash::{FastMap, FastSet};
 use super::lpm::{Prefix, overlaps};
 use super::maglev;
 use crate::config::NodeConfig;
@@ -269,10 +269,11 @@ impl ServiceTable {
         for name in removed {
             t.remove(name);
         }
-        for s in upserts {
-            let name = service_name(s);
+        // Problems are reported in request order, as if built one after the other.
+        for (name, built, build_errs) in build_services(cfg, upserts) {
             t.remove(&name);
-            if let Some(b) = build_service(cfg, s, errs) {
+            errs.extend(build_errs);
+            if let Some(b) = built {
                 t.insert(name.into(), b, errs);
             }
         }
@@ -448,13 +449,13 @@ pub fn build(
 ) -> (ServiceTable, NatInfo) {
     let info = nat_info(cfg, errs);
     let mut table = ServiceTable::default();
-    for s in services {
-        let sname = service_name(s);
+    for (sname, built, build_errs) in build_services(cfg, services) {
         if table.services.contains_key(sname.as_str()) {
             errs.push(format!("service {sname}: defined twice"));
             continue;
         }
-        if let Some(b) = build_service(cfg, s, errs) {
+        errs.extend(build_errs);
+        if let Some(b) = built {
             table.insert(sname.into(), b, errs);
         }
     }
@@ -527,9 +528,65 @@ pub fn nat_info(cfg: &NodeConfig, errs: &mut Vec<String>) -> NatInfo {
     }
 }
 
-/// Checks one Service and builds its entries; `None` when it has problems of its own
-/// (in `errs`). Frontends held by other Services are checked when it is inserted.
-fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Option<BuiltService> {
+/// Upserts from which a batch is built on several threads (a full sync: the Maglev fills
+/// dominate, and each Service's build reads only the configuration and the Service).
+const PARALLEL_FROM: usize = 512;
+/// At most this many threads build one batch.
+const MAX_BUILD_THREADS: usize = 4;
+
+/// Builds Services on their own (name, entries, problems), in order; a large batch on as
+/// many threads as this process may run on (its CPU affinity), up to `MAX_BUILD_THREADS`.
+#[allow(
+    clippy::type_complexity,
+    reason = "a tuple per Service, taken apart by the one caller"
+)]
+fn build_services(
+    cfg: &NodeConfig,
+    services: &[Arc<Service>],
+) -> Vec<(String, Option<BuiltService>, Vec<String>)> {
+    let one = |s: &Arc<Service>| {
+        let name = service_name(s);
+        let mut errs = Vec::new();
+        let b = build_service(cfg, s, &name, &mut errs);
+        (name, b, errs)
+    };
+    let threads = if services.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_BUILD_THREADS)
+    };
+    if threads <= 1 {
+        return services.iter().map(one).collect();
+    }
+    let chunk = services.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let mut parts = services.chunks(chunk);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| sc.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut out: Vec<_> = mine.iter().map(one).collect();
+        for h in others {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        out
+    })
+}
+
+/// Checks one Service (`sname`: its `namespace/name`) and builds its entries; `None` when
+/// it has problems of its own (in `errs`). Frontends held by other Services are checked
+/// when it is inserted.
+fn build_service(
+    cfg: &NodeConfig,
+    s: &Service,
+    sname: &str,
+    errs: &mut Vec<String>,
+) -> Option<BuiltService> {
     let nat = &cfg.nat;
     let n = &cfg.node;
     let [np_lo, np_hi] = nat.node_port_range;
@@ -544,7 +601,6 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         external: Vec::new(),
     };
     {
-        let sname = service_name(s);
         let e0 = errs.len();
         if let Some(ip) = s.cluster_ip
             && !nat.service_cidr.contains(u32::from(ip))
@@ -573,7 +629,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
         if let Some(hc) = s.health_check_node_port {
             // Per Service: the apiserver allocates health-check ports from the NodePort
             // range, so they do not collide with other Services' NodePorts there.
-            super::health_check::validate(s, hc, nat, &sname, &mut HashMap::new(), errs);
+            super::health_check::validate(s, hc, nat, sname, &mut HashMap::new(), errs);
         }
         let mut pnames: HashSet<&str> = HashSet::new();
         for p in &s.ports {
@@ -620,20 +676,22 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
             }
         }
         // Endpoints: which node, which set.
-        let mut backends_base: Vec<(&crate::config::services::Endpoint, bool, String)> = Vec::new();
-        let mut eps: HashSet<Ipv4Addr> = HashSet::new();
+        let mut backends_base: Vec<(&crate::config::services::Endpoint, bool, &str)> =
+            Vec::with_capacity(s.endpoints.len());
+        let mut eps: FastSet<Ipv4Addr> =
+            FastSet::with_capacity_and_hasher(s.endpoints.len(), Default::default());
         for e in &s.endpoints {
             if !eps.insert(e.ip) {
                 errs.push(format!("service {sname}: endpoint {} listed twice", e.ip));
             }
             let a = u32::from(e.ip);
             let derived = if n.pod_cidr.contains(a) || e.ip == n.address {
-                Some(n.name.clone())
+                Some(n.name.as_str())
             } else {
                 cfg.peers
                     .iter()
                     .find(|p| p.pod_cidr.contains(a) || p.address == e.ip)
-                    .map(|p| p.name.clone())
+                    .map(|p| p.name.as_str())
             };
             let node = match (&e.node, derived) {
                 (Some(given), _)
@@ -646,7 +704,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
                     errs.push(format!("service {sname}: endpoint {} is in {d}'s pod network, not on node {given:?}", e.ip));
                     continue;
                 }
-                (Some(given), _) => given.clone(),
+                (Some(given), _) => given.as_str(),
                 (None, Some(d)) => d,
                 (None, None) => {
                     errs.push(format!(
@@ -694,7 +752,7 @@ fn build_service(cfg: &NodeConfig, s: &Service, errs: &mut Vec<String>) -> Optio
                         .and_then(|nm| e.ports.get(nm).copied())
                         .unwrap_or(target),
                     local: *local,
-                    node: node.clone(),
+                    node: (*node).to_owned(),
                     cluster: in_cluster_set(e),
                 })
                 .collect();
