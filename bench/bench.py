@@ -13,7 +13,7 @@
       tables appended (for `podswitchctl program replace`), and the same Services as
       kube-proxy's iptables mode writes them (an iptables-restore file of the nat table)
       and, with OUT_NFT, as its nftables mode does (an nft -f file); prints the target VIP
-  bench.py control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT
+  bench.py control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT [OUT_CHANGE_PREFIX]
       the control benchmark's Services (benches/benches/control.rs: N ClusterIPs, UDP,
       ENDPOINTS endpoints each) as kube-proxy's iptables and nftables modes write them
   bench.py netpol-gen N BASE_TOML POD POD_IP CLIENT_IP OUT_TOML OUT_IPSET OUT_IPT
@@ -219,12 +219,9 @@ def kube_iptables(svcs, proto="tcp", port_name="http", port=80, target=8080):
     return "*nat\n" + "\n".join(chains) + "\n" + "\n".join(rules) + "\nCOMMIT\n"
 
 
-def control_gen(argv):
-    """control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT: the Services of the control benchmark
-    (benches/benches/control.rs: ClusterIP 10.96.(i/250).(1+i%250), UDP 80 -> 8080,
-    ENDPOINTS endpoints each, the same addresses) as kube-proxy's iptables and nftables
-    modes write them."""
-    n, e, out_ipt, out_nft = int(argv[0]), int(argv[1]), argv[2], argv[3]
+def control_services(n, e):
+    """The Services of the control benchmark (benches/benches/control.rs: ClusterIP
+    10.96.(i/250).(1+i%250), E endpoints each, the same addresses)."""
     svcs = []
     for i in range(n):
         eps = []
@@ -232,11 +229,76 @@ def control_gen(argv):
             x = i * 7 + (10 if k == 0 else k) * 23
             eps.append(f"10.244.{1 + x % 2}.{2 + (x // 2) % 250}")
         svcs.append((f"svc-{i}", f"10.96.{i // 250}.{1 + i % 250}", eps))
-    kw = dict(proto="udp", port_name="", port=80, target=8080)
+    return svcs
+
+
+CONTROL_PORTS = dict(proto="udp", port_name="", port=80, target=8080)
+
+
+def control_gen(argv):
+    """control-gen N ENDPOINTS OUT_IPTABLES OUT_NFT [OUT_CHANGE_PREFIX]: the Services of the
+    control benchmark (UDP 80 -> 8080) as kube-proxy's iptables and nftables modes write
+    them; with OUT_CHANGE_PREFIX also the one-endpoint change of the last Service both ways
+    (PREFIX-{a,b}.{ipt,nft}: its first endpoint replaced, then put back) as each mode's
+    partial sync writes it."""
+    n, e, out_ipt, out_nft = int(argv[0]), int(argv[1]), argv[2], argv[3]
+    svcs = control_services(n, e)
     with open(out_ipt, "w") as f:
-        f.write(kube_iptables(svcs, **kw))
+        f.write(kube_iptables(svcs, **CONTROL_PORTS))
     with open(out_nft, "w") as f:
-        f.write(kube_nft(svcs, **kw))
+        f.write(kube_nft(svcs, **CONTROL_PORTS))
+    if len(argv) > 4:
+        name, vip, eps = svcs[-1]
+        moved = ["10.244.3.250"] + eps[1:]
+        for tag, old, new in (("a", eps, moved), ("b", moved, eps)):
+            with open(f"{argv[4]}-{tag}.ipt", "w") as f:
+                f.write(kube_iptables_change(name, vip, old, new, **CONTROL_PORTS))
+            with open(f"{argv[4]}-{tag}.nft", "w") as f:
+                f.write(kube_nft_change(name, vip, old, new, **CONTROL_PORTS))
+
+
+def kube_iptables_change(name, vip, old, new, proto, port_name, port, target):
+    """kube-proxy's partial iptables sync (MinimizeIPTablesRestore, the default) when one
+    Service's endpoints go from OLD to NEW: for iptables-restore --noflush, the Service's
+    chain declared again (which flushes it) with its rules, the chains of endpoints that
+    came, and those of endpoints that left deleted; unchanged endpoint chains are not
+    written."""
+    full = kube_iptables([(name, vip, new)], proto, port_name, port, target)
+    lines = full.split("\n")
+    sp = f"bench/{name}:{port_name}"
+    svc = kube_hash("KUBE-SVC-", sp)
+    seps = {ep: kube_hash("KUBE-SEP-", sp + f"{proto}:{ep}:{target}") for ep in set(old) | set(new)}
+    keep = {svc} | {seps[ep] for ep in new if ep not in old}
+    out = ["*nat"]
+    out += [c for c in lines if c.startswith(":") and c[1:].split(" ")[0] in keep]
+    out += [r for r in lines if r.startswith("-A ") and r.split(" ")[1] in keep]
+    out += [f"-X {seps[ep]}" for ep in old if ep not in new]
+    return "\n".join(out) + "\nCOMMIT\n"
+
+
+def kube_nft_change(name, vip, old, new, proto, port_name, port, target):
+    """kube-proxy's nftables-mode transaction when one Service's endpoints go from OLD to
+    NEW: new endpoint chains added, the Service's chain flushed and written again, the
+    chains of endpoints that left deleted; one nft -f."""
+    sp = f"bench/{name}:{port_name}"
+    h = kube_hash("", sp)[:8]
+    base = f"bench-{name}-{proto}" + (f"-{port_name}" if port_name else "")
+    svc = f"service-{h}-{base}"
+    sep = {ep: f"endpoint-{kube_hash('', sp + f'{proto}:{ep}:{target}')[:8]}-{base}"
+           f"__{ep.replace('.', '-')}-{target}" for ep in set(old) | set(new)}
+    t = "ip kube-proxy"
+    out = []
+    for ep in new:
+        if ep not in old:
+            out += [f"add chain {t} {sep[ep]}", f"flush chain {t} {sep[ep]}",
+                    f"add rule {t} {sep[ep]} ip saddr {ep} jump mark-for-masquerade",
+                    f"add rule {t} {sep[ep]} meta l4proto {proto} dnat to {ep}:{target}"]
+    out += [f"flush chain {t} {svc}",
+            f"add rule {t} {svc} ip daddr {vip} {proto} dport {port} ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+            f"add rule {t} {svc} numgen random mod {len(new)} vmap {{ "
+            + ", ".join(f"{k} : goto {sep[ep]}" for k, ep in enumerate(new)) + " }"]
+    out += [f"delete chain {t} {sep[ep]}" for ep in old if ep not in new]
+    return "\n".join(out) + "\n"
 
 
 def svc_gen(argv):

@@ -10,9 +10,12 @@
 # - kube-proxy: the same Services (addresses, UDP port, endpoints: bench.py control-gen)
 #   as its iptables mode writes them, loaded by iptables-restore into an empty nat table,
 #   and as its nftables mode writes them, loaded by nft -f, in a throwaway network
-#   namespace: what each mode's full sync hands the kernel for one node.
+#   namespace: what each mode's full sync hands the kernel for one node; then one endpoint
+#   change of one Service, BENCH_CONTROL_CHANGES times, as each mode's partial sync writes
+#   it (iptables-restore --noflush; one nft transaction).
 #
-# Knobs: BENCH_CONTROL_ROUNDS (kube-proxy loads per mode, median reported; default 1: one
+# Knobs: BENCH_CONTROL_SERVICES (default 10000), BENCH_CONTROL_CHANGES (default 20),
+# BENCH_CONTROL_ROUNDS (kube-proxy loads per mode, median reported; default 1: one
 # nft -f of these 110k chains takes minutes),
 # BENCH_IPTABLES_RESTORE (default iptables-restore). Writes the table to
 # bench-results/control-STAMP.txt as well. Needs root (network namespaces).
@@ -27,8 +30,9 @@ preflight bench
 PY=$DEBIAN_PYTHON
 
 ROUNDS=${BENCH_CONTROL_ROUNDS:-1}
+CHANGES=${BENCH_CONTROL_CHANGES:-20}
 IPT_RESTORE=${BENCH_IPTABLES_RESTORE:-iptables-restore}
-SERVICES=10000
+SERVICES=${BENCH_CONTROL_SERVICES:-10000}
 ENDPOINTS=10
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench-results/control-$STAMP.txt
@@ -59,22 +63,41 @@ change_ct=$(echo "$change" | sed -n 2p)
 crit=$(sed -n 's/^control\/full_sync *time: *\[[^ ]* [^ ]* \([^ ]* [^ ]*\) .*/\1/p' "$TMPD/control.log")
 
 echo "bench-control: kube-proxy: the same $SERVICES Services x $ENDPOINTS endpoints, $ROUNDS loads per mode (taskset -c 1)"
-"$PY" bench/bench.py control-gen "$SERVICES" "$ENDPOINTS" "$TMPD/svc.ipt" "$TMPD/svc.nft"
+"$PY" bench/bench.py control-gen "$SERVICES" "$ENDPOINTS" "$TMPD/svc.ipt" "$TMPD/svc.nft" "$TMPD/change"
 ip netns add "$NS"
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-ipt=() nft=()
+p99() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { k = int(NR * 0.99 + 0.999); print v[k < 1 ? 1 : k] }'; }
+us_since() { echo $((($(date +%s%N) - $1) / 1000)); }
+# changes MODE: CHANGES one-endpoint changes of the last Service (its first endpoint moved
+# away and back, alternately), each as that mode's partial sync writes it; times in us.
+changes() {
+  local k t0 f
+  for k in $(seq 1 "$CHANGES"); do
+    f=$TMPD/change-$([ $((k % 2)) = 1 ] && echo a || echo b)
+    t0=$(date +%s%N)
+    if [ "$1" = iptables ]; then
+      ip netns exec "$NS" taskset -c 1 "$IPT_RESTORE" --noflush <"$f.ipt"
+    else
+      ip netns exec "$NS" taskset -c 1 nft -f "$f.nft"
+    fi
+    echo "$(us_since "$t0")"
+  done
+}
+ipt=() nft=() ipt_ch=() nft_ch=()
 for r in $(seq 1 "$ROUNDS"); do
   ip netns exec "$NS" nft delete table ip kube-proxy 2>/dev/null || true
   printf '*nat\nCOMMIT\n' | ip netns exec "$NS" "$IPT_RESTORE"
   t0=$(date +%s%N)
   ip netns exec "$NS" taskset -c 1 "$IPT_RESTORE" <"$TMPD/svc.ipt"
   ipt+=("$(ms_since "$t0")")
+  mapfile -t -O "${#ipt_ch[@]}" ipt_ch < <(changes iptables)
   printf '*nat\nCOMMIT\n' | ip netns exec "$NS" "$IPT_RESTORE"
   t0=$(date +%s%N)
   ip netns exec "$NS" taskset -c 1 nft -f "$TMPD/svc.nft"
   nft+=("$(ms_since "$t0")")
-  echo "bench-control: round $r: iptables-restore ${ipt[-1]} ms, nft -f ${nft[-1]} ms"
+  mapfile -t -O "${#nft_ch[@]}" nft_ch < <(changes nft)
+  echo "bench-control: round $r: iptables-restore ${ipt[-1]} ms, nft -f ${nft[-1]} ms; one endpoint change (median of $CHANGES): iptables $(echo "${ipt_ch[*]}" | median) us, nft $(echo "${nft_ch[*]}" | median) us"
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 # Rust's Debug durations (292.042998ms, 71.967µs) rounded for the table.
@@ -89,12 +112,16 @@ change_empty=$(echo "$change_empty" | short) change_ct=$(echo "$change_ct" | sho
   printf '%-44s %-34s %-22s %-22s\n' "" "podswitch" "kube-proxy iptables" "kube-proxy nftables"
   printf '%-44s %-34s %-22s %-22s\n' "full sync from empty" "first $first, then $crit" \
     "$(echo "${ipt[*]}" | median) ms (${ipt[*]})" "$(echo "${nft[*]}" | median) ms (${nft[*]})"
-  printf '%-44s %-34s %-22s %-22s\n' "one endpoint change: median / p99" "$change_empty" "-" "-"
+  printf '%-44s %-34s %-22s %-22s\n' "one endpoint change: median / p99" "$change_empty" \
+    "$(echo "${ipt_ch[*]}" | median) us / $(echo "${ipt_ch[*]}" | p99) us" "$(echo "${nft_ch[*]}" | median) us / $(echo "${nft_ch[*]}" | p99) us"
   printf '%-44s %-34s %-22s %-22s\n' "  the same, 100k Service flows in conntrack" "$change_ct" "-" "-"
   echo
   echo "podswitch: request written to response read over the control socket (parse, build, publish);"
   echo "  full sync: its first run, then criterion's median over repeated runs."
   echo "kube-proxy: $IPT_RESTORE ($("$IPT_RESTORE" --version 2>&1 | head -1)) into an empty nat table;"
   echo "  nft -f ($(nft --version | head -1)) replacing table ip kube-proxy; rule generation not counted."
+  echo "  One endpoint change: the last Service's first endpoint moved away and back, $CHANGES times,"
+  echo "  as kube-proxy's partial syncs write it ($IPT_RESTORE --noflush of the Service's chain and the"
+  echo "  changed endpoint chains; one nft transaction of the same), on the full table."
 } | tee "$OUT"
 echo "bench-control: written to $OUT"

@@ -34,7 +34,9 @@
 # BENCH_PSW_CORES (cores of node1's and node2's podswitchd, default "0 0"),
 # BENCH_PSW_ARGS (extra podswitchd run arguments, e.g. --busy-poll), BENCH_RR_CORES (cores of
 # the RR client and server, default "1 1"), BENCH_PSW_GSO (1: the
-# podswitch pods carry super-frames, `gso = true`, see README "Super-frames"), BENCH_MD (markdown
+# podswitch pods carry super-frames, `gso = true`, see README "Super-frames"), BENCH_PSW_GSO_TX
+# (on|off: transmit checksum offload at the switch's end of a GSO pod's veth, default on: with
+# it on, checksums the switch leaves to that port reach the pod as offloaded), BENCH_MD (markdown
 # output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
@@ -73,6 +75,7 @@ PSW_ARGS=${BENCH_PSW_ARGS:-}
 MD=${BENCH_MD:-BENCHMARKS-harness.md}
 WORKLOADS=" ${BENCH_WORKLOADS:-tcp tcplocal udp rr services netpol p2p} "
 PSW_GSO=${BENCH_PSW_GSO:-0}
+PSW_GSO_TX=${BENCH_PSW_GSO_TX:-on}
 read -r RR_CLIENT_CORE RR_SERVER_CORE <<<"${BENCH_RR_CORES:-1 1}"
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
@@ -195,7 +198,7 @@ setup_podswitch() {
         nsx "$P-n$n-$x" ethtool -K eth0 tx on sg on tso on gso on >/dev/null 2>&1 || true
         # the switch leaves their checksums to this end's transmit offload (as podswitch-cni
         # sets it for a gso pod)
-        nsx "$P-node$n" ethtool -K "veth-pod-$x" tx on >/dev/null 2>&1 || true
+        nsx "$P-node$n" ethtool -K "veth-pod-$x" tx "$PSW_GSO_TX" >/dev/null 2>&1 || true
         nsx "$P-node$n" ip link set "veth-pod-$x" mtu 65000
         nsx "$P-n$n-$x" ip link set eth0 mtu 65000
       done
