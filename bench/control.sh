@@ -97,6 +97,10 @@ for r in $(seq 1 "$ROUNDS"); do
   ip netns exec "$NS" taskset -c 1 nft -f "$TMPD/svc.nft"
   nft+=("$(ms_since "$t0")")
   mapfile -t -O "${#nft_ch[@]}" nft_ch < <(changes nft)
+  if [ "${#ipt_ch[@]}" != $((r * CHANGES)) ] || [ "${#nft_ch[@]}" != $((r * CHANGES)) ]; then
+    echo "bench-control: a one-endpoint change was refused (see above)" >&2
+    exit 1
+  fi
   echo "bench-control: round $r: iptables-restore ${ipt[-1]} ms, nft -f ${nft[-1]} ms; one endpoint change (median of $CHANGES): iptables $(echo "${ipt_ch[*]}" | median) us, nft $(echo "${nft_ch[*]}" | median) us"
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -122,6 +126,7 @@ change_empty=$(echo "$change_empty" | short) change_ct=$(echo "$change_ct" | sho
   echo "  nft -f ($(nft --version | head -1)) replacing table ip kube-proxy; rule generation not counted."
   echo "  One endpoint change: the last Service's first endpoint moved away and back, $CHANGES times,"
   echo "  as kube-proxy's partial syncs write it ($IPT_RESTORE --noflush of the Service's chain and the"
-  echo "  changed endpoint chains; one nft transaction of the same), on the full table."
+  echo "  new endpoint chain, stale chains left as its large-cluster mode does; one nft transaction that"
+  echo "  also deletes the stale chain), on the full table."
 } | tee "$OUT"
 echo "bench-control: written to $OUT"
