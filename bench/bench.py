@@ -25,6 +25,10 @@
       new TCP connections with CONCURRENCY in flight (non-blocking, epoll): connect,
       receive the byte, close with RST (SO_LINGER 0: no TIME_WAIT on either side);
       counts connections completed over SECONDS after a 1 s warm-up; prints JSON
+  bench.py tap-relay TAP_A TAP_B SECONDS
+      opens two tap devices with virtio-net headers and TSO offloads and relays every frame
+      (header included, no processing) between them for SECONDS: the most a tap pod port
+      could give (bench/tap_probe.sh); prints frames, bytes and its CPU seconds
   bench.py report RAW_DIR OUT_DIR MD_FILE
       turns the raw snapshots / tool outputs into results.json, a terminal table, a PNG
       chart and the markdown table
@@ -480,6 +484,43 @@ def cc_client(argv):
 
 
 # ---- report -------------------------------------------------------------------------------
+
+TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ = 0x400454CA, 0x400454D0, 0x400454D8
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+
+
+def open_tap(name):
+    """A tap device NAME in this namespace, its frames preceded by a 12-byte virtio-net
+    header, the pod's checksum and TCP segmentation left to us (so it hands over 64 KB
+    GSO frames)."""
+    import fcntl
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 12))
+    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    return fd
+
+
+def tap_relay(argv):
+    import resource
+    a, b, secs = argv[0], argv[1], float(argv[2])
+    fa, fb = open_tap(a), open_tap(b)
+    print("ready", flush=True)
+    peer = {fa: fb, fb: fa}
+    frames = nbytes = 0
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fa, fb], [], [], 0.2)
+        for fd in ready:
+            buf = os.read(fd, 65536 + 64)
+            os.write(peer[fd], buf)
+            frames += 1
+            nbytes += len(buf)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"frames": frames, "bytes": nbytes, "cpu_s": round(ru.ru_utime + ru.ru_stime, 2)}),
+          flush=True)
+
 
 def load(path):
     with open(path) as f:
@@ -973,4 +1014,4 @@ def chart_cmd(argv):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"snap": snap, "rr-server": rr_server, "rr-client": rr_client, "report": report,
-     "svc-gen": svc_gen, "control-gen": control_gen, "netpol-gen": netpol_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd}[cmd](args)
+     "svc-gen": svc_gen, "control-gen": control_gen, "netpol-gen": netpol_gen, "cc-server": cc_server, "cc-client": cc_client, "chart": chart_cmd, "tap-relay": tap_relay}[cmd](args)
