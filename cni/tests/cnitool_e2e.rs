@@ -21,19 +21,9 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
     lab.start_daemon();
 
     // ADD two pods through the runtime client; traffic flows between them.
-    let a = lab.cnitool("add", "a");
-    assert!(
-        a.status.success(),
-        "cnitool add a: {}",
-        String::from_utf8_lossy(&a.stderr)
-    );
+    let a = lab.cnitool_ok("add", "a");
     let ip_a = ip_of(&a);
-    let b = lab.cnitool("add", "b");
-    assert!(
-        b.status.success(),
-        "cnitool add b: {}",
-        String::from_utf8_lossy(&b.stderr)
-    );
+    let b = lab.cnitool_ok("add", "b");
     let ip_b = ip_of(&b);
     assert_ne!(ip_a, ip_b);
     assert!(ip_a.starts_with("10.244.1.") && ip_b.starts_with("10.244.1."));
@@ -95,20 +85,10 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         "restore: {}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let c = lab.cnitool("check", "b");
-    assert!(
-        c.status.success(),
-        "CHECK after restore: {}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    lab.cnitool_ok("check", "b");
 
     // CHECK passes on a healthy attachment.
-    let c = lab.cnitool("check", "a");
-    assert!(
-        c.status.success(),
-        "cnitool check a: {}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    lab.cnitool_ok("check", "a");
 
     // ADD of an attachment that exists fails and leaves the first one working.
     let again = lab.cnitool("add", "a");
@@ -283,12 +263,7 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         lab.ping("a", &ip_b),
         "a and b talk after the restart and restore"
     );
-    let c = lab.cnitool("check", "b");
-    assert!(
-        c.status.success(),
-        "cnitool check b after restore: {}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    lab.cnitool_ok("check", "b");
 
     // Started with the plugin's state folder (`--cni-state`), a killed podswitchd registers
     // the recorded pods again by itself: no `restore` call.
@@ -305,12 +280,7 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
         lab.ping("a", &ip_b),
         "a and b talk after a restart with --cni-state"
     );
-    let c = lab.cnitool("check", "b");
-    assert!(
-        c.status.success(),
-        "cnitool check b after a restart with --cni-state: {}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    lab.cnitool_ok("check", "b");
 
     // DEL is idempotent.
     for round in 0..2 {
@@ -348,12 +318,7 @@ fn cnitool_add_check_del_gc_with_traffic_and_errors() {
     assert!(!ok && e["code"] == 11, "ADD with podswitchd down: {e}");
     assert_eq!(lab.host_veths().len(), 1, "no veth left by the failed ADD");
     assert_eq!(lab.leases().len(), 1, "no lease left by the failed ADD");
-    let d = lab.cnitool("del", "b");
-    assert!(
-        d.status.success(),
-        "DEL with podswitchd down: {}",
-        String::from_utf8_lossy(&d.stderr)
-    );
+    lab.cnitool_ok("del", "b");
     assert!(lab.host_veths().is_empty());
     assert!(lab.leases().is_empty());
     // cnitool's own cache for these attachments is gone after DEL; GC clears the rest.

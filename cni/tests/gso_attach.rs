@@ -33,19 +33,8 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
     };
     lab.write_conflist(&[("gso", serde_json::Value::Bool(true))]);
     lab.start_daemon();
-    let a = lab.cnitool("add", "a");
-    assert!(
-        a.status.success(),
-        "cnitool add a: {}",
-        String::from_utf8_lossy(&a.stderr)
-    );
-    let b = lab.cnitool("add", "b");
-    assert!(
-        b.status.success(),
-        "cnitool add b: {} {}",
-        String::from_utf8_lossy(&b.stderr),
-        lab.daemon_log()
-    );
+    lab.cnitool_ok("add", "a");
+    let b = lab.cnitool_ok("add", "b");
     let ip_b = ip_of(&b);
 
     // The ports: multi-buffer, or the kernel refused it (then nothing below can hold).

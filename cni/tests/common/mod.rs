@@ -175,6 +175,19 @@ impl Lab {
             .expect("cnitool runs")
     }
 
+    /// `cnitool`, which must succeed (else the test fails with its stderr and the daemon's
+    /// log).
+    pub fn cnitool_ok(&self, verb: &str, pod: &str) -> Output {
+        let o = self.cnitool(verb, pod);
+        assert!(
+            o.status.success(),
+            "cnitool {verb} {pod}: {} {}",
+            String::from_utf8_lossy(&o.stderr),
+            self.daemon_log()
+        );
+        o
+    }
+
     /// The plugin itself, exec'd in the node namespace with `env` and `stdin`.
     pub fn plugin(&self, command: &str, env: &[(&str, &str)], stdin: &str) -> (bool, Value) {
         let mut child = Command::new("ip")
