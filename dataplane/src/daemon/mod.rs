@@ -3,7 +3,7 @@
 //! ```text
 //!  control socket ──> Control::apply ──> build(config) ──> ViewCell::publish
 //!                                   └──> PortFactory::open/close ──> WorkerMsg
-//!  worker n: ports' rx ──> Batch ──> Pipeline::run(view.snap) ──> local tx | handoff
+//!  worker n: ports' rx ──> Batch ──> Pipeline::run_offloading(view.snap) ──> local tx | handoff
 //! ```
 
 pub mod afxdp_factory;
