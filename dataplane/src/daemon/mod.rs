@@ -47,6 +47,29 @@ pub struct DaemonOptions {
     pub cni_state: Option<PathBuf>,
 }
 
+/// Moves this thread, and so every non-worker thread spawned from it after (the control
+/// socket, its Service-build threads for a large batch, the neighbour resolver, health
+/// checks), off the cores the workers are pinned to, when other cores are allowed: a full
+/// sync then never takes forwarding time from a worker. Workers pin themselves afterwards.
+fn keep_off_worker_cores(cores: &[Option<usize>]) {
+    let pinned: Vec<usize> = cores.iter().flatten().copied().collect();
+    if pinned.is_empty() {
+        return;
+    }
+    let Ok(allowed) = sys::allowed_cpus() else {
+        return;
+    };
+    let others: Vec<usize> = allowed
+        .into_iter()
+        .filter(|c| !pinned.contains(c))
+        .collect();
+    if !others.is_empty()
+        && let Err(e) = sys::set_cpus(&others)
+    {
+        eprintln!("podswitchd: control threads stay on every core ({e})");
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (or `stop` is set), then stops the workers, closes
 /// the ports (detaching XDP programs) and removes the control socket.
 pub fn run(
@@ -55,6 +78,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let cfg = NodeConfig::load(&opts.config)?;
+    keep_off_worker_cores(&opts.cores);
     let n = opts.cores.len().max(1);
     let mut shared = Vec::new();
     let mut senders = Vec::new();

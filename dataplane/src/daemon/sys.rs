@@ -210,3 +210,59 @@ pub fn neigh_use(ifindex: u32, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The CPUs the calling thread may run on (its affinity mask).
+pub fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live cpu_set_t and the size passed is its size; pid 0 = this thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `set` was filled by the kernel; CPU_ISSET only reads it, i < CPU_SETSIZE.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect())
+}
+
+/// Restricts the calling thread (and the threads it spawns afterwards) to `cpus`.
+pub fn set_cpus(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: CPU_SET writes one bit of the live `set`; the bound is checked first.
+        if c < libc::CPU_SETSIZE as usize {
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: `set` is a live cpu_set_t and the size passed is its size; pid 0 = this thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod affinity_tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_restricted_to_one_cpu_reports_it_and_spawns_within_it() {
+        std::thread::spawn(|| {
+            let all = allowed_cpus().expect("sched_getaffinity");
+            assert!(!all.is_empty());
+            let last = *all.last().expect("a cpu");
+            set_cpus(&[last]).expect("sched_setaffinity");
+            assert_eq!(allowed_cpus().expect("again"), vec![last]);
+            // A thread spawned now inherits the mask (what the control side relies on).
+            let child = std::thread::spawn(|| allowed_cpus().expect("child"))
+                .join()
+                .expect("child thread");
+            assert_eq!(child, vec![last]);
+        })
+        .join()
+        .expect("test thread");
+    }
+}
