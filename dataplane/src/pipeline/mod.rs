@@ -171,9 +171,8 @@ impl Pipeline {
         self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Runs every packet of `batch` to `Out` or `Dropped`.
-    /// Runs the batch through the stages; checksums the stages left to the output port are
-    /// completed here (see `run_offloading`).
+    /// Runs every packet of `batch` to `Out` or `Dropped`; checksums the stages left to the
+    /// output port are completed here (see `run_offloading`).
     pub fn run(&mut self, snap: &Snapshot, batch: &mut Batch, now_ns: u64) {
         self.run_offloading(snap, batch, now_ns, |_| false);
     }

@@ -13,13 +13,19 @@ pub fn sum(data: &[u8], mut acc: u32) -> u32 {
     acc
 }
 
-/// Folds a 32-bit accumulator to 16 bits and complements it.
+/// Folds a 32-bit accumulator to 16 bits (carries added back), not complemented.
 #[inline]
-pub fn finish(mut acc: u32) -> u16 {
+pub fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(acc as u16)
+    acc as u16
+}
+
+/// Folds a 32-bit accumulator to 16 bits and complements it.
+#[inline]
+pub fn finish(acc: u32) -> u16 {
+    !fold(acc)
 }
 
 /// Checksum of `data` (e.g. an IPv4 header with its checksum field zeroed).

@@ -87,7 +87,7 @@ fn finish_at(b: &mut Batch, i: usize, l3: usize) {
     acc = checksum::sum(&f[l4 + at + 2..head_end], acc);
     let tail_len = end - head_end;
     if tail_len > 0 {
-        let t = fold(checksum::sum(&b.tail(i)[..tail_len], 0));
+        let t = checksum::fold(checksum::sum(&b.tail(i)[..tail_len], 0));
         // A tail starting at an odd offset of the segment sums with its bytes swapped.
         let odd = (head_end - (l4 + at + 2)) % 2 == 1;
         acc += u32::from(if odd { t.swap_bytes() } else { t });
@@ -135,17 +135,10 @@ pub(in crate::pipeline) fn settle(b: &mut Batch, i: usize, offload: bool) -> Set
     }
     // The kernel's CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header
     // sum, not complemented; the device sums from `start` to the end over it.
-    set_be16(b.frame_mut(i), l4 + at, fold(pseudo));
+    set_be16(b.frame_mut(i), l4 + at, checksum::fold(pseudo));
     b.meta[i].tx_csum = Some(TxCsum {
         start: l4 as u16,
         offset: at as u16,
     });
     Settled::Offloaded
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
