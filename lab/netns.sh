@@ -9,8 +9,8 @@
 #   pod ns     $P-nN-X  : eth0 with the pod address, default route via the gateway
 #
 # Addresses and MACs come from lab/topology.sh (sourced here): node_up N, host_port N and
-# topo_pod_up X build the topology's node N and static pod X; explicit arguments build
-# anything else.
+# topo_pod_up X (topo_tap_pod_up X on a tap) build the topology's node N and static pod X;
+# explicit arguments build anything else.
 
 : "${P:?set P to a unique prefix}"
 # shellcheck source=lab/topology.sh
@@ -94,6 +94,25 @@ pod_up() {
 topo_pod_up() {
   local x=$1 n=${TOPO_POD_NODE[$1]:?unknown static pod $1 (lab/topology.sh TOPO_PODS)}
   pod_up "$n" "$x" "${TOPO_POD_IP[$x]}" "${TOPO_POD_MAC[$x]}" "${TOPO_GATEWAY[$n]}" "${2:-1500}"
+}
+
+# tap_pod_up N NAME IP MAC GATEWAY [MTU]: a pod namespace whose eth0 is a persistent tap
+# device (virtio-net headers) that podswitchd attaches to (a pod with `tap = { netns,
+# ifname }`, README "Tap pods"), as podswitch-cni makes it for `"podInterface": "tap"`.
+tap_pod_up() {
+  local n=$1 name=$2 ip=$3 mac=$4 gw=$5 mtu=${6:-1450} ns="$P-n$1-$2"
+  ip netns add "$ns"
+  nsx "$ns" ip link set lo up
+  nsx "$ns" ip tuntap add dev eth0 mode tap vnet_hdr
+  nsx "$ns" ip link set eth0 address "$mac" mtu "$mtu" up
+  nsx "$ns" ip addr add "$ip/${TOPO_POD_CIDR[$n]#*/}" dev eth0
+  nsx "$ns" ip route add default via "$gw" dev eth0
+}
+
+# topo_tap_pod_up X [MTU]: the topology's static pod X on a tap device (tap_pod_up).
+topo_tap_pod_up() {
+  local x=$1 n=${TOPO_POD_NODE[$1]:?unknown static pod $1 (lab/topology.sh TOPO_PODS)}
+  tap_pod_up "$n" "$x" "${TOPO_POD_IP[$x]}" "${TOPO_POD_MAC[$x]}" "${TOPO_GATEWAY[$n]}" "${2:-1450}"
 }
 
 pod_down() {

@@ -98,6 +98,7 @@ fn config_with(policies: u32, local: u32) -> NodeConfig {
             k8s: None,
             attachment: None,
             gso: false,
+            tap: None,
         });
         let take = (RULES_PER_POLICY * 10).min(rules.len() as u32) as usize;
         cfg.pod_policies.push(PodPolicy {

@@ -8,12 +8,13 @@ use crate::netlink::{Netlink, NlError};
 use crate::netns::Netns;
 use crate::node::{Podswitchd, pod_mtu};
 use crate::spec::{
-    AddResult, CniError, CniResult, Interface, IpConfig, K8sArgs, NetConf, RouteEntry, code,
+    AddResult, CniError, CniResult, Interface, IpConfig, K8sArgs, NetConf, PodInterface,
+    RouteEntry, code,
 };
 use crate::sys;
 use podswitch_model::Mac;
 use podswitch_model::attachments::{Record, Store};
-use podswitch_model::config::{Attachment, Pod, PodRef};
+use podswitch_model::config::{Attachment, Pod, PodRef, PodTap};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 
@@ -114,11 +115,22 @@ struct Undo<'a> {
     host_veth: &'a str,
     ipam: Option<(&'a Ipam, Vec<u8>)>,
     veth: bool,
+    /// The tap made in the pod's namespace (tap pods).
+    tap: Option<(&'a Netns, &'a str)>,
     store: &'a Store,
 }
 
 impl Undo<'_> {
     fn run(self) {
+        if let Some((ns, ifname)) = self.tap
+            && let Err(e) = ns.run(|| {
+                open_netlink(ns.path())?
+                    .delete_link(ifname)
+                    .map_err(netlink_error(format!("cannot delete {ifname}")))
+            })
+        {
+            eprintln!("podswitch-cni: rollback: {e}");
+        }
         if self.veth {
             match Netlink::open().and_then(|mut nl| nl.delete_link(self.host_veth)) {
                 Ok(_) => {}
@@ -177,7 +189,9 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
     steps_ms.lap("config");
     let gateway = cfg.gateway();
     let mtu = conf.mtu.unwrap_or_else(|| pod_mtu(&cfg));
-    let link_mtu = if conf.gso { GSO_LINK_MTU } else { mtu };
+    let tap = conf.pod_interface == PodInterface::Tap;
+    // A tap carries super-frames at the pod's own MTU; a veth needs a large one for them.
+    let link_mtu = if conf.gso && !tap { GSO_LINK_MTU } else { mtu };
     let ipam = Ipam::find(&conf.ipam_type()?, &env.path)?;
     let version = ipam.negotiate(&conf.cni_version, &conf.state_dir)?;
     steps_ms.lap("ipam-version");
@@ -202,6 +216,7 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
         host_veth: &host,
         ipam: None,
         veth: false,
+        tap: None,
         store: &store,
     };
     let steps = (|| {
@@ -231,25 +246,33 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             ));
         }
         let mac = naming::pod_mac(ip);
-        wire(
-            &mut nl,
-            &ns,
-            &host,
+        let pod_side = PodSide {
+            ns: &ns,
             ifname,
             mac,
-            link_mtu,
-            conf.gso,
+            mtu: link_mtu,
             ip,
             len,
             gateway,
-            &mut undo.veth,
-        )?;
-        steps_ms.lap("veth");
-        let host_mac = nl
-            .link(&host)
-            .map_err(netlink_error(format!("cannot look up {host}")))?
-            .map(|l| l.mac)
-            .unwrap_or_default();
+        };
+        if tap {
+            undo.tap = Some((&ns, ifname));
+            wire_tap(&pod_side)?;
+            steps_ms.lap("tap");
+        } else {
+            wire(&mut nl, &host, &pod_side, conf.gso, &mut undo.veth)?;
+            steps_ms.lap("veth");
+        }
+        let host_mac = if tap {
+            None
+        } else {
+            Some(
+                nl.link(&host)
+                    .map_err(netlink_error(format!("cannot look up {host}")))?
+                    .map(|l| l.mac)
+                    .unwrap_or_default(),
+            )
+        };
         let pod = Pod {
             name: match (&k8s.namespace, &k8s.name) {
                 (Some(n), Some(p)) => format!("{n}/{p}"),
@@ -260,7 +283,11 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
             mac: Mac(mac),
             mtu,
             vlan: None,
-            gso: conf.gso,
+            gso: conf.gso && !tap,
+            tap: tap.then(|| PodTap {
+                netns: env.netns.clone(),
+                ifname: ifname.to_string(),
+            }),
             k8s: match (&k8s.namespace, &k8s.name) {
                 (Some(n), Some(p)) => Some(PodRef {
                     namespace: n.clone(),
@@ -281,31 +308,35 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
         node.add_pod(&pod)?;
         steps_ms.lap("podswitchd");
         eprintln!(
-            "podswitch-cni ADD {cid}/{ifname}: {ip} on {host}; {}",
+            "podswitch-cni ADD {cid}/{ifname}: {ip} on {host}{}; {}",
+            if tap { " (tap)" } else { "" },
             steps_ms
         );
+        // A veth pod lists the host end first; a tap pod has only its own interface.
+        let mut interfaces: Vec<Interface> = host_mac
+            .map(|m| Interface {
+                name: host.clone(),
+                mac: Mac(m).to_string(),
+                mtu: Some(link_mtu),
+                sandbox: String::new(),
+            })
+            .into_iter()
+            .collect();
+        interfaces.push(Interface {
+            name: ifname.to_string(),
+            mac: Mac(mac).to_string(),
+            mtu: Some(link_mtu),
+            sandbox: env.netns.clone(),
+        });
         Ok(AddResult {
             cni_version: conf.cni_version.clone(),
-            interfaces: vec![
-                Interface {
-                    name: host.clone(),
-                    mac: Mac(host_mac).to_string(),
-                    mtu: Some(link_mtu),
-                    sandbox: String::new(),
-                },
-                Interface {
-                    name: ifname.to_string(),
-                    mac: Mac(mac).to_string(),
-                    mtu: Some(link_mtu),
-                    sandbox: env.netns.clone(),
-                },
-            ],
             ips: vec![IpConfig {
                 version: None,
                 address: format!("{ip}/{len}"),
                 gateway: Some(gateway),
-                interface: Some(1),
+                interface: Some(interfaces.len() - 1),
             }],
+            interfaces,
             routes: vec![RouteEntry {
                 dst: "0.0.0.0/0".into(),
                 gw: Some(gateway),
@@ -322,26 +353,29 @@ pub fn add(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<AddResult> {
     }
 }
 
-/// The veth pair and everything on it: host end up without offloads, pod end with its
-/// MAC, MTU, address and default route, and its offloads off (on for a super-frame pod).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the values are all distinct"
-)]
-fn wire(
-    nl: &mut Netlink,
-    ns: &Netns,
-    host: &str,
-    ifname: &str,
+/// The pod's end of its link and what it gets: namespace, name, MAC, MTU, address and
+/// default route.
+struct PodSide<'a> {
+    ns: &'a Netns,
+    ifname: &'a str,
     mac: [u8; 6],
     mtu: u16,
-    gso: bool,
     ip: Ipv4Addr,
     len: u8,
     gateway: Ipv4Addr,
+}
+
+/// The veth pair and everything on it: host end up without offloads, pod end with its
+/// MAC, MTU, address and default route, and its offloads off (on for a super-frame pod).
+fn wire(
+    nl: &mut Netlink,
+    host: &str,
+    pod: &PodSide<'_>,
+    gso: bool,
     made: &mut bool,
 ) -> CniResult<()> {
-    nl.add_veth(host, ifname, ns.raw_fd(), mac, u32::from(mtu))
+    let (ns, ifname) = (pod.ns, pod.ifname);
+    nl.add_veth(host, ifname, ns.raw_fd(), pod.mac, u32::from(pod.mtu))
         .map_err(|e| {
             let code = if e.errno == libc::EEXIST {
                 code::INTERFACE_EXISTS
@@ -379,35 +413,76 @@ fn wire(
         .map_err(netlink_error(format!("cannot set {host} up")))?;
     ns.run(|| {
         let mut pnl = open_netlink(ns.path())?;
-        let l = pnl
-            .link(ifname)
-            .map_err(netlink_error(format!(
-                "cannot look up {ifname} in {}",
-                ns.path()
-            )))?
-            .ok_or_else(|| {
-                CniError::new(
-                    code::NETLINK,
-                    format!("{ifname} is not in {} after creation", ns.path()),
-                )
-            })?;
+        let index = pod_link(&mut pnl, pod)?;
         offloads_off(ifname, ns.path())?;
         if gso {
             offloads_gso(ifname, ns.path());
         }
-        pnl.set_up(l.index).map_err(netlink_error(format!(
-            "cannot set {ifname} up in {}",
-            ns.path()
-        )))?;
-        pnl.add_address(l.index, ip, len)
+        address(&mut pnl, pod, index)
+    })
+}
+
+/// A tap pod's device, made in its namespace: persistent (podswitchd attaches to it, and
+/// again after a restart), with its MAC, MTU, address and default route. Its offloads are
+/// what podswitchd accepts when it attaches (checksum and TSO), so nothing is set here;
+/// until then its carrier is off.
+fn wire_tap(pod: &PodSide<'_>) -> CniResult<()> {
+    let (ns, ifname) = (pod.ns, pod.ifname);
+    ns.run(|| {
+        sys::create_persistent_tap(ifname).map_err(|e| {
+            let code = if e.raw_os_error() == Some(libc::EBUSY) {
+                code::INTERFACE_EXISTS
+            } else {
+                code::NETLINK
+            };
+            CniError::new(
+                code,
+                format!("cannot create tap {ifname} in {}: {e}", ns.path()),
+            )
+        })?;
+        let mut pnl = open_netlink(ns.path())?;
+        let index = pod_link(&mut pnl, pod)?;
+        pnl.set_mac_mtu(index, pod.mac, u32::from(pod.mtu))
             .map_err(netlink_error(format!(
-                "cannot add {ip}/{len} to {ifname} in {}",
+                "cannot set the MAC and MTU of {ifname} in {}",
                 ns.path()
             )))?;
-        pnl.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway, l.index)
-            .map_err(netlink_error(format!(
-                "cannot add the default route via {gateway} in {}",
-                ns.path()
-            )))
+        address(&mut pnl, pod, index)
     })
+}
+
+/// The pod's interface index (in the calling thread's namespace, the pod's).
+fn pod_link(pnl: &mut Netlink, pod: &PodSide<'_>) -> CniResult<u32> {
+    let (ns, ifname) = (pod.ns, pod.ifname);
+    pnl.link(ifname)
+        .map_err(netlink_error(format!(
+            "cannot look up {ifname} in {}",
+            ns.path()
+        )))?
+        .map(|l| l.index)
+        .ok_or_else(|| {
+            CniError::new(
+                code::NETLINK,
+                format!("{ifname} is not in {} after creation", ns.path()),
+            )
+        })
+}
+
+/// Sets the pod's interface up, with its address and default route.
+fn address(pnl: &mut Netlink, pod: &PodSide<'_>, index: u32) -> CniResult<()> {
+    let (ns, ifname, ip, len, gateway) = (pod.ns, pod.ifname, pod.ip, pod.len, pod.gateway);
+    pnl.set_up(index).map_err(netlink_error(format!(
+        "cannot set {ifname} up in {}",
+        ns.path()
+    )))?;
+    pnl.add_address(index, ip, len)
+        .map_err(netlink_error(format!(
+            "cannot add {ip}/{len} to {ifname} in {}",
+            ns.path()
+        )))?;
+    pnl.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway, index)
+        .map_err(netlink_error(format!(
+            "cannot add the default route via {gateway} in {}",
+            ns.path()
+        )))
 }

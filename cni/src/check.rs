@@ -7,7 +7,7 @@ use crate::ipam::Ipam;
 use crate::naming;
 use crate::netns::Netns;
 use crate::node::Podswitchd;
-use crate::spec::{AddResult, CniError, CniResult, NetConf, code};
+use crate::spec::{AddResult, CniError, CniResult, NetConf, PodInterface, code};
 use podswitch_model::attachments::Store;
 use std::net::Ipv4Addr;
 
@@ -39,13 +39,15 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
     let ns = Netns::open(&env.netns)?;
     let host = naming::host_veth(cid, ifname);
 
-    let mut nl = open_netlink("the host namespace")?;
-    let hl = nl
-        .link(&host)
-        .map_err(netlink_error(format!("cannot look up {host}")))?
-        .ok_or_else(|| mismatch(format!("host veth {host} of {cid}/{ifname} is missing")))?;
-    if !hl.up {
-        return Err(mismatch(format!("host veth {host} is down")));
+    // A tap pod has no host end: its device is checked in its namespace below.
+    if conf.pod_interface == PodInterface::Veth {
+        let hl = open_netlink("the host namespace")?
+            .link(&host)
+            .map_err(netlink_error(format!("cannot look up {host}")))?
+            .ok_or_else(|| mismatch(format!("host veth {host} of {cid}/{ifname} is missing")))?;
+        if !hl.up {
+            return Err(mismatch(format!("host veth {host} is down")));
+        }
     }
     ns.run(|| {
         let mut pnl = open_netlink(ns.path())?;
@@ -98,6 +100,17 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
         .iter()
         .find(|p| p.port == host)
         .ok_or_else(|| mismatch(format!("podswitchd has no port {host} for {cid}/{ifname}")))?;
+    if port.tap.is_some() != (conf.pod_interface == PodInterface::Tap) {
+        return Err(mismatch(format!(
+            "podswitchd's port {host} is {}, the configuration says podInterface {:?}",
+            if port.tap.is_some() {
+                "a tap"
+            } else {
+                "a veth"
+            },
+            conf.pod_interface
+        )));
+    }
     if port.ip != ip {
         return Err(mismatch(format!(
             "podswitchd's port {host} has {}, prevResult says {ip}",

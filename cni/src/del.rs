@@ -5,6 +5,7 @@ use crate::Env;
 use crate::add::{netlink_error, open_netlink};
 use crate::ipam::{Ipam, ipam_conf};
 use crate::naming::{self, HOST_VETH_PREFIX};
+use crate::netns::Netns;
 use crate::node::{NodeError, Podswitchd};
 use crate::spec::{CniError, CniResult, NetConf, code};
 use podswitch_model::attachments::{Record, Store};
@@ -44,9 +45,17 @@ fn teardown(
         Err(e) => return Err(e.into_cni(&format!("cannot remove port {host}"))),
     }
     // Deleting the host end deletes the pod end with it.
-    open_netlink("the host namespace")?
-        .delete_link(host)
-        .map_err(netlink_error(format!("cannot delete veth {host}")))?;
+    match record
+        .and_then(|r| r.pod.as_ref())
+        .and_then(|p| p.tap.as_ref())
+    {
+        Some(tap) => delete_tap(&tap.netns, &tap.ifname)?,
+        None => {
+            open_netlink("the host namespace")?
+                .delete_link(host)
+                .map_err(netlink_error(format!("cannot delete veth {host}")))?;
+        }
+    }
     let ipam = Ipam::find(&conf.ipam_type()?, &env.path)?;
     let stdin = match record {
         Some(r) => r.ipam_conf.clone(),
@@ -73,6 +82,22 @@ fn teardown(
 }
 
 /// GC: every attachment of this network not in `cni.dev/valid-attachments` goes.
+/// Deletes a tap pod's device in its namespace; nothing to do when the namespace is gone
+/// (the device went with it).
+fn delete_tap(netns: &str, ifname: &str) -> CniResult<()> {
+    let Ok(ns) = Netns::open(netns) else {
+        return Ok(());
+    };
+    ns.run(|| {
+        open_netlink(ns.path())?
+            .delete_link(ifname)
+            .map(|_| ())
+            .map_err(netlink_error(format!(
+                "cannot delete tap {ifname} in {netns}"
+            )))
+    })
+}
+
 pub fn gc(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<()> {
     // libcni leaves the key out when its caller gave no list (cnitool gc): nothing is valid.
     let valid = conf.valid_attachments.clone().unwrap_or_default();

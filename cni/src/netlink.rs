@@ -351,6 +351,15 @@ impl Netlink {
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &b.0)
     }
 
+    /// Sets link `index`'s MAC and MTU.
+    pub fn set_mac_mtu(&mut self, index: u32, mac: [u8; 6], mtu: u32) -> NlResult<()> {
+        let mut b = Body::default();
+        b.bytes(&ifinfomsg(index, 0, 0))
+            .attr(IFLA_ADDRESS, &mac)
+            .attr_u32(IFLA_MTU, mtu);
+        self.request(RTM_NEWLINK, 0, &b.0)
+    }
+
     pub fn set_up(&mut self, index: u32) -> NlResult<()> {
         let mut b = Body::default();
         b.bytes(&ifinfomsg(index, IFF_UP, IFF_UP));

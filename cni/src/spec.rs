@@ -99,6 +99,11 @@ pub struct NetConf {
     /// offloads on, the port registered with `gso = true`.
     #[serde(default)]
     pub gso: bool,
+    /// The pod's interface: a veth whose host end podswitchd binds with AF_XDP (`veth`,
+    /// the default), or a tap device that podswitchd holds with virtio-net headers
+    /// (`tap`: super-frames cross whole at the pod's own MTU; README "Tap pods").
+    #[serde(default, rename = "podInterface")]
+    pub pod_interface: PodInterface,
     /// Where the plugin keeps one record per attachment (for DEL, GC and restarts).
     #[serde(default = "default_state_dir", rename = "stateDir")]
     pub state_dir: PathBuf,
@@ -110,6 +115,14 @@ pub struct NetConf {
         alias = "cni.dev/attachments"
     )]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodInterface {
+    #[default]
+    Veth,
+    Tap,
 }
 
 fn default_socket() -> PathBuf {

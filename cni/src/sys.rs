@@ -1,5 +1,5 @@
 //! The plugin's only `unsafe`: raw syscalls for the netlink socket, `setns` and the
-//! legacy ethtool ioctl. Everything above this module is safe Rust.
+//! legacy ethtool and tun ioctls. Everything above this module is safe Rust.
 
 use std::ffi::c_void;
 use std::io;
@@ -149,6 +149,46 @@ pub fn ethtool_set(ifname: &str, cmd: u32, on: bool) -> io::Result<()> {
             libc::SIOCETHTOOL,
             &mut req as *mut IfReqData,
         )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates the persistent tap device `ifname` (virtio-net headers, one queue) in the
+/// calling thread's namespace; fails with EBUSY when the name is taken. Persistent: it
+/// stays when this process exits, until it is deleted or its namespace goes, and
+/// podswitchd attaches to it (and again after a restart).
+pub fn create_persistent_tap(ifname: &str) -> io::Result<()> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name must be 1-15 bytes",
+        ));
+    }
+    // SAFETY: a constant NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned only here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid; the name fits (checked above) and keeps its NUL.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_TUN_EXCL) as i16;
+    // SAFETY: TUNSETIFF reads (and writes back) an ifreq we own; TUNSETPERSIST takes its
+    // value directly.
+    let r = unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) < 0 {
+            -1
+        } else {
+            libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong)
+        }
     };
     if r < 0 {
         return Err(io::Error::last_os_error());

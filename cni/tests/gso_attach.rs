@@ -12,19 +12,10 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
-/// Bytes sent from pod a to pod b.
-const TRANSFER: usize = 32 << 20;
-
-fn read_u64(lab: &Lab, pod: &str, path: &str) -> u64 {
-    let o = lab.in_ns(pod, &["cat", path]);
-    String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{path} in {pod}: {e}"))
-}
+/// MiB sent from pod a to pod b.
+const TRANSFER_MIB: usize = 32;
 
 #[test]
 fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
@@ -60,7 +51,7 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
     // The veths: MTU 65000 at both ends; the pod's offloads on; its podswitchd MTU is the
     // network's (1450 over VXLAN) and the port carries super-frames.
     assert_eq!(
-        read_u64(&lab, "a", "/sys/class/net/eth0/mtu"),
+        lab.read_u64("a", "/sys/class/net/eth0/mtu"),
         65000,
         "pod end"
     );
@@ -91,96 +82,30 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
     }
 
     // A TCP transfer a -> b: all bytes arrive, in frames larger than the network MTU.
-    let rx_bytes = "/sys/class/net/eth0/statistics/rx_bytes";
-    let rx_packets = "/sys/class/net/eth0/statistics/rx_packets";
-    let (bytes0, packets0) = (
-        read_u64(&lab, "b", rx_bytes),
-        read_u64(&lab, "b", rx_packets),
-    );
-    let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("b"),
-            "timeout",
-            "30",
-            "python3",
-            "-c",
-        ])
-        .arg(
-            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
-             s.bind(('0.0.0.0',7778));s.listen(1);c,_=s.accept();n=0\n\
-             while True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d)\n\
-             print(n)",
-        )
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("server");
-    std::thread::sleep(Duration::from_millis(300));
-    let client = lab.in_ns(
-        "a",
-        &[
-            "timeout",
-            "30",
-            "python3",
-            "-c",
-            &format!(
-                "import socket;s=socket.create_connection(('{ip_b}',7778),timeout=10);\
-                 d=bytes(range(256))*4096;[s.sendall(d) for _ in range({})];s.close()",
-                TRANSFER >> 20
-            ),
-        ],
-    );
-    assert!(
-        client.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    let got = server.wait_with_output().expect("server exits");
+    let t = lab.transfer("a", "b", &ip_b, TRANSFER_MIB);
     assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        TRANSFER.to_string(),
+        t.received,
+        TRANSFER_MIB << 20,
         "bytes received by pod b: {}",
         lab.daemon_log()
     );
-    let bytes = read_u64(&lab, "b", rx_bytes) - bytes0;
-    let packets = read_u64(&lab, "b", rx_packets) - packets0;
-    assert!(packets > 0);
     eprintln!(
-        "pod b: {bytes} bytes in {packets} frames ({} bytes per frame)",
-        bytes / packets
+        "pod b: {} bytes in {} frames ({} bytes per frame)",
+        t.rx_bytes,
+        t.rx_frames,
+        t.bytes_per_frame()
     );
     assert!(
-        bytes / packets > 4000,
-        "pod b received {bytes} bytes in {packets} frames: super-frames did not cross whole"
+        t.bytes_per_frame() > 4000,
+        "pod b received {t:?}: super-frames did not cross whole"
     );
 
     // Pod b's partial checksums were left to its port (AF_XDP transmit metadata), where
     // the kernel offers it; the transfer above proves the kernel completed them.
-    // Workers publish their counters every 100 ms: read them for up to 2 s.
-    let events = |name: &str| -> u64 {
-        let stats = podswitch_model::protocol::request(
-            &lab.socket(),
-            &podswitch_model::protocol::Request::Stats {},
-        )
-        .expect("stats");
-        stats.data["workers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|w| w["pipeline"]["events"][name].as_u64().unwrap_or(0))
-            .sum()
-    };
-    let settled = |name: &str| {
-        (0..20).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            events(name) > 0
-        })
-    };
     if ports.contains("csum-offload refused") {
         eprintln!("transmit checksum offload refused by the kernel: {ports}");
         assert!(
-            settled("csum_finished"),
+            lab.event("csum_finished") > 0,
             "checksums completed by podswitchd"
         );
     } else {
@@ -189,7 +114,10 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
             2,
             "both pod ports offload checksums: {ports}"
         );
-        assert!(settled("csum_offloaded"), "checksums left to the ports");
+        assert!(
+            lab.event("csum_offloaded") > 0,
+            "checksums left to the ports"
+        );
     }
 
     for pod in ["a", "b"] {

@@ -123,6 +123,7 @@ fn pods() -> Vec<Pod> {
             k8s: None,
             attachment: None,
             gso: false,
+            tap: None,
         })
         .collect()
 }

@@ -166,3 +166,36 @@ fn a_batch_without_room_for_every_segment_drops_by_name() {
     assert_eq!(cut + no_buffer, 60);
     assert_eq!(r.out.len(), 3 * cut);
 }
+
+/// A super-frame whose sender gave its segment size (a tap's `gso_size`) smaller than the
+/// path: cut to that size, also when the whole frame would fit the path.
+#[test]
+fn the_senders_segment_size_bounds_the_segments() {
+    let snap = node();
+    let port = snap.port_by_name("veth-pod-a").expect("pod port");
+    for (payload, size) in [(PAYLOAD, 536usize), (1000, 400)] {
+        let f = super_frame(payload, ACK);
+        let r = run_one_batch(&snap, |b| {
+            assert!(b.push_rx_super(port, &f));
+            b.set_last_segment_size(size as u16);
+        });
+        assert!(r.drops.is_empty(), "drops {:?}", r.drops);
+        assert_eq!(r.out.len(), payload.div_ceil(size), "payload {payload}");
+        let mut data = Vec::new();
+        for (k, (_, frame)) in r.out.iter().enumerate() {
+            let p = decode(frame);
+            let seg = &p.l4()[20..];
+            assert!(seg.len() <= size, "segment {k}: {} bytes", seg.len());
+            assert_eq!(p.seq, 0xffff_fc00u32.wrapping_add((k * size) as u32));
+            data.extend_from_slice(seg);
+        }
+        assert_eq!(&data[..], &f[54..], "payload intact and in order");
+    }
+    // A segment size larger than the path changes nothing: the path's MSS wins.
+    let f = super_frame(PAYLOAD, ACK);
+    let r = run_one_batch(&snap, |b| {
+        assert!(b.push_rx_super(port, &f));
+        b.set_last_segment_size(9000);
+    });
+    assert_eq!(r.out.len(), PAYLOAD.div_ceil(MSS));
+}

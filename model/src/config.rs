@@ -194,12 +194,29 @@ pub struct Pod {
     /// to it whole.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gso: bool,
+    /// The pod is reached through a tap device instead of a veth: the device is the pod's
+    /// own interface, and podswitchd holds its file descriptor (opened with virtio-net
+    /// headers, as VPP gives pods). Super-frames cross it whole with their segment size and
+    /// partial checksums, whatever the pod's MTU, so a tap port always carries super-frames
+    /// (`gso` is implied). `port` then only names the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<PodTap>,
     /// The Kubernetes Pod behind the port (from the CNI plugin's `K8S_POD_*` arguments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<PodRef>,
     /// The CNI attachment that made the port (for the plugin's CHECK and GC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+}
+
+/// Where a pod's tap device is: its network namespace (a `/var/run/netns/<name>` or
+/// `/proc/<pid>/ns/net` path) and its name there. The device is made persistent by whoever
+/// creates it (podswitch-cni), so it outlives a podswitchd restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodTap {
+    pub netns: String,
+    pub ifname: String,
 }
 
 /// A Kubernetes Pod's identity.

@@ -309,6 +309,91 @@ impl Lab {
         })
     }
 
+    /// Reads a number from a file in `pod`'s namespace (a sysfs counter).
+    pub fn read_u64(&self, pod: &str, path: &str) -> u64 {
+        let o = self.in_ns(pod, &["cat", path]);
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path} in {pod}: {e}"))
+    }
+
+    /// Sends `mib` MiB over TCP from `client` to `server` (at `server_ip`); returns the
+    /// bytes the server received, and the bytes and frames its eth0 took meanwhile.
+    pub fn transfer(&self, client: &str, server: &str, server_ip: &str, mib: usize) -> Transfer {
+        let rx_bytes = "/sys/class/net/eth0/statistics/rx_bytes";
+        let rx_packets = "/sys/class/net/eth0/statistics/rx_packets";
+        let (bytes0, frames0) = (
+            self.read_u64(server, rx_bytes),
+            self.read_u64(server, rx_packets),
+        );
+        let listener = Command::new("ip")
+            .args(["netns", "exec", &self.ns(server), "timeout", "30", "python3", "-c"])
+            .arg(
+                "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+                 s.bind(('0.0.0.0',7778));s.listen(1);c,_=s.accept();n=0\n\
+                 while True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d)\n\
+                 print(n)",
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("server");
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = self.in_ns(
+            client,
+            &[
+                "timeout",
+                "30",
+                "python3",
+                "-c",
+                &format!(
+                    "import socket;s=socket.create_connection(('{server_ip}',7778),timeout=10);\
+                     d=bytes(range(256))*4096;[s.sendall(d) for _ in range({mib})];s.close()"
+                ),
+            ],
+        );
+        assert!(
+            sent.status.success(),
+            "client: {}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        let got = listener.wait_with_output().expect("server exits");
+        Transfer {
+            received: String::from_utf8_lossy(&got.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            rx_bytes: self.read_u64(server, rx_bytes) - bytes0,
+            rx_frames: self.read_u64(server, rx_packets) - frames0,
+        }
+    }
+
+    /// Pipeline event `name` summed over podswitchd's workers, once it is non-zero (the
+    /// workers publish every 100 ms: read for up to 2 s); 0 if it stays so.
+    pub fn event(&self, name: &str) -> u64 {
+        let read = || -> u64 {
+            let stats = podswitch_model::protocol::request(
+                &self.socket(),
+                &podswitch_model::protocol::Request::Stats {},
+            )
+            .expect("stats");
+            stats.data["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| w["pipeline"]["events"][name].as_u64().unwrap_or(0))
+                .sum()
+        };
+        for _ in 0..20 {
+            let n = read();
+            if n > 0 {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        0
+    }
+
     pub fn tcp(&self, server: &str, server_ip: &str, client: &str) -> bool {
         let listener = Command::new("ip")
             .args(["netns", "exec", &self.ns(server), "python3", "-c"])
@@ -333,6 +418,22 @@ impl Lab {
         );
         let _ = listener.wait();
         String::from_utf8_lossy(&o.stdout).contains("podswitch-ok")
+    }
+}
+
+/// What `Lab::transfer` measured.
+#[derive(Debug)]
+pub struct Transfer {
+    /// Bytes the server's socket received.
+    pub received: usize,
+    /// Bytes and frames the server's eth0 received meanwhile.
+    pub rx_bytes: u64,
+    pub rx_frames: u64,
+}
+
+impl Transfer {
+    pub fn bytes_per_frame(&self) -> u64 {
+        self.rx_bytes / self.rx_frames.max(1)
     }
 }
 

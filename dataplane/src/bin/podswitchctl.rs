@@ -214,6 +214,7 @@ fn to_request(cmd: Cmd) -> Result<Request, String> {
                     mtu,
                     vlan: None,
                     gso: false,
+                    tap: None,
                     k8s: None,
                     attachment: None,
                 },

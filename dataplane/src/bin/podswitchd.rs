@@ -205,7 +205,7 @@ fn cmd_run(
     stage_timing: bool,
     cni_state: Option<PathBuf>,
 ) -> Result<(), String> {
-    use podswitch::daemon::{DaemonOptions, afxdp_factory::AfXdpFactory, run};
+    use podswitch::daemon::{DaemonOptions, kernel_ports::KernelPorts, run};
     use podswitch::port::xdp_prog::XdpMode;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
@@ -243,5 +243,5 @@ fn cmd_run(
         stage_timing,
         cni_state,
     };
-    run(&opts, Arc::new(AfXdpFactory::new(mode)), stop)
+    run(&opts, Arc::new(KernelPorts::new(mode)), stop)
 }

@@ -6,12 +6,12 @@
 //!  worker n: ports' rx ──> Batch ──> Pipeline::run_offloading(view.snap) ──> local tx | handoff
 //! ```
 
-pub mod afxdp_factory;
 pub mod clock;
 pub mod control;
 mod edit;
 pub mod handoff;
 pub mod health;
+pub mod kernel_ports;
 pub mod neigh;
 mod parse;
 pub use podswitch_model::protocol;

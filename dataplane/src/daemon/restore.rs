@@ -18,7 +18,8 @@ pub fn restore_attachments(control: &Control, state_dir: &Path, socket: &Path) -
             if r.socket != socket {
                 continue; // another podswitchd's attachment
             }
-            if crate::port::xdp_prog::ifindex(&r.host_veth).is_err() {
+            // A tap pod's device is in its namespace: opening the port finds it or says why.
+            if pod.tap.is_none() && crate::port::xdp_prog::ifindex(&r.host_veth).is_err() {
                 eprintln!(
                     "podswitchd: restore: {} has no veth {} any more; skipped",
                     pod.name, r.host_veth

@@ -166,8 +166,12 @@ impl Worker {
                 };
                 batch.clear();
                 let gso = view.snap.port(sid).is_some_and(|p| p.gso);
-                let n = ports[pi].port.recv_burst(BATCH_SIZE, &mut |chain| {
-                    batch.push_rx_chain(sid, chain, gso)
+                let n = ports[pi].port.recv_burst(BATCH_SIZE, &mut |chain, rx| {
+                    let taken = batch.push_rx_chain(sid, chain, gso);
+                    if taken && rx.segment_size > 0 {
+                        batch.set_last_segment_size(rx.segment_size);
+                    }
+                    taken
                 });
                 if n == 0 {
                     continue;

@@ -95,6 +95,9 @@ pub struct Meta {
     pub tail_len: u32,
     /// Checksum left to the output port (set by `Pipeline::settle_checksums`).
     pub tx_csum: Option<TxCsum>,
+    /// Payload bytes per segment the sender of a super-frame asked for (its port's
+    /// `RxInfo::segment_size`), 0 when unknown: ip4-tso cuts to no more than this.
+    pub segment_size: u16,
 }
 
 impl Meta {
@@ -116,6 +119,7 @@ impl Meta {
         tail_at: 0,
         tail_len: 0,
         tx_csum: None,
+        segment_size: 0,
     };
 }
 
@@ -260,6 +264,14 @@ impl Batch {
         self.meta[i].tail_at = at as u32;
         self.meta[i].tail_len = tail as u32;
         true
+    }
+
+    /// Records the segment size the sender of the frame taken last asked for (see
+    /// `Meta::segment_size`).
+    pub fn set_last_segment_size(&mut self, size: u16) {
+        if let Some(m) = self.len.checked_sub(1).map(|i| &mut self.meta[i]) {
+            m.segment_size = size;
+        }
     }
 
     /// Like `push_rx`, for a port that hands over TCP super-frames (sets `flags::SUPER`).

@@ -160,6 +160,19 @@ impl Plan {
         Ok(p)
     }
 
+    /// Cuts segments of no more than `size` payload bytes when that is less than the path
+    /// allows: the segment size the super-frame's sender asked for (its MSS toward the
+    /// peer, its path MTU), as the kernel's TSO keeps `gso_size`. 0 changes nothing.
+    pub fn at_most(mut self, size: usize) -> Result<Plan, TsoError> {
+        if size > 0 && size < self.mss {
+            self.mss = size;
+            if self.payload > self.mss && self.flags & (TCP_FLAG_SYN | TCP_FLAG_RST) != 0 {
+                return Err(TsoError::BadFlags);
+            }
+        }
+        Ok(self)
+    }
+
     /// Number of segments (1 when the payload already fits).
     pub fn segments(&self) -> usize {
         self.payload.div_ceil(self.mss).max(1)

@@ -34,7 +34,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::xdp_prog::{self, AttachedMode, XdpMode, XdpProgram, XskMap};
-use super::{Port, PortStats};
+use super::{Port, PortStats, RxInfo};
 use crate::pipeline::batch::TxCsum;
 
 /// `XDP_MAX_TX_SKB_BUDGET` (uapi/linux/if_xdp.h, Linux 6.17+; not in libc yet).
@@ -840,7 +840,7 @@ impl Port for AfXdpPort {
         &self.ifname
     }
 
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize {
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]], RxInfo) -> bool) -> usize {
         // Every available descriptor is looked at, `max` frames are delivered: a frame is
         // a chain of descriptors, all but its last with XDP_PKT_CONTD (multi-buffer only).
         let avail = self.rx.cons_avail(self.rx.size);
@@ -888,7 +888,7 @@ impl Port for AfXdpPort {
             if ok && k > 0 {
                 // A chain longer than MAX_RX_CHAIN is handed over cut at MAX_RX_CHAIN
                 // buffers: more than the batch takes, so it is dropped by name there.
-                if !f(&chain[..k]) {
+                if !f(&chain[..k], RxInfo::default()) {
                     break; // not taken: stays on the ring for the next burst
                 }
                 self.stats.rx_packets += 1;

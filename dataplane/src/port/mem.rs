@@ -1,6 +1,6 @@
 //! An in-memory port: frames queued in, frames collected out. Used by replay and tests.
 
-use super::{Port, PortStats};
+use super::{Port, PortStats, RxInfo};
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
@@ -25,11 +25,11 @@ impl Port for MemPort {
     fn name(&self) -> &str {
         &self.name
     }
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize {
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]], RxInfo) -> bool) -> usize {
         let mut n = 0;
         while n < max {
             let Some(fr) = self.rx.pop_front() else { break };
-            if !f(&[&fr]) {
+            if !f(&[&fr], RxInfo::default()) {
                 self.rx.push_front(fr);
                 break;
             }

@@ -3,6 +3,7 @@
 
 pub mod afxdp_port;
 pub mod mem;
+pub mod tap_port;
 pub mod xdp_prog;
 
 use crate::pipeline::batch::TxCsum;
@@ -19,15 +20,24 @@ pub struct PortStats {
     pub rx_fill_empty: u64,
 }
 
+/// What a port knows of a received frame beyond its bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxInfo {
+    /// For a TCP super-frame, the payload bytes per segment its sender asked for (a tap's
+    /// `gso_size`); 0 when the port does not say (ip4-tso then cuts to the path alone).
+    pub segment_size: u16,
+}
+
 /// A switch port. AF_XDP sockets, in-memory queues (replay, tests) and anything else that
 /// moves frames implement this, so the I/O binding can change without touching the rest.
 pub trait Port: Send {
     fn name(&self) -> &str;
     /// Receives up to `max` frames, calling `f` once per frame with its buffers (one, or the
-    /// chain of a multi-buffer frame, headers in the first; bytes valid during the call).
+    /// chain of a multi-buffer frame, headers in the first; bytes valid during the call)
+    /// and what the port knows of it.
     /// When `f` returns false the frame is not taken: it stays queued for the next call and
     /// the burst ends. Returns the frames taken.
-    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]]) -> bool) -> usize;
+    fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]], RxInfo) -> bool) -> usize;
     /// Queues one frame for transmit (copied); false when the tx ring is full.
     fn send(&mut self, frame: &[u8]) -> bool;
     /// Queues one frame given as a chain of buffers (a multi-buffer frame), and `csum` a

@@ -37,8 +37,11 @@ pub struct PortEntry {
     pub ip: Option<[u8; 4]>,
     pub mtu: u16,
     pub vlan: Option<u16>,
-    /// Carries TCP super-frames as multi-buffer frames (pod ports with `gso`).
+    /// Carries TCP super-frames (pod ports with `gso`, or a tap).
     pub gso: bool,
+    /// The pod's tap device, for a pod reached through one (else the port is `name`'s
+    /// AF_XDP socket).
+    pub tap: Option<crate::config::PodTap>,
     /// Pod name for pod ports.
     pub label: String,
 }

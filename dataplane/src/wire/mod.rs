@@ -11,6 +11,7 @@ pub mod ipv4;
 pub use podswitch_model::mac;
 pub mod tcp;
 pub mod udp;
+pub mod virtio_net;
 pub mod vxlan;
 
 pub use mac::Mac;

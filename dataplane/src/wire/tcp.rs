@@ -8,6 +8,7 @@ pub const FLAG_FIN: u8 = 0x01;
 pub const FLAG_SYN: u8 = 0x02;
 pub const FLAG_RST: u8 = 0x04;
 pub const FLAG_ACK: u8 = 0x10;
+pub const FLAG_CWR: u8 = 0x80;
 const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;

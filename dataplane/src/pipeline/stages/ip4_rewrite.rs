@@ -26,6 +26,8 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     };
     let local = m.flags & flags::LOCAL_ORIGIN != 0;
     let f = b.frame_mut(i);
+    // TCP payload bytes, only for a super-frame whose sender gave its segment size.
+    let seg_payload = (m.segment_size > 0).then(|| tcp_payload_len(f)).flatten();
     let Ok(ip) = Packet::new_checked(&mut f[L3..]) else {
         return cx.drop(b, i, R::Ip4Truncated);
     };
@@ -43,12 +45,14 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         .is_some_and(|p| p.gso);
     let too_big = total > route.mtu && !out_gso;
     let from_gso = m.flags & flags::SUPER != 0;
+    let super_tcp = from_gso && ip.protocol() == ipv4::PROTO_TCP && !ip.is_fragment();
+    // A super-frame that fits the path but carries more per segment than its sender asked
+    // for (a tap pod's gso_size: its peer's MSS, a smaller path MTU it learned) is cut too.
+    let over_segment =
+        super_tcp && !out_gso && seg_payload.is_some_and(|p| p > usize::from(m.segment_size));
     // A TCP super-frame from a port that hands them over is cut to the path (ip4-tso)
     // whatever its DF bit says, as the kernel segments a GSO packet before the device.
-    let tso = too_big
-        && m.flags & flags::SUPER != 0
-        && ip.protocol() == ipv4::PROTO_TCP
-        && !ip.is_fragment();
+    let tso = (too_big || over_segment) && super_tcp;
     if too_big && !tso && ip.dont_frag() {
         let mm = &mut b.meta[i];
         mm.icmp = (
@@ -148,4 +152,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     } else {
         b.set_next(i, post);
     }
+}
+
+/// Payload bytes of the TCP segment in `f` (IPv4 at `L3`), by its IPv4 total length.
+fn tcp_payload_len(f: &[u8]) -> Option<usize> {
+    let ip = Packet::new_checked(f.get(L3..)?).ok()?;
+    let hl = ip.header_len();
+    let seg = Segment::new_checked(f.get(L3 + hl..)?).ok()?;
+    usize::from(ip.total_len()).checked_sub(hl + seg.header_len())
 }

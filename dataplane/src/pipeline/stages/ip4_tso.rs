@@ -17,7 +17,9 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
         return cx.drop(b, i, R::NoRoute);
     };
     let (c, nc) = b.chain(i);
-    let plan = match Plan::for_mtu(&c[..nc], usize::from(route.mtu)) {
+    let plan = Plan::for_mtu(&c[..nc], usize::from(route.mtu))
+        .and_then(|p| p.at_most(usize::from(m.segment_size)));
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => return cx.drop(b, i, e.reason()),
     };

@@ -48,6 +48,7 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
             mtu: cfg.uplink.mtu,
             vlan: None,
             gso: false,
+            tap: None,
             label: "uplink".into(),
         },
     );
@@ -64,6 +65,7 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
                 mtu: h.mtu,
                 vlan: None,
                 gso: false,
+                tap: None,
                 label: "host".into(),
             },
         )
@@ -106,6 +108,14 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
         {
             errs.push(format!("pod {:?}: vlan {v} must be 1..4094", p.name));
         }
+        if let Some(t) = &p.tap
+            && (t.netns.is_empty() || t.ifname.is_empty() || t.ifname.len() > 15)
+        {
+            errs.push(format!(
+                "pod {:?}: tap needs a netns path and an interface name of 1-15 bytes",
+                p.name
+            ));
+        }
         let id = add_port(
             &mut ports,
             errs,
@@ -117,7 +127,8 @@ pub(super) fn build(cfg: &NodeConfig, errs: &mut Vec<String>) -> Ports {
                 ip: Some(p.ip.octets()),
                 mtu: p.mtu,
                 vlan: p.vlan,
-                gso: p.gso,
+                gso: p.gso || p.tap.is_some(),
+                tap: p.tap.clone(),
                 label: p.name.clone(),
             },
         );

@@ -1,4 +1,6 @@
-//! Opens switch ports as AF_XDP sockets and attaches the XDP programs that feed them.
+//! Opens switch ports on the kernel's devices: a pod on a tap device gets a tap port
+//! (`port::tap_port`); every other port is AF_XDP sockets, fed by XDP programs this
+//! attaches.
 //!
 //! The uplink gets `xdp_uplink`, which redirects only podswitch's traffic (VXLAN/IPIP to
 //! the node, pod subnets, Service addresses, NodePorts, replies and ICMP errors of
@@ -9,19 +11,20 @@
 use super::control::PortFactory;
 use crate::port::Port;
 use crate::port::afxdp_port::{AfXdpPort, PortOptions};
+use crate::port::tap_port::TapPort;
 use crate::port::xdp_prog::{self, UplinkConfig, XdpMode, XdpProgram};
 use crate::tables::{PortEntry, PortKind, Snapshot};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
-pub struct AfXdpFactory {
+pub struct KernelPorts {
     pub mode: XdpMode,
     programs: Mutex<HashMap<String, XdpProgram>>,
 }
 
-impl AfXdpFactory {
+impl KernelPorts {
     pub fn new(mode: XdpMode) -> Self {
-        AfXdpFactory {
+        KernelPorts {
             mode,
             programs: Mutex::new(HashMap::new()),
         }
@@ -71,9 +74,15 @@ fn rx_queues(ifname: &str) -> u32 {
         .max(1)
 }
 
-impl PortFactory for AfXdpFactory {
+impl PortFactory for KernelPorts {
     fn open(&self, entry: &PortEntry, snap: &Snapshot) -> Result<Vec<Box<dyn Port>>, String> {
         let name = entry.name.as_str();
+        if let Some(t) = &entry.tap {
+            let p = TapPort::open(name, &t.netns, &t.ifname, entry.mtu)
+                .map_err(|e| format!("cannot open tap {} in {}: {e}", t.ifname, t.netns))?;
+            eprintln!("podswitchd: port {name}: {}", p.mode());
+            return Ok(vec![Box::new(p)]);
+        }
         let prog = if entry.kind == PortKind::Uplink {
             XdpProgram::attach_uplink(name, &Self::uplink_config(snap), self.mode)
         } else if entry.gso {
@@ -144,6 +153,9 @@ impl PortFactory for AfXdpFactory {
     }
 
     fn close(&self, entry: &PortEntry) {
+        if entry.tap.is_some() {
+            return; // the tap's fd closes with its port; its device stays the pod's
+        }
         self.programs.lock().remove(&entry.name);
         let _ = xdp_prog::detach(&entry.name);
     }
