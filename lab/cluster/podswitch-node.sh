@@ -41,6 +41,10 @@ spawn_node "$n" controller "$BIN/podswitch-controller" run --kubeconfig "$kc" --
 # `gso` key).
 gso=false
 [ "${LAB_GSO:-0}" = 1 ] && gso=true
+# LAB_POD_INTERFACE=tap: pods get a tap device instead of a veth (README "Tap pods", the
+# plugin's `podInterface` key).
+podif=${LAB_POD_INTERFACE:-veth}
+case $podif in veth | tap) ;; *) echo "LAB_POD_INTERFACE must be veth or tap, not $podif" >&2; exit 2 ;; esac
 cidr=$(wait_pod_cidr "$node" 10)
 cat >"$dir/net.d/10-lab.conflist" <<EOF2
 {
@@ -52,6 +56,7 @@ cat >"$dir/net.d/10-lab.conflist" <<EOF2
       "socket": "$sock",
       "capabilities": {"ips": true},
       "gso": $gso,
+      "podInterface": "$podif",
       "stateDir": "$dir/cni-state",
       "ipam": {"type": "host-local", "dataDir": "$dir/ipam", "ranges": [[{"subnet": "$cidr"}]]}
     }
