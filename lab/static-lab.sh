@@ -110,7 +110,7 @@ web_servers() {
   sleep 0.5
 }
 
-# result, check_ping and check_http: shared with the cluster lab.
+# result, check_ping, check_http and check_iperf_tcp: shared with the cluster lab.
 # shellcheck source=lab/checks.sh
 source lab/checks.sh
 
@@ -140,16 +140,8 @@ check() {
   # Service NAT: ClusterIP from a pod, NodePort from outside the cluster (the fabric).
   check_http "ClusterIP 10.96.0.10:80 from pod A (20 conns)" "$P-n1-a" http://10.96.0.10/whoami 20 pod-b pod-c
   check_http "NodePort 192.168.1.10:30080 from fabric" "$P-fab" http://192.168.1.10:30080/whoami 20 pod-b pod-c
-  # TCP throughput across nodes.
-  ip netns exec "$P-n2-b" iperf3 -s -1 -D -p 5201 >/dev/null 2>&1 || true
-  sleep 0.3
-  local js bps
-  if js=$(ip netns exec "$P-n1-a" timeout 20 iperf3 -c 10.244.2.20 -p 5201 -t 3 -J 2>/dev/null); then
-    bps=$(echo "$js" | python3 -c 'import json,sys; print("%.2f Gbit/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
-    result "iperf3 TCP pod A -> pod B (3 s)" PASS "$bps"
-  else
-    result "iperf3 TCP pod A -> pod B (3 s)" FAIL "iperf3 failed"
-  fi
+  # TCP across nodes, verified on the underlay by tshark (lab/checks.sh).
+  check_iperf_tcp "iperf3 TCP pod A -> pod B (3 s)" "$P-n1-a" "$P-n2-b" 10.244.2.20 "$P-fab" "$P-n1"
   echo
   echo "lab: flow dump of node1 (podswitchctl dump flows)"
   ctl 1 dump flows | grep -v 'packets:0 ' || true

@@ -1152,10 +1152,10 @@ fn an_unknown_tool_in_a_script_is_caught() {
         p.starts_with("tests/e2e/pmtu.sh:") && p.contains("`frobnicate-tool` is not in"),
         "{p}"
     );
-    // A known tool in a scope its row does not have: tshark is not a lab tool.
+    // A known tool in a scope its row does not have: mergecap is not a lab tool.
     let got = problems(
         &root,
-        Some(("lab/lab.sh", "\nip netns exec x tshark -r f\n")),
+        Some(("lab/lab.sh", "\nip netns exec x mergecap -w f a b\n")),
     );
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
