@@ -660,7 +660,7 @@ def report(argv):
     def present(path, wl):
         return os.path.exists(f"{raw}/{path}-{wl}-after.json")
 
-    for path in ("podswitch", "kernel", "kernel-nft"):
+    for path in ("podswitch", "podswitch-tap", "kernel", "kernel-nft"):
         r = {}
         for wl in ("tcp1", "tcp4", "tcplocal"):
             if not present(path, wl):
@@ -675,7 +675,7 @@ def report(argv):
                 "gbit_s": gbit_s,
                 "retransmits": e["sum_sent"].get("retransmits"),
                 "machine_busy_s_per_gb": w["busy_s"] / gb if gb else None,
-                "dataplane_cpu_s_per_gb": ((w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"]) / gb
+                "dataplane_cpu_s_per_gb": ((w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"]) / gb
                                            if gb else None),
                 "window": w,
             }
@@ -685,7 +685,7 @@ def report(argv):
             r["udp64"] = {
                 "rx_pps": w["rx_packets"] / w["seconds"],
                 "offered_pps": w["tx_packets"] / w["seconds"],
-                "dataplane_cpu_s": w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"],
+                "dataplane_cpu_s": w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"],
                 "window": w,
             }
             u = r["udp64"]
@@ -699,7 +699,7 @@ def report(argv):
                 # CPU used beside the latency: machine-wide and podswitchd's, per second.
                 w = r[wl]["window"]
                 r[wl]["machine_busy_cores"] = w["busy_s"] / w["seconds"] if w["seconds"] else None
-                r[wl]["dataplane_cores"] = ((w["podswitchd_cpu_s"] if path == "podswitch" else w["softirq_s"])
+                r[wl]["dataplane_cores"] = ((w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"])
                                             / w["seconds"] if w["seconds"] else None)
         svc = {}
         for n in meta.get("service_counts", []):
@@ -761,6 +761,16 @@ def report(argv):
              K[wl]["machine_busy_s_per_gb"], False),
             (f"{name}: dataplane CPU s / GB (*)", P[wl]["dataplane_cpu_s_per_gb"],
              K[wl]["dataplane_cpu_s_per_gb"], False),
+        ]
+    # The TCP workloads again with tap pods (harness BENCH_PSW_TAP_PASS), beside the same kernel run.
+    T = res["paths"].get("podswitch-tap", {})
+    for wl, name in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("tcplocal", "TCP 1 stream, same node")):
+        if wl not in T or wl not in K:
+            continue
+        rows += [
+            (f"{name}, tap pods (Gbit/s)", T[wl]["gbit_s"], K[wl]["gbit_s"], True),
+            (f"{name}, tap pods: machine busy CPU s / GB", T[wl]["machine_busy_s_per_gb"],
+             K[wl]["machine_busy_s_per_gb"], False),
         ]
     if "udp64" in both:
         rows += [

@@ -38,7 +38,8 @@
 # (on|off: transmit checksum offload at the switch's end of a GSO pod's veth, default on: with
 # it on, checksums the switch leaves to that port reach the pod as offloaded),
 # BENCH_PSW_POD_PORT (veth|tap, default veth: tap puts the podswitch pods on tap devices at
-# MTU 1450, see README "Tap pods"), BENCH_MD (markdown
+# MTU 1450, see README "Tap pods"), BENCH_PSW_TAP_PASS (1, the default: with veth pods, the TCP
+# workloads run a second time with the pods on taps, rows "..., tap pods"; 0: not), BENCH_MD (markdown
 # output, default BENCHMARKS-harness.md), BENCH_WORKLOADS (default "tcp udp rr services";
 # e.g. BENCH_WORKLOADS=services for the Service scenario alone), BENCH_SERVICES (Service
 # counts, default "1 1000 10000"), BENCH_SVC_CONCURRENCY (connections in flight, default 32),
@@ -79,6 +80,8 @@ WORKLOADS=" ${BENCH_WORKLOADS:-tcp tcplocal udp rr services netpol p2p} "
 PSW_GSO=${BENCH_PSW_GSO:-0}
 PSW_GSO_TX=${BENCH_PSW_GSO_TX:-on}
 PSW_POD_PORT=${BENCH_PSW_POD_PORT:-veth}
+PSW_TAP_PASS=${BENCH_PSW_TAP_PASS:-1}
+declare -A PSW_CFG=([1]=config/node1-vxlan.toml [2]=config/node2-vxlan.toml)
 read -r RR_CLIENT_CORE RR_SERVER_CORE <<<"${BENCH_RR_CORES:-1 1}"
 OVS_XDP_MODE=${BENCH_OVS_XDP_MODE:-native}
 KUBE_PROXY_MODES=" ${BENCH_KUBE_PROXY:-iptables nftables} "
@@ -225,6 +228,9 @@ setup_podswitch() {
   fi
   read -r c1 c2 <<<"$PSW_CORES"
   # shellcheck disable=SC2086 # extra daemon arguments
+  # What the Service and NetworkPolicy workloads build their programs from: the pods as
+  # they were started (gso, tap), not the plain example configuration.
+  PSW_CFG[1]=$cfg1 PSW_CFG[2]=$cfg2
   PSW_WRAP="taskset -c $c1" start_psw 1 "$cfg1" "$c1" $PSW_ARGS
   # shellcheck disable=SC2086
   PSW_WRAP="taskset -c $c2" start_psw 2 "$cfg2" "$c2" $PSW_ARGS
@@ -399,8 +405,8 @@ services() {
   # machine hit every count alike; the report takes the median of the rounds.
   for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $SVC_COUNTS; do
-    vip=$("$PY" bench/bench.py svc-gen "$n" config/node1-vxlan.toml "$TMPD/svc-node1.toml" "$TMPD/svc.ipt" "$TMPD/svc.nft")
-    "$PY" bench/bench.py svc-gen "$n" config/node2-vxlan.toml "$TMPD/svc-node2.toml" /dev/null >/dev/null
+    vip=$("$PY" bench/bench.py svc-gen "$n" "${PSW_CFG[1]}" "$TMPD/svc-node1.toml" "$TMPD/svc.ipt" "$TMPD/svc.nft")
+    "$PY" bench/bench.py svc-gen "$n" "${PSW_CFG[2]}" "$TMPD/svc-node2.toml" /dev/null >/dev/null
     t0=$(date +%s%N)
     for node in $NODES; do
       if [ "$path" = podswitch ]; then
@@ -458,7 +464,7 @@ netpol() {
   nsx "$A" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
   for r in $(seq 1 "$SVC_ROUNDS"); do
   for n in $NP_COUNTS; do
-    "$PY" bench/bench.py netpol-gen "$n" config/node2-vxlan.toml default/pod-b "$B_IP" \
+    "$PY" bench/bench.py netpol-gen "$n" "${PSW_CFG[2]}" default/pod-b "$B_IP" \
       "${TOPO_POD_IP[a]}" "$TMPD/np-node2.toml" "$TMPD/np.ipset" "$TMPD/np.ipt"
     [ "$path" = podswitch ] || kernel_policies_flush
     t0=$(date +%s%N)
@@ -477,7 +483,7 @@ netpol() {
   done
   done
   if [ "$path" = podswitch ]; then
-    psw_ctl 2 program replace config/node2-vxlan.toml >/dev/null
+    psw_ctl 2 program replace "${PSW_CFG[2]}" >/dev/null
   else
     kernel_policies_flush
   fi
@@ -594,6 +600,19 @@ if wl_on tcp || wl_on tcplocal || wl_on udp || wl_on rr || wl_on rrlocal || wl_o
   for n in $NODES; do stop_psw "$n"; done
   netns_cleanup
 
+  # The same TCP workloads with the pods on tap devices (README "Tap pods"), the pod port
+  # that carries super-frames whole at the network MTU: rows "..., tap pods".
+  if [ "$PSW_POD_PORT" != tap ] && [ "$PSW_TAP_PASS" = 1 ] && { wl_on tcp || wl_on tcplocal; }; then
+    echo "bench: podswitch path, tap pods"
+    all_workloads=$WORKLOADS
+    WORKLOADS=" $(wl_on tcp && echo tcp) $(wl_on tcplocal && echo tcplocal) "
+    PSW_POD_PORT=tap setup_podswitch
+    measure podswitch-tap
+    for n in $NODES; do stop_psw "$n"; done
+    netns_cleanup
+    WORKLOADS=$all_workloads
+  fi
+
   echo "bench: kernel flannel path"
   setup_kernel
   measure kernel
@@ -618,7 +637,7 @@ json.dump({
   "netpol": "$(wl_on netpol && echo "new TCP connections/s from pod A (node1) straight to pod B:8080 (node2), pod B selected by N NetworkPolicies of 10 rules (N = $(echo $NP_COUNTS | sed 's/ /, /g'); 10 cluster addresses and one TCP port per rule; pod A allowed by the last rule of the last policy), same client, server, rounds and median as the Service workload. podswitch: node2's config with address sets and the pod policy in one program replace. kernel: Calico's iptables form in node2: an ipset per peer set (hash:ip, ipset restore), filter FORWARD -> cali-FORWARD (conntrack ESTABLISHED,RELATED accept, INVALID drop) -> per-pod chain (dispatched by pod B's address, the path bridges through cni0) clearing the policy mark, jumping to each policy's chain in order and returning once one marked the packet, else DROP; each policy chain one rule per rule (-m set src, -m multiport --dports, MARK) + RETURN; via $IPT_RESTORE; program ms = node2")",
   "services": "$(wl_on services && echo "new TCP connections/s from pod A (node1) to the ClusterIP:80 of the LAST of N Services (N = $(echo $SVC_COUNTS | sed 's/ /, /g'); 1 TCP port each, one endpoint each; the target's endpoint is pod B $B_IP:8080 on node2); bench.py cc-client, $SVC_CONC connections in flight (non-blocking connect, receive 1 byte, close with RST), counted over ${DUR} s after 1 s, $SVC_ROUNDS rounds interleaving the counts, median of the rounds reported; server: bench.py cc-server (accept, send 1 byte, close); both pinned to core 1. podswitch: node config + Services in one program replace per node; kernel: kube-proxy iptables-mode nat table (KUBE-SERVICES one rule per Service -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ / KUBE-POSTROUTING) via $IPT_RESTORE ($($IPT_RESTORE --version 2>&1 | head -1)) in both node namespaces; kernel nftables (rows marked nftables): kube-proxy nftables-mode table ip kube-proxy (service-ips verdict map ip daddr . meta l4proto . th dport : goto service-* -> endpoint-* DNAT, mark-for-masquerade / masquerading) via nft -f ($(nft --version 2>/dev/null | head -1)), the iptables nat table flushed first; program ms = both nodes")",
   "placement": "node1's podswitchd pinned to core ${PSW_CORES% *}, node2's to core ${PSW_CORES#* } (taskset + --cores, ${PSW_ARGS:-adaptive polling}); iperf3 and trafgen pinned to core 1, the RR client to core $RR_CLIENT_CORE and server to core $RR_SERVER_CORE; the kernel path forwards in softirq on the sending core",
-  "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso, checksums toward pods left to the veth's transmit offload through AF_XDP transmit metadata)")$([ "$PSW_POD_PORT" = tap ] && echo " (BENCH_PSW_POD_PORT=tap: pods on tap devices with virtio-net headers at MTU 1450, offloads csum+tso4, super-frames cross whole between pods and are cut by ip4-tso toward the overlay)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
+  "paths": "podswitch: podswitchd per node, AF_XDP copy mode on veths, VXLAN (config/node{1,2}-vxlan.toml), pod MTU 1500 with MSS clamp, veth offloads off$([ "$PSW_GSO" = 1 ] && echo " (BENCH_PSW_GSO=1: pods gso = true, pod offloads on, veth MTU 65000 on both ends, no MSS clamp, super-frames cut by ip4-tso, checksums toward pods left to the veth's transmit offload through AF_XDP transmit metadata)")$([ "$PSW_POD_PORT" = tap ] && echo " (BENCH_PSW_POD_PORT=tap: pods on tap devices with virtio-net headers at MTU 1450, offloads csum+tso4, super-frames cross whole between pods and are cut by ip4-tso toward the overlay)")$([ "$PSW_POD_PORT" != tap ] && [ "$PSW_TAP_PASS" = 1 ] && echo "; rows 'tap pods': the TCP workloads again with the podswitch pods on tap devices (virtio-net headers, MTU 1450, as BENCH_PSW_POD_PORT=tap)"). kernel: flannel vxlan backend (flannel.1 VNI 1 port 8472 nolearning MTU 1450, cni0 bridge, pod MTU 1450), veth offloads on (defaults)",
   "workloads": "TCP: iperf3 -t $((DUR + 2)) -P 1|4, pod A (node1) -> pod B (node2), Gbit/s as iperf3 reports; TCP same node: iperf3 -P 1, pod A -> pod C (both node1; kernel: through cni0); CPU s per GB: machine-wide busy CPU (user+system+softirq, /proc/stat) and podswitchd's own (/proc/PID/stat) over the ${DUR} s window, per GB received at iperf3's rate; UDP: trafgen 60-byte frames (64 on the wire) at full rate from pod A, packets counted at pod B's eth0 over a ${DUR} s window; RR: 64-byte request/response over one TCP connection for ${RR_SECONDS} s (python, TCP_NODELAY)",
   "notes": "Reading the numbers. (1) busy cycles/pkt are TSC cycles of worker loop iterations that did work divided by the packets the node's worker received (podswitchctl stats); they include the AF_XDP copy-mode syscalls: a tx kick (sendto) runs the whole downstream kernel path synchronously (veth xmit, the fabric bridge, the next node's XDP program and copy into its UMEM), which is why they are ~50x the sum of the per-stage ns. (2) With the default placement both podswitchd share core 0 and poll adaptively: a worker with nothing to do yields the core at every empty pass (sched_yield) and sleeps in poll() after 200 us idle, so the other daemon runs as soon as it has packets; before that change (spinning 2000 empty passes without yielding) RR p50 was ~500 us instead of ~75 us. An iteration preempted by the other daemon still counts the other's run time as busy. (3) /proc/stat is machine wide: on a shared machine other work lands in the softirq and machine-busy figures; the podswitchd figure (/proc/PID/stat) is not affected. (4) The kernel path keeps TSO/GSO/GRO, podswitch moves 1500-byte frames one by one in copy mode: TCP parity needs multi-buffer frames or segmentation offload in userspace."
 }, open(sys.argv[1], "w"), indent=1)
