@@ -769,7 +769,7 @@ def report(argv):
             continue
         rows += [
             (f"{name}, tap pods (Gbit/s)", T[wl]["gbit_s"], K[wl]["gbit_s"], True),
-            (f"{name}, tap pods: machine busy CPU s / GB", T[wl]["machine_busy_s_per_gb"],
+            (f"{name}, tap pods: busy CPU s / GB", T[wl]["machine_busy_s_per_gb"],
              K[wl]["machine_busy_s_per_gb"], False),
         ]
     if "udp64" in both:
