@@ -199,3 +199,29 @@ fn the_senders_segment_size_bounds_the_segments() {
     });
     assert_eq!(r.out.len(), PAYLOAD.div_ceil(MSS));
 }
+
+/// Bridged on one node to a pod whose port takes no super-frames: a frame with its
+/// sender's segment size is cut to it even though the whole frame fits that pod's MTU.
+#[test]
+fn a_sized_super_frame_bridged_to_an_ordinary_pod_is_cut_to_its_segment_size() {
+    let snap = node();
+    let port = snap.port_by_name("veth-pod-a").expect("pod port");
+    let data: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
+    let f = tcp(
+        MAC_A, MAC_C, POD_A, POD_C, 40000, 5201, ACK, 1000, 77, &data,
+    );
+    let r = run_one_batch(&snap, |b| {
+        assert!(b.push_rx_super(port, &f));
+        b.set_last_segment_size(400);
+    });
+    assert!(r.drops.is_empty(), "drops {:?}", r.drops);
+    assert_eq!(r.out.len(), 3, "1000 bytes in segments of 400");
+    let mut got = Vec::new();
+    for (k, (port, frame)) in r.out.iter().enumerate() {
+        assert_eq!(port, "veth-pod-c");
+        let p = decode(frame);
+        assert_eq!(p.seq, 1000 + (k * 400) as u32);
+        got.extend_from_slice(&p.l4()[20..]);
+    }
+    assert_eq!(got, data, "payload intact and in order");
+}

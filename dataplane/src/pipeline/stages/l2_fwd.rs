@@ -53,10 +53,12 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     });
     if b.meta[i].flags & flags::SUPER != 0 {
         // A super-frame for a port that cannot take it whole is routed, so ip4-tso cuts it
-        // to that port's MTU (costing a TTL decrement, as routed traffic does).
-        let fits = snap
-            .port(out)
-            .is_some_and(|p| p.gso || b.frame_len(i) <= usize::from(p.mtu) + ethernet::HEADER_LEN);
+        // to that port's MTU (costing a TTL decrement, as routed traffic does); so is one
+        // whose sender gave its segment size (a tap's GSO frame), cut to that size.
+        let sized = b.meta[i].segment_size > 0;
+        let fits = snap.port(out).is_some_and(|p| {
+            p.gso || (!sized && b.frame_len(i) <= usize::from(p.mtu) + ethernet::HEADER_LEN)
+        });
         if !fits {
             cx.trace(Stage::L2Fwd, || {
                 "super-frame larger than the output port takes: routed to be segmented".into()
