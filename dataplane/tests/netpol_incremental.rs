@@ -276,6 +276,81 @@ fn check(inc: &PolicyTable, inc_errs: &[String], cfg: &PolicyConfig, pods: &[Pod
     true
 }
 
+/// Counts survive a recompilation: a rule kept (shifted by an insertion before it, or
+/// naming a set that changed) keeps its count, a new rule starts at zero, and the
+/// direction keeps its denials.
+#[test]
+fn kept_rules_keep_their_counts() {
+    let pods = pods();
+    let set = |name: &str, p: &str| AddressSet {
+        name: name.into(),
+        prefixes: vec![p.parse().unwrap()],
+        except: vec![],
+    };
+    let rule = |n: u32, peer: &str| PolicyRule {
+        policy: format!("ns/pol{n}"),
+        rule: n,
+        peers: vec![peer.into()],
+        ports: vec![],
+    };
+    let policy = |rules: Vec<PolicyRule>| PodPolicy {
+        pod: pod_name(0),
+        ingress: Some(PolicyDirection {
+            policies: vec!["ns/pol".into()],
+            rules,
+        }),
+        egress: None,
+    };
+    let settings = PolicySettings::default();
+    let cfg = PolicyConfig {
+        sets: Named::from_list(
+            vec![set("s0", "10.0.0.0/28"), set("s1", "10.0.0.16/28")],
+            |s| &s.name,
+        ),
+        pods: Named::from_list(vec![policy(vec![rule(0, "s0"), rule(1, "s1")])], |p| &p.pod),
+    };
+    let inputs = |c| Inputs {
+        settings: &settings,
+        pods: &pods,
+        ports: &[],
+        policy: c,
+    };
+    let mut errs = Vec::new();
+    let t0 = build(&inputs(&cfg), None, &mut errs);
+    let ip = pods[0].ip.octets();
+    let d0 = t0
+        .by_ip(ip)
+        .and_then(|p| p.ingress.as_ref())
+        .expect("compiled");
+    for _ in 0..3 {
+        d0.count(d0.check(6, Some(80), 0x0a00_0001)); // rule 0
+    }
+    d0.count(d0.check(6, Some(80), 0x0a00_0011)); // rule 1
+    d0.count(d0.check(6, Some(80), 0x0a00_0040)); // denied
+    // A rule inserted first, and set s1 changed: both old rules are kept.
+    let mut next = cfg.clone();
+    next.pods = Named::from_list(
+        vec![policy(vec![rule(9, "s1"), rule(0, "s0"), rule(1, "s1")])],
+        |p| &p.pod,
+    );
+    next.sets = Named::from_list(
+        vec![set("s0", "10.0.0.0/28"), set("s1", "10.0.0.32/28")],
+        |s| &s.name,
+    );
+    let t1 = build(&inputs(&next), Some((&t0, &cfg)), &mut errs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let d1 = t1
+        .by_ip(ip)
+        .and_then(|p| p.ingress.as_ref())
+        .expect("compiled");
+    let counts: Vec<u64> = d1
+        .rules()
+        .map(|r| r.allowed.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(counts, [0, 3, 1]);
+    assert_eq!(d1.denied.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 

@@ -10,8 +10,9 @@
 //! O(log n), never a walk over rules (the Antrea conjunction idea, precomputed).
 //!
 //! Per rule "allowed" and per pod and direction "denied" counters live beside the compiled
-//! rules (atomics, counted only when rules are evaluated: a flow's first packet, a denial),
-//! so they survive publishes that leave the pod's rules alone.
+//! rules (atomics, counted only when rules are evaluated: a flow's first packet, a denial).
+//! They survive publishes that leave the pod's rules alone, and a recompilation carries them
+//! over for every rule it keeps (a new rule starts at zero).
 
 use super::cow::ShardedMap;
 use super::fasthash::FastMap;

@@ -17,7 +17,7 @@ use super::policy::{CompiledSet, DirRules, NONE, PortClasses, RangeRules};
 use crate::config::{PodPolicy, PolicyDirection, PolicyRule, services::Protocol};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Compiled address sets by name.
 pub(super) type Sets = ShardedMap<Arc<str>, Arc<CompiledSet>>;
@@ -358,15 +358,27 @@ pub(super) fn compile(
             Arc::new(RangeRules::build(tri, &mut tables.scratch))
         }
     };
+    // A rule kept from the previous compilation keeps its count, and the direction its
+    // denials (increments landing on the old tables while this one is published are lost).
+    let carried =
+        |c: Option<&AtomicU64>| AtomicU64::new(c.map_or(0, |c| c.load(Ordering::Relaxed)));
     DirRules {
         source: Arc::clone(pp),
         egress,
-        allowed: rules.iter().map(|_| AtomicU64::new(0)).collect(),
+        allowed: (0..rules.len() as u32)
+            .map(|i| {
+                carried(
+                    prior
+                        .old
+                        .and_then(|o| prior.diff.old_of(i).and_then(|j| o.allowed.get(j as usize))),
+                )
+            })
+            .collect(),
         any_port_key,
         any_port,
         tcp,
         udp,
         any_rule,
-        denied: AtomicU64::new(0),
+        denied: carried(prior.old.map(|o| &o.denied)),
     }
 }
