@@ -9,6 +9,7 @@ use crate::netns::Netns;
 use crate::node::{NodeError, Podswitchd};
 use crate::spec::{CniError, CniResult, NetConf, code};
 use podswitch_model::attachments::{Record, Store};
+use podswitch_model::config::PodTap;
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -17,7 +18,18 @@ pub fn del(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<()> {
     let store = Store::new(&conf.state_dir, &conf.name);
     let host = naming::host_veth(cid, ifname);
     let record = store.load(&host);
-    teardown(conf, raw, env, cid, ifname, &host, record.as_ref(), &store)
+    let tap = record.as_ref().and_then(|r| r.pod.as_ref()?.tap.clone());
+    teardown(
+        conf,
+        raw,
+        env,
+        cid,
+        ifname,
+        &host,
+        tap.as_ref(),
+        record.as_ref(),
+        &store,
+    )
 }
 
 /// Removes one attachment: port, veth, lease, record.
@@ -32,6 +44,7 @@ fn teardown(
     cid: &str,
     ifname: &str,
     host: &str,
+    tap: Option<&PodTap>,
     record: Option<&Record>,
     store: &Store,
 ) -> CniResult<()> {
@@ -44,11 +57,9 @@ fn teardown(
         }
         Err(e) => return Err(e.into_cni(&format!("cannot remove port {host}"))),
     }
-    // Deleting the host end deletes the pod end with it.
-    match record
-        .and_then(|r| r.pod.as_ref())
-        .and_then(|p| p.tap.as_ref())
-    {
+    // A tap pod's device is in its namespace; deleting a veth's host end deletes the pod
+    // end with it.
+    match tap {
         Some(tap) => delete_tap(&tap.netns, &tap.ifname)?,
         None => {
             open_netlink("the host namespace")?
@@ -127,6 +138,7 @@ pub fn gc(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<()> {
                 &r.container_id,
                 &r.ifname,
                 &r.host_veth,
+                r.pod.as_ref().and_then(|p| p.tap.as_ref()),
                 Some(&r),
                 &store,
             ));
@@ -145,7 +157,15 @@ pub fn gc(conf: &NetConf, raw: &Value, env: &Env) -> CniResult<()> {
                         .map(|a| (a.container_id.clone(), a.ifname.clone()));
                     if let Some((cid, ifname)) = a {
                         note(teardown(
-                            conf, raw, env, &cid, &ifname, &p.port, None, &store,
+                            conf,
+                            raw,
+                            env,
+                            &cid,
+                            &ifname,
+                            &p.port,
+                            p.tap.as_ref(),
+                            None,
+                            &store,
                         ));
                     }
                 }

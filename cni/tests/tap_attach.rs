@@ -4,7 +4,7 @@
 //! a TCP transfer between two tap pods arrives whole in super-frames (their checksums left
 //! to the kernel), one toward a veth pod is cut to its MTU; CHECK passes; a restarted
 //! podswitchd (`--cni-state`) attaches to the taps again; a tap that is not there is
-//! refused by name; DEL removes the devices.
+//! refused by name; GC and DEL remove the devices.
 //!
 //! Skips, saying why, when not root or when cnitool, host-local or podswitchd is missing.
 
@@ -123,6 +123,37 @@ fn tap_pods_exchange_super_frames_and_survive_a_restart() {
         "{r:?}"
     );
     assert!(lab.ping("a", &ip_b), "a still pings b");
+
+    // GC without b among the valid attachments, and without b's record (as after a lost
+    // state folder): b's port goes, found in podswitchd, and its tap with it.
+    let port_b = lab.dump("config")["pod"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["tap"]["netns"] == lab.netns_path("b").as_str())
+        .and_then(|p| p["port"].as_str().map(String::from))
+        .expect("b's port");
+    std::fs::remove_file(lab.dir.join(format!("state/podswitch/{port_b}.json")))
+        .expect("b's record");
+    let valid: Vec<Value> = ["a", "c"]
+        .iter()
+        .map(|p| {
+            let id = format!("cnitool-{}", sha_prefix(&lab.netns_path(p)));
+            serde_json::json!({"containerID": id, "ifname": "eth0"})
+        })
+        .collect();
+    let mut gc: Value = serde_json::from_str(&lab.conf("1.1.0")).expect("conf");
+    gc["cni.dev/valid-attachments"] = Value::Array(valid);
+    let (ok, e) = lab.plugin("GC", &[], &gc.to_string());
+    assert!(ok, "GC: {e}");
+    assert_eq!(lab.ports().len(), 2, "GC removed b's port only");
+    assert!(
+        !lab.in_ns("b", &["ip", "link", "show", "eth0"])
+            .status
+            .success(),
+        "GC removed b's tap"
+    );
+    assert!(lab.ping("a", &ip_c), "a and c still talk after GC");
 
     for pod in ["a", "b", "c"] {
         let d = lab.cnitool("del", pod);
