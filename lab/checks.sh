@@ -55,9 +55,11 @@ PY
 # Retransmissions may be at most IPERF_RETRANS_MAX_PCT % of the captured data segments. The
 # veths lose nothing by themselves; a healthy lab loses a segment only when an rx ring
 # overflows while the thread that drains it (a podswitchd worker, the kernel's softirq)
-# waits for one of the 2 cores the machine shares with other work. A bad checksum or a
-# wrong segmentation makes the receiver drop, and the sender resends far more than 1 %.
-IPERF_RETRANS_MAX_PCT=${IPERF_RETRANS_MAX_PCT:-1}
+# waits for one of the 2 cores the machine shares with other work (the capture itself
+# included): up to 1.07 % was seen on a healthy lab under the whole test suite. A bad
+# checksum or a wrong segmentation makes the receiver drop, and the sender resends far more
+# (3 % loss put on purpose at a pod's ingress fails).
+IPERF_RETRANS_MAX_PCT=${IPERF_RETRANS_MAX_PCT:-2}
 # Whole frames (TCP checksums need them), bounded in count and time.
 IPERF_CAPTURE_FRAMES=30000
 # Out-of-order counts as a resend: the underlay does not reorder, and tshark calls a resend
