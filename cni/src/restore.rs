@@ -21,9 +21,13 @@ pub fn restore(state_dir: &Path) -> (usize, usize) {
         for r in store.all() {
             let Some(pod) = &r.pod else { continue };
             // A tap pod's device is in its namespace: podswitchd finds it or says why.
-            match nl.link(&r.host_veth) {
-                _ if pod.tap.is_some() => {}
-                Ok(Some(_)) => {}
+            let veth = if pod.tap.is_some() {
+                Ok(Some(()))
+            } else {
+                nl.link(&r.host_veth).map(|l| l.map(|_| ()))
+            };
+            match veth {
+                Ok(Some(())) => {}
                 Ok(None) => {
                     eprintln!(
                         "podswitch-cni restore: {} has no veth {} any more; skipped",

@@ -81,12 +81,12 @@ fn gso_pods_get_super_frame_veths_and_exchange_super_frames() {
         assert_eq!(p["mtu"], 1450, "{p}");
     }
 
-    // A TCP transfer a -> b: all bytes arrive, in frames larger than the network MTU.
+    // A TCP transfer a -> b: all bytes arrive unaltered, in frames larger than the network
+    // MTU.
     let t = lab.transfer("a", "b", &ip_b, TRANSFER_MIB);
-    assert_eq!(
-        t.received,
-        TRANSFER_MIB << 20,
-        "bytes received by pod b: {}",
+    assert!(
+        t.intact(TRANSFER_MIB),
+        "received by pod b: {t:?}\n{}",
         lab.daemon_log()
     );
     eprintln!(

@@ -69,10 +69,11 @@ fn tap_pods_exchange_super_frames_and_survive_a_restart() {
         "{pods:?}"
     );
 
-    // Tap pod to tap pod: whole super-frames, checksums left to the receiving tap.
+    // Tap pod to tap pod: whole super-frames, checksums left to the receiving tap; every
+    // byte arrives unaltered (SHA-256 of what was sent and received).
     assert!(lab.ping("a", &ip_b), "a pings b: {}", lab.daemon_log());
     let t = lab.transfer("a", "b", &ip_b, TRANSFER_MIB);
-    assert_eq!(t.received, TRANSFER_MIB << 20, "{}", lab.daemon_log());
+    assert!(t.intact(TRANSFER_MIB), "{t:?}\n{}", lab.daemon_log());
     eprintln!("tap -> tap: {t:?}, {} bytes per frame", t.bytes_per_frame());
     assert!(
         t.bytes_per_frame() > 4000,
@@ -99,7 +100,7 @@ fn tap_pods_exchange_super_frames_and_survive_a_restart() {
     let c = lab.cnitool_ok("add", "c");
     let ip_c = ip_of(&c);
     let t = lab.transfer("a", "c", &ip_c, TRANSFER_MIB / 4);
-    assert_eq!(t.received, TRANSFER_MIB << 18, "{}", lab.daemon_log());
+    assert!(t.intact(TRANSFER_MIB / 4), "{t:?}\n{}", lab.daemon_log());
     eprintln!("tap -> veth: {t:?}");
     assert!(
         t.bytes_per_frame() <= 1514,

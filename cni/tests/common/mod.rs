@@ -318,8 +318,9 @@ impl Lab {
             .unwrap_or_else(|e| panic!("{path} in {pod}: {e}"))
     }
 
-    /// Sends `mib` MiB over TCP from `client` to `server` (at `server_ip`); returns the
-    /// bytes the server received, and the bytes and frames its eth0 took meanwhile.
+    /// Sends `mib` MiB of pseudo-random bytes over TCP from `client` to `server` (at
+    /// `server_ip`); returns what the server received (bytes and SHA-256) beside the
+    /// SHA-256 of what was sent, and the bytes and frames the server's eth0 took meanwhile.
     pub fn transfer(&self, client: &str, server: &str, server_ip: &str, mib: usize) -> Transfer {
         let rx_bytes = "/sys/class/net/eth0/statistics/rx_bytes";
         let rx_packets = "/sys/class/net/eth0/statistics/rx_packets";
@@ -331,9 +332,10 @@ impl Lab {
             .args(["netns", "exec", &self.ns(server), "timeout", "30", "python3", "-c"])
             .arg(
                 "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+                 import hashlib;h=hashlib.sha256();\
                  s.bind(('0.0.0.0',7778));s.listen(1);c,_=s.accept();n=0\n\
-                 while True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d)\n\
-                 print(n)",
+                 while True:\n  d=c.recv(1<<20)\n  if not d: break\n  n+=len(d);h.update(d)\n\
+                 print(n,h.hexdigest())",
             )
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -347,8 +349,10 @@ impl Lab {
                 "python3",
                 "-c",
                 &format!(
-                    "import socket;s=socket.create_connection(('{server_ip}',7778),timeout=10);\
-                     d=bytes(range(256))*4096;[s.sendall(d) for _ in range({mib})];s.close()"
+                    "import socket,random,hashlib;s=socket.create_connection(('{server_ip}',7778),timeout=10);\
+                     r=random.Random(7);h=hashlib.sha256()\n\
+                     for _ in range({mib}):\n  d=r.randbytes(1<<20);h.update(d);s.sendall(d)\n\
+                     s.close();print(h.hexdigest())"
                 ),
             ],
         );
@@ -358,11 +362,12 @@ impl Lab {
             String::from_utf8_lossy(&sent.stderr)
         );
         let got = listener.wait_with_output().expect("server exits");
+        let got = String::from_utf8_lossy(&got.stdout).into_owned();
+        let mut got = got.split_whitespace();
         Transfer {
-            received: String::from_utf8_lossy(&got.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(0),
+            received: got.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            received_sha256: got.next().unwrap_or_default().to_string(),
+            sent_sha256: String::from_utf8_lossy(&sent.stdout).trim().to_string(),
             rx_bytes: self.read_u64(server, rx_bytes) - bytes0,
             rx_frames: self.read_u64(server, rx_packets) - frames0,
         }
@@ -426,12 +431,22 @@ impl Lab {
 pub struct Transfer {
     /// Bytes the server's socket received.
     pub received: usize,
+    /// SHA-256 of the bytes received and of those sent (hex).
+    pub received_sha256: String,
+    pub sent_sha256: String,
     /// Bytes and frames the server's eth0 received meanwhile.
     pub rx_bytes: u64,
     pub rx_frames: u64,
 }
 
 impl Transfer {
+    /// Every byte arrived, in order and unaltered.
+    pub fn intact(&self, mib: usize) -> bool {
+        self.received == mib << 20
+            && self.sent_sha256.len() == 64
+            && self.received_sha256 == self.sent_sha256
+    }
+
     pub fn bytes_per_frame(&self) -> u64 {
         self.rx_bytes / self.rx_frames.max(1)
     }

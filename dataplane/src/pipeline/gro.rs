@@ -29,12 +29,10 @@ use crate::wire::ethernet;
 use crate::wire::ipv4;
 use crate::wire::{be16, set_be16};
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const URG: u8 = 0x20;
-const CWR: u8 = 0x80;
+use crate::wire::tcp::{
+    FLAG_CWR as CWR, FLAG_FIN as FIN, FLAG_PSH as PSH, FLAG_RST as RST, FLAG_SYN as SYN,
+    FLAG_URG as URG,
+};
 /// Offset of the IPv4 header in a frame (VLAN tags are stripped at input).
 const L3: usize = ethernet::HEADER_LEN;
 /// Offset of the TCP header (IPv4 without options).

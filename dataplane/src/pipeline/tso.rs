@@ -23,11 +23,10 @@ use crate::wire::{be16, set_be16};
 /// Most buffers a super-frame may span (64 KiB in 4 KiB chunks, plus a partial one).
 pub const MAX_CHAIN: usize = 17;
 
-const TCP_FLAG_FIN: u8 = 0x01;
-const TCP_FLAG_SYN: u8 = 0x02;
-const TCP_FLAG_RST: u8 = 0x04;
-const TCP_FLAG_PSH: u8 = 0x08;
-const TCP_FLAG_CWR: u8 = 0x80;
+use crate::wire::tcp::{
+    FLAG_CWR as TCP_FLAG_CWR, FLAG_FIN as TCP_FLAG_FIN, FLAG_PSH as TCP_FLAG_PSH,
+    FLAG_RST as TCP_FLAG_RST, FLAG_SYN as TCP_FLAG_SYN,
+};
 /// Offset of the TCP checksum in the TCP header.
 const TCP_CHECK: usize = 16;
 
