@@ -13,7 +13,9 @@
 #
 # Until podswitch-controller (bootstrap/run) and podswitch-cni are built, node1 and node2
 # run as flannel nodes too, and the Service checks are skipped (no service proxy there).
-# The topology is lab/topology.sh. LAB_PREFIX names everything (default psw).
+# The topology is lab/topology.sh. LAB_PREFIX names everything (default psw);
+# LAB_SPARE_NODES=K registers K spare Nodes first, so the workers' podCIDRs are not the
+# house ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,6 +57,27 @@ podswitch_available() {
   [ -x "$BIN/podswitch-cni" ] && "$BIN/podswitch-controller" bootstrap --help >/dev/null 2>&1
 }
 
+# spare_nodes K: K Nodes without an agent (spare1..K, NoSchedule), registered before the
+# workers, so node IPAM gives the workers ranges other than the house ones, as in a cluster
+# whose nodes came and went (tests/e2e/cluster_lab.sh runs the lab so).
+spare_nodes() {
+  local i cidr
+  for ((i = 1; i <= $1; i++)); do
+    lab/cluster/kubectl.sh apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: spare$i
+  annotations: {node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: spare$i, kubernetes.io/os: linux, beta.kubernetes.io/os: linux}
+spec:
+  taints: [{key: node.kubernetes.io/not-ready, effect: NoSchedule}]
+EOF
+    cidr=$(wait_pod_cidr "spare$i" 30)
+    echo "lab: Node spare$i podCIDR $cidr"
+  done
+}
+
 up() {
   build
   netns_cleanup
@@ -76,6 +99,7 @@ up() {
   local cidr
   cidr=$(wait_pod_cidr "$TOPO_CONTROL_PLANE_NAME" 30)
   echo "lab: Node $TOPO_CONTROL_PLANE_NAME podCIDR $cidr"
+  spare_nodes "${LAB_SPARE_NODES:-0}"
   for n in $TOPO_NODES; do
     cidr=$(lab/cluster/agent.sh "$n")
     # kube-controller-manager's range allocator now and then allocates twice for one Node

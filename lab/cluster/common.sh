@@ -59,6 +59,11 @@ spawn_node() {
 # kubectl as admin from the fabric namespace.
 kctl() { ip netns exec "$CLUSTER_NS" "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_DIR/pki/admin.kubeconfig" "$@"; }
 
+# cidr_gateway CIDR: its first host address (a node's pod gateway).
+cidr_gateway() {
+  python3 -c 'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' "$1"
+}
+
 # wait_pod_cidr NODE SECONDS: prints the Node's spec.podCIDR once it has one.
 wait_pod_cidr() {
   local node=$1 secs=$2 i cidr

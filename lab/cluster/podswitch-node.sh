@@ -16,7 +16,10 @@ dir=$CLUSTER_DIR/node$n
 kc=$CLUSTER_DIR/pki/admin.kubeconfig
 sock=/run/podswitch/$P-node$n.sock
 mkdir -p "$dir/net.d" /run/podswitch
-host_port "$n" "${TOPO_HOST_MAC[$n]}" "${TOPO_GATEWAY[$n]}"
+# The pod gateway is the first address of the podCIDR node IPAM gave (podswitchd answers
+# ARP for it), which need not be the topology's when the allocator skipped a range.
+cidr=$(wait_pod_cidr "$node" 10)
+host_port "$n" "${TOPO_HOST_MAC[$n]}" "$(cidr_gateway "$cidr")"
 "$here/node-template.sh" "$n" >"$dir/node-template.toml"
 nsenter --net="/run/netns/$P-node$n" "$BIN/podswitch-controller" bootstrap --kubeconfig "$kc" \
   --node "$node" --net-conf "$here/net-conf.json" --node-template "$dir/node-template.toml" \
@@ -45,7 +48,6 @@ gso=false
 # plugin's `podInterface` key).
 podif=${LAB_POD_INTERFACE:-veth}
 case $podif in veth | tap) ;; *) echo "LAB_POD_INTERFACE must be veth or tap, not $podif" >&2; exit 2 ;; esac
-cidr=$(wait_pod_cidr "$node" 10)
 cat >"$dir/net.d/10-lab.conflist" <<EOF2
 {
   "cniVersion": "1.1.0",

@@ -5,7 +5,9 @@
 # does, only through `lab/lab.sh kubectl`: applies a Pod and a Service, checks them with
 # real clients (ping, HTTP to the pod, HTTP to the ClusterIP on podswitch nodes), deletes
 # the Pod (its namespace and programs go), and tears everything down, also on failure,
-# checking that no process of the run is left.
+# checking that no process of the run is left. A spare Node registers first
+# (LAB_SPARE_NODES=1), so the workers get podCIDRs other than the house ones: nothing in
+# the lab or podswitch may assume them.
 #
 # Environment: E2E_PREFIX (default pk<pid>), PODSWITCH_BIN.
 set -uo pipefail
@@ -15,7 +17,7 @@ source "$E2E_ROOT/tests/e2e/lib/common.sh"
 need_root
 cd "$E2E_ROOT" || exit 1
 P=${E2E_PREFIX:-pk$$}
-export LAB_PREFIX=$P LAB_STATE="${TMPDIR:-/tmp}/$P-cluster"
+export LAB_PREFIX=$P LAB_STATE="${TMPDIR:-/tmp}/$P-cluster" LAB_SPARE_NODES=1
 kc() { lab/lab.sh kubectl "$@"; }
 
 # Every process of the run lives in one of its namespaces (control plane in $P-fab,
@@ -38,12 +40,13 @@ trap 'exit 130' INT TERM
 lab_up() { timeout 1800 lab/lab.sh up; }
 check "lab/lab.sh up: cluster, manifests, lab checks" lab_up || die "cluster" "see above"
 
-check "Nodes have podCIDRs from node IPAM (house: 10.244.N.0/24)" bash -c "
+check "Nodes have podCIDRs from node IPAM, node1's not the house 10.244.1.0/24" bash -c "
   out=\$(LAB_PREFIX=$P LAB_STATE=$LAB_STATE lab/lab.sh kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.spec.podCIDR} {end}')
   echo \"\$out\"
-  for node in control-plane node1 node2 node3; do
+  for node in control-plane spare1 node1 node2 node3; do
     echo \"\$out\" | grep -Eq \"\$node=10\\.244\\.[0-9]+\\.0/24\" || exit 1
-  done"
+  done
+  ! echo \"\$out\" | grep -q 'node1=10.244.1.0/24'"
 
 kind=flannel
 if [ -x "${PODSWITCH_BIN:-target/release}/podswitch-cni" ] &&
