@@ -82,7 +82,7 @@ impl Case {
         self.fill(b);
         p.run(&self.snap, b, NOW_NS);
         let (mut on_port, mut all, mut bytes) = (0, 0, 0);
-        b.for_each_output(|out, chain, _csum| {
+        b.for_each_output(|out, chain, _tx| {
             all += 1;
             on_port += usize::from(out == self.out_port);
             let mut o = 0;

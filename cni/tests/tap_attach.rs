@@ -2,7 +2,8 @@
 //! plugin into a real podswitchd. Each pod's interface is a persistent tap device in its
 //! namespace, at the network MTU, with checksum and TSO offloads once podswitchd holds it;
 //! a TCP transfer between two tap pods arrives whole in super-frames (their checksums left
-//! to the kernel), one toward a veth pod is cut to its MTU; CHECK passes; a restarted
+//! to the kernel), one toward a veth pod is cut to its MTU, one from a veth pod is
+//! coalesced and described with its segments' real size (`gso_size`); CHECK passes; a restarted
 //! podswitchd (`--cni-state`) attaches to the taps again; a tap that is not there is
 //! refused by name; GC and DEL remove the devices.
 //!
@@ -30,6 +31,36 @@ fn tap_ports(lab: &Lab, n: usize) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
     ports
+}
+
+/// Counts the `gso_size` of the TCP super-frames `pod` receives on eth0 for `secs` seconds
+/// (a packet socket with `PACKET_VNET_HDR` sees each frame's virtio-net header); prints
+/// `size:count` pairs.
+fn gso_sizes(lab: &Lab, pod: &str, secs: u32) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(pod),
+            "timeout",
+            "20",
+            "python3",
+            "-c",
+        ])
+        .arg(format!(
+            "import socket,struct,time\n\
+             s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0800))\n\
+             s.setsockopt(263,15,1)\n\
+             s.bind(('eth0',0));s.settimeout(0.5);seen={{}};end=time.time()+{secs}\n\
+             while time.time()<end:\n\
+             \x20try: d=s.recv(70000)\n\
+             \x20except socket.timeout: continue\n\
+             \x20if d[1]&0x7f==1: g=struct.unpack('<H',d[4:6])[0];seen[g]=seen.get(g,0)+1\n\
+             print(' '.join('%d:%d'%kv for kv in sorted(seen.items())))"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("capture")
 }
 
 #[test]
@@ -107,6 +138,26 @@ fn tap_pods_exchange_super_frames_and_survive_a_restart() {
         "pod c got frames over its MTU: {t:?}"
     );
     assert!(lab.event("tso_segments_made") > 0, "ip4-tso cut them");
+
+    // The veth pod sending smaller segments (its MTU lowered to 1100: 1048 payload bytes
+    // with timestamps) to tap pod a: ip4-gro coalesces them, and a's kernel is told their
+    // real size, as a kernel bridge would tell it, not the 1398 its own MTU gives.
+    assert!(
+        lab.in_ns("c", &["ip", "link", "set", "eth0", "mtu", "1100"])
+            .status
+            .success()
+    );
+    let capture = gso_sizes(&lab, "a", 8);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = lab.transfer("c", "a", &ip_a, TRANSFER_MIB / 4);
+    assert!(t.intact(TRANSFER_MIB / 4), "{t:?}\n{}", lab.daemon_log());
+    let seen = capture.wait_with_output().expect("capture exits");
+    let seen = String::from_utf8_lossy(&seen.stdout).trim().to_string();
+    eprintln!("veth (MTU 1100) -> tap: {t:?}, gso_size seen: {seen}");
+    assert!(
+        seen.contains("1048:") && !seen.contains("1398:"),
+        "gso_size of the super-frames pod a received (size:count): {seen}"
+    );
 
     // A tap that is not there is refused by name; the switch goes on.
     let mut bad: Value = lab.dump("config")["pod"][0].clone();

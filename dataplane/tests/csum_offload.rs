@@ -79,11 +79,11 @@ fn run(snap: &Snapshot, frames: &[Vec<u8>], chunks: usize, offload: bool) -> (Ve
     }
     p.run_offloading(snap, &mut b, 1_000_000_000, |port| offload && port == c);
     let mut out = Vec::new();
-    b.for_each_output(|port, chain, csum| {
+    b.for_each_output(|port, chain, tx| {
         out.push(Out {
             port: snap.port(port).map_or("?", |p| p.name.as_str()).to_string(),
             frame: chain.concat(),
-            csum,
+            csum: tx.csum,
         })
     });
     let drops: Vec<_> = (0..b.len()).filter_map(|i| b.meta[i].drop).collect();

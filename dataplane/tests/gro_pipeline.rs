@@ -244,6 +244,11 @@ fn an_in_order_run_becomes_one_super_frame_byte_for_byte() {
     assert_eq!(out.out[0].0, "veth-pod-a");
     assert_eq!(out.out[0].1, expected(&segs), "byte for byte");
     assert!(tcp_ok(&out.out[0].1));
+    assert_eq!(
+        out.segment_sizes,
+        [MSS as u16],
+        "the port is told the segments' size"
+    );
     assert_eq!(event(&out, Event::GroSuperFrames), 1);
     assert_eq!(event(&out, Event::GroSegmentsMerged), 20);
     assert_eq!(event(&out, Event::GroFlushPush), 1);
@@ -269,6 +274,7 @@ fn odd_sizes_and_a_short_last_segment_merge_byte_for_byte() {
     assert_eq!(out.out.len(), 1);
     assert_eq!(out.out[0].1, expected(&segs));
     assert!(tcp_ok(&out.out[0].1));
+    assert_eq!(out.segment_sizes, [1001]);
 }
 
 /// Segments `order` of `data`, their IPv4 ids in arrival order (as a sender numbers its

@@ -225,3 +225,32 @@ fn a_sized_super_frame_bridged_to_an_ordinary_pod_is_cut_to_its_segment_size() {
     }
     assert_eq!(got, data, "payload intact and in order");
 }
+
+/// Bridged to a pod whose port takes super-frames, the frame goes whole, and its port is
+/// told the sender's segment size (a tap describes it with that `gso_size`).
+#[test]
+fn a_sized_super_frame_to_a_super_frame_pod_goes_whole_with_its_segment_size() {
+    let mut cfg: NodeConfig = config();
+    for p in cfg.pods.iter_mut() {
+        match p.port.as_str() {
+            "veth-pod-a" => p.mtu = 3800,
+            "veth-pod-c" => p.gso = true,
+            _ => {}
+        }
+    }
+    let snap = snapshot(&cfg);
+    let port = snap.port_by_name("veth-pod-a").expect("pod port");
+    let data: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
+    let f = tcp(
+        MAC_A, MAC_C, POD_A, POD_C, 40000, 5201, ACK, 1000, 77, &data,
+    );
+    let r = run_one_batch(&snap, |b| {
+        assert!(b.push_rx_super(port, &f));
+        b.set_last_segment_size(400);
+    });
+    assert!(r.drops.is_empty(), "drops {:?}", r.drops);
+    assert_eq!(r.out.len(), 1, "forwarded whole");
+    assert_eq!(r.out[0].0, "veth-pod-c");
+    assert_eq!(&decode(&r.out[0].1).l4()[20..], &data[..]);
+    assert_eq!(r.segment_sizes, [400]);
+}

@@ -15,6 +15,8 @@ pub const BIG_BUF_SIZE: usize = crate::pipeline::batch::MAX_CHAIN_FRAME;
 pub struct Handoff {
     pub port: Handle,
     pub len: u32,
+    /// The frame's `TxInfo::segment_size` (a super-frame's; its checksum is complete).
+    pub segment_size: u16,
     pub buf: Box<[u8]>,
 }
 

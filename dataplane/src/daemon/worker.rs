@@ -4,6 +4,7 @@
 use super::handoff::{BufPool, Handoff, Inbox};
 use super::sys::{EventFd, cycles, poll_readable};
 use super::view::{Handle, ViewCell};
+use crate::pipeline::batch::TxInfo;
 use crate::pipeline::{BATCH_SIZE, Batch, Counters, Pipeline};
 use crate::port::{Port, PortStats};
 use crate::tables::PortId;
@@ -151,7 +152,11 @@ impl Worker {
             let mut work = 0usize;
             while let Some(h) = self.shared.inbox.pop() {
                 if let Some(lp) = ports.iter_mut().find(|p| p.handle == h.port) {
-                    if !lp.port.send_chain(&[&h.buf[..h.len as usize]], None) {
+                    let tx = TxInfo {
+                        csum: None,
+                        segment_size: h.segment_size,
+                    };
+                    if !lp.port.send_chain(&[&h.buf[..h.len as usize]], tx) {
                         lp.tx_dropped += 1;
                     }
                     lp.dirty = true;
@@ -189,11 +194,11 @@ impl Worker {
                         .flatten()
                         .is_some_and(|li| ports[li].port.offloads_tx_csum())
                 });
-                batch.for_each_output(|out, frame, csum| {
+                batch.for_each_output(|out, frame, tx| {
                     let o = usize::from(out);
                     if let Some(&Some(li)) = local_by_snap.get(o) {
                         let lp = &mut ports[li];
-                        if !lp.port.send_chain(frame, csum) {
+                        if !lp.port.send_chain(frame, tx) {
                             lp.tx_dropped += 1;
                         }
                         lp.dirty = true;
@@ -222,6 +227,7 @@ impl Worker {
                     match target.inbox.push(Handoff {
                         port: handle,
                         len: len as u32,
+                        segment_size: tx.segment_size,
                         buf,
                     }) {
                         Ok(()) => {

@@ -68,6 +68,17 @@ pub struct TxCsum {
     pub offset: u16,
 }
 
+/// What the transmitting port is told of a frame beyond its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxInfo {
+    /// A checksum the port must complete (transmit offload), if any.
+    pub csum: Option<TxCsum>,
+    /// For a TCP super-frame, the payload bytes per segment: its sender's (`Meta::segment_size`)
+    /// or, for one ip4-gro coalesced, the segments' own; 0 when unknown. A port that hands
+    /// super-frames on whole (a tap's `gso_size`) describes them with it.
+    pub segment_size: u16,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {
     pub start: u16,
@@ -95,8 +106,9 @@ pub struct Meta {
     pub tail_len: u32,
     /// Checksum left to the output port (set by `Pipeline::settle_checksums`).
     pub tx_csum: Option<TxCsum>,
-    /// Payload bytes per segment the sender of a super-frame asked for (its port's
-    /// `RxInfo::segment_size`), 0 when unknown: ip4-tso cuts to no more than this.
+    /// Payload bytes per segment of a super-frame, 0 when unknown: the size its sender asked
+    /// for (its port's `RxInfo::segment_size`; ip4-tso cuts to no more than this), or that of
+    /// the segments ip4-gro coalesced into it. Given to the output port (`TxInfo`).
     pub segment_size: u16,
 }
 
@@ -499,10 +511,10 @@ impl Batch {
         order.into_iter().map(move |(p, i)| (p, self.frame(i)))
     }
 
-    /// Calls `f(port, chain, csum)` for every output frame, grouped per port, without
+    /// Calls `f(port, chain, tx)` for every output frame, grouped per port, without
     /// allocating: `chain` is the frame's first buffer, and its tail when it is chained;
-    /// `csum` a checksum the port must have completed (transmit offload), if any.
-    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[&[u8]], Option<TxCsum>)) {
+    /// `tx` what the port must do beyond sending the bytes.
+    pub fn for_each_output(&self, mut f: impl FnMut(PortId, &[&[u8]], TxInfo)) {
         let mut mask = self.pending[Stage::Out as usize];
         while mask != 0 {
             let first = mask.trailing_zeros() as usize;
@@ -513,7 +525,11 @@ impl Batch {
                 m &= m - 1;
                 if self.meta[i].out_port == port {
                     let (c, n) = self.chain(i);
-                    f(port, &c[..n], self.meta[i].tx_csum);
+                    let tx = TxInfo {
+                        csum: self.meta[i].tx_csum,
+                        segment_size: self.meta[i].segment_size,
+                    };
+                    f(port, &c[..n], tx);
                     mask &= !(1u128 << i);
                 }
             }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::xdp_prog::{self, AttachedMode, XdpMode, XdpProgram, XskMap};
 use super::{Port, PortStats, RxInfo};
-use crate::pipeline::batch::TxCsum;
+use crate::pipeline::batch::{TxCsum, TxInfo};
 
 /// `XDP_MAX_TX_SKB_BUDGET` (uapi/linux/if_xdp.h, Linux 6.17+; not in libc yet).
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
@@ -909,7 +909,9 @@ impl Port for AfXdpPort {
         frames
     }
 
-    fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
+    fn send_chain(&mut self, chain: &[&[u8]], tx: TxInfo) -> bool {
+        // The segment size is not for the wire: AF_XDP has no GSO metadata.
+        let csum = tx.csum;
         let meta = self.tx_meta_len as usize;
         // Bytes of frame per chunk: the chunk less the transmit metadata in front.
         let room = self.frame_size as usize - meta;

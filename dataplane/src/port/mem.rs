@@ -45,11 +45,7 @@ impl Port for MemPort {
         self.tx.push(frame.to_vec());
         true
     }
-    fn send_chain(
-        &mut self,
-        chain: &[&[u8]],
-        _csum: Option<crate::pipeline::batch::TxCsum>,
-    ) -> bool {
+    fn send_chain(&mut self, chain: &[&[u8]], _tx: crate::pipeline::batch::TxInfo) -> bool {
         // Never offloads (`offloads_tx_csum` is false): `csum` is always None here.
         self.send(&chain.concat())
     }

@@ -6,7 +6,7 @@ pub mod mem;
 pub mod tap_port;
 pub mod xdp_prog;
 
-use crate::pipeline::batch::TxCsum;
+use crate::pipeline::batch::TxInfo;
 use serde::Serialize;
 use std::os::fd::RawFd;
 
@@ -40,12 +40,13 @@ pub trait Port: Send {
     fn recv_burst(&mut self, max: usize, f: &mut dyn FnMut(&[&[u8]], RxInfo) -> bool) -> usize;
     /// Queues one frame for transmit (copied); false when the tx ring is full.
     fn send(&mut self, frame: &[u8]) -> bool;
-    /// Queues one frame given as a chain of buffers (a multi-buffer frame), and `csum` a
-    /// checksum to complete on transmit (given only to a port whose `offloads_tx_csum` is
-    /// true); false when the port cannot take it now. Ports without multi-buffer transmit
-    /// take single buffers only.
-    fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
-        match (chain, csum) {
+    /// Queues one frame given as a chain of buffers (a multi-buffer frame), with what the
+    /// pipeline says of it: a checksum to complete on transmit (given only to a port whose
+    /// `offloads_tx_csum` is true) and its segment size, which a port may use or ignore;
+    /// false when the port cannot take it now. Ports without multi-buffer transmit take
+    /// single buffers only.
+    fn send_chain(&mut self, chain: &[&[u8]], tx: TxInfo) -> bool {
+        match (chain, tx.csum) {
             ([one], None) => self.send(one),
             _ => false,
         }

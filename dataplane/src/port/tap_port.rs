@@ -15,7 +15,7 @@
 
 use super::{Port, PortStats, RxInfo};
 use crate::limits::MAX_FRAME;
-use crate::pipeline::batch::{MAX_CHAIN_FRAME, TxCsum};
+use crate::pipeline::batch::{MAX_CHAIN_FRAME, TxInfo};
 use crate::wire::virtio_net::{self, Header};
 use std::ffi::CString;
 use std::fs::File;
@@ -195,10 +195,10 @@ impl Port for TapPort {
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
-        self.send_chain(&[frame], None)
+        self.send_chain(&[frame], TxInfo::default())
     }
 
-    fn send_chain(&mut self, chain: &[&[u8]], csum: Option<TxCsum>) -> bool {
+    fn send_chain(&mut self, chain: &[&[u8]], tx: TxInfo) -> bool {
         let Some(&head) = chain.first() else {
             return false;
         };
@@ -206,8 +206,8 @@ impl Port for TapPort {
             return false;
         }
         let len: usize = chain.iter().map(|b| b.len()).sum();
-        let hdr =
-            Header::for_frame(head, len, self.mtu, csum.map(|c| (c.start, c.offset))).to_bytes();
+        let csum = tx.csum.map(|c| (c.start, c.offset));
+        let hdr = Header::for_frame(head, len, self.mtu, csum, tx.segment_size).to_bytes();
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,

@@ -91,9 +91,9 @@ pub fn run_with(snap: &Snapshot, inputs: &[Input], mut pipeline: Pipeline) -> Re
                 _ => {}
             }
         }
-        batch.for_each_output(|port, frame, csum| {
+        batch.for_each_output(|port, frame, tx| {
             if let Some((p, times)) = ports.get_mut(usize::from(port)) {
-                p.send_chain(frame, csum);
+                p.send_chain(frame, tx);
                 times.push(ts);
             }
         });

@@ -67,10 +67,18 @@ impl Header {
 
     /// The header for sending `frame` (its first buffer `head`, `len` bytes in all) to a
     /// device of MTU `mtu`: a checksum left partial (`csum`: start and offset) is marked,
-    /// and an IPv4 TCP frame larger than the MTU is described as a super-frame of segments
-    /// that fill the MTU with the frame's own headers (what its sender's TSO would have
-    /// made for this MTU). Anything else goes as a plain frame.
-    pub fn for_frame(head: &[u8], len: usize, mtu: u16, csum: Option<(u16, u16)>) -> Header {
+    /// and an IPv4 TCP frame that holds more than one segment is described as a super-frame
+    /// of segments of `segment_size` payload bytes (the size its sender used, `TxInfo`), or,
+    /// when that is unknown (0) or does not fit, of segments that fill the MTU with the
+    /// frame's own headers (what its sender's TSO would have made for this MTU). Anything
+    /// else goes as a plain frame.
+    pub fn for_frame(
+        head: &[u8],
+        len: usize,
+        mtu: u16,
+        csum: Option<(u16, u16)>,
+        segment_size: u16,
+    ) -> Header {
         let mut h = Header::default();
         if let Some((start, offset)) = csum {
             h.flags = F_NEEDS_CSUM;
@@ -86,9 +94,6 @@ impl Header {
             }
             _ => return h,
         };
-        if len <= l3 + usize::from(mtu) {
-            return h;
-        }
         let Ok(ip) = Packet::new_checked(&head[l3..]) else {
             return h;
         };
@@ -100,9 +105,17 @@ impl Header {
             return h;
         };
         let headers = ip.header_len() + seg.header_len();
-        let Some(size) = usize::from(mtu).checked_sub(headers).filter(|s| *s > 0) else {
+        let Some(fill) = usize::from(mtu).checked_sub(headers).filter(|s| *s > 0) else {
             return h;
         };
+        let payload = len.saturating_sub(l4 + seg.header_len());
+        let size = match usize::from(segment_size) {
+            0 => fill,
+            s => s.min(fill),
+        };
+        if payload <= size {
+            return h;
+        }
         h.gso_type = GSO_TCPV4;
         if seg.flags() & tcp::FLAG_CWR != 0 {
             h.gso_type |= GSO_ECN;
@@ -147,18 +160,38 @@ mod tests {
     #[test]
     fn a_tcp_frame_over_the_mtu_is_a_super_frame_cut_to_the_mtu() {
         let f = tcp_frame(64000, tcp::FLAG_ACK);
-        let h = Header::for_frame(&f[..2048], f.len(), 1450, Some((34, 16)));
+        let h = Header::for_frame(&f[..2048], f.len(), 1450, Some((34, 16)), 0);
         assert_eq!(h.flags, F_NEEDS_CSUM);
         assert_eq!((h.csum_start, h.csum_offset), (34, 16));
         assert_eq!(h.gso_type, GSO_TCPV4);
         assert_eq!(h.hdr_len, 66);
         assert_eq!(h.gso_size, 1450 - 52);
-        let ecn = Header::for_frame(&f, f.len(), 1450, None);
+        let ecn = Header::for_frame(&f, f.len(), 1450, None, 0);
         assert_eq!(ecn.flags, 0);
         let f = tcp_frame(64000, tcp::FLAG_ACK | tcp::FLAG_CWR);
         assert_eq!(
-            Header::for_frame(&f, f.len(), 1450, None).gso_type,
+            Header::for_frame(&f, f.len(), 1450, None, 0).gso_type,
             GSO_TCPV4 | GSO_ECN
+        );
+    }
+
+    #[test]
+    fn the_senders_segment_size_describes_the_super_frame_where_it_fits() {
+        // Coalesced from segments of 1200 bytes: 3 of them, each under the MTU.
+        let f = tcp_frame(3600, tcp::FLAG_ACK);
+        let h = Header::for_frame(&f, f.len(), 1450, None, 1200);
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_TCPV4, 1200, 66));
+        // Larger than the MTU allows: cut to fill the MTU instead.
+        let big = tcp_frame(64000, tcp::FLAG_ACK);
+        assert_eq!(
+            Header::for_frame(&big, big.len(), 1450, None, 9000).gso_size,
+            1398
+        );
+        // One segment's worth is a plain frame.
+        let one = tcp_frame(1200, tcp::FLAG_ACK);
+        assert_eq!(
+            Header::for_frame(&one, one.len(), 1450, None, 1200),
+            Header::default()
         );
     }
 
@@ -166,26 +199,29 @@ mod tests {
     fn anything_else_is_a_plain_frame() {
         let small = tcp_frame(1398, tcp::FLAG_ACK);
         assert_eq!(
-            Header::for_frame(&small, small.len(), 1450, None),
+            Header::for_frame(&small, small.len(), 1450, None, 0),
             Header::default()
         );
         let mut udp = tcp_frame(64000, 0);
         udp[23] = ipv4::PROTO_UDP;
         assert_eq!(
-            Header::for_frame(&udp, udp.len(), 1450, None).gso_type,
+            Header::for_frame(&udp, udp.len(), 1450, None, 0).gso_type,
             GSO_NONE
         );
         let mut arp = tcp_frame(64000, 0);
         arp[12..14].copy_from_slice(&ethernet::ETHERTYPE_ARP.to_be_bytes());
         assert_eq!(
-            Header::for_frame(&arp, arp.len(), 1450, None).gso_type,
+            Header::for_frame(&arp, arp.len(), 1450, None, 0).gso_type,
             GSO_NONE
         );
         // Headers cut short: no super-frame described, no panic.
         assert_eq!(
-            Header::for_frame(&small[..20], 60000, 1450, None).gso_type,
+            Header::for_frame(&small[..20], 60000, 1450, None, 0).gso_type,
             GSO_NONE
         );
-        assert_eq!(Header::for_frame(&[], 60000, 1450, None), Header::default());
+        assert_eq!(
+            Header::for_frame(&[], 60000, 1450, None, 0),
+            Header::default()
+        );
     }
 }

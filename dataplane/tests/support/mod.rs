@@ -395,6 +395,8 @@ pub fn stable(dump: &str) -> Vec<String> {
 /// name, in transmit order (chains joined), the drop reasons, and the pipeline (counters).
 pub struct BatchRun {
     pub out: Vec<(String, Vec<u8>)>,
+    /// The `TxInfo::segment_size` of each frame of `out`.
+    pub segment_sizes: Vec<u16>,
     pub drops: Vec<&'static str>,
     pub pipeline: Pipeline,
 }
@@ -408,16 +410,18 @@ pub fn run_one_batch(
     let mut b = podswitch::pipeline::Batch::new();
     fill(&mut b);
     pipeline.run(snap, &mut b, 1_000_000_000);
-    let mut out = Vec::new();
-    b.for_each_output(|p, chain, _| {
+    let (mut out, mut segment_sizes) = (Vec::new(), Vec::new());
+    b.for_each_output(|p, chain, tx| {
         let name = snap.port(p).map_or("?", |p| p.name.as_str());
         out.push((name.to_string(), chain.concat()));
+        segment_sizes.push(tx.segment_size);
     });
     let drops = (0..b.len())
         .filter_map(|i| b.meta[i].drop.map(podswitch::pipeline::DropReason::name))
         .collect();
     BatchRun {
         out,
+        segment_sizes,
         drops,
         pipeline,
     }

@@ -124,6 +124,8 @@ fn close(cx: &mut Cx<'_>, b: &mut Batch, o: Open, why: Flush) {
         return;
     }
     o.run.finish(b.frame_mut(o.head));
+    // The receiver learns its peer's segment size from this (the kernel's gso_size).
+    b.meta[o.head].segment_size = u16::try_from(o.run.mss()).unwrap_or(0);
     let mut m = o.members;
     while m != 0 {
         let j = m.trailing_zeros() as usize;
