@@ -103,9 +103,10 @@ up() {
   for n in $TOPO_NODES; do
     cidr=$(lab/cluster/agent.sh "$n")
     # kube-controller-manager's range allocator now and then allocates twice for one Node
-    # (a node-lifecycle status update racing its patch) and skips a /24: the lab goes on
-    # with what the cluster gave (checks read addresses from the API; the agent drops
-    # house addresses outside the node's podCIDR).
+    # (its second pass reads the Node before its own patch; 1 to 3 Nodes in 40 here, with
+    # or without a not-ready taint) and skips a /24: the lab goes on with what the cluster
+    # gave (the host port's gateway and the checks follow the API; the agent drops house
+    # addresses outside the node's podCIDR; tests/e2e/cluster_lab.sh runs so).
     if [ "$cidr" != "${TOPO_POD_CIDR[$n]}" ]; then
       echo "lab: WARNING: node$n got podCIDR $cidr, the topology says ${TOPO_POD_CIDR[$n]}"
     fi

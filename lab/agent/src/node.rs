@@ -72,8 +72,8 @@ pub async fn register(client: &Client, n: &NodeInfo) -> Result<()> {
             "kubernetes.io/arch": arch(), "beta.kubernetes.io/os": "linux",
             "beta.kubernetes.io/arch": arch()},
         "annotations": {"node.alpha.kubernetes.io/ttl": "0"}});
-    // Registered not-ready, as a kubelet registers: the apiserver drops the status of a
-    // created Node, and without this taint the node lifecycle controller adds it at once.
+    // Registered not-ready, as a kubelet registers (the apiserver drops the status of a
+    // created Node); the Ready status follows once the Node has its podCIDR.
     node["spec"] =
         json!({"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]});
     let node: Node = serde_json::from_value(node)?;
