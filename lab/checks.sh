@@ -149,7 +149,7 @@ check() {
   echo "pods: a=$a c=$c (node1, $k1)  b=$b d=$d (node2, $k2)  e=$e (node3, ${TOPO_KIND[3]})"
   check_ping "pod A -> pod C (same node)" "$(pod_ns pod-a)" "$c"
   local gw
-  gw=$(kctl get node node1 -o 'jsonpath={.spec.podCIDR}' | sed 's|0/24$|1|')
+  gw=$(cidr_gateway "$(kctl get node node1 -o 'jsonpath={.spec.podCIDR}')")
   check_ping "pod A -> gateway $gw" "$(pod_ns pod-a)" "$gw"
   check_ping "pod A -> pod B (node1 -> node2, vxlan)" "$(pod_ns pod-a)" "$b"
   check_ping "pod D -> pod C (node2 -> node1, vxlan)" "$(pod_ns pod-d)" "$c"

@@ -94,7 +94,8 @@ up() {
   lab/cluster/apiserver.sh
   lab/cluster/controller-manager.sh
   # Nodes in order, each after the previous got its podCIDR: the range allocator hands out
-  # the first free /24, so the control plane takes 10.244.0.0/24 and nodeN 10.244.N.0/24.
+  # the next free /24, so the control plane takes 10.244.0.0/24 and nodeN 10.244.N.0/24
+  # (after K spare Nodes, 10.244.N+K.0/24).
   lab/cluster/kubectl.sh apply -f lab/cluster/control-plane-node.yaml >/dev/null
   local cidr
   cidr=$(wait_pod_cidr "$TOPO_CONTROL_PLANE_NAME" 30)
@@ -107,7 +108,7 @@ up() {
     # or without a not-ready taint) and skips a /24: the lab goes on with what the cluster
     # gave (the host port's gateway and the checks follow the API; the agent drops house
     # addresses outside the node's podCIDR; tests/e2e/cluster_lab.sh runs so).
-    if [ "$cidr" != "${TOPO_POD_CIDR[$n]}" ]; then
+    if [ "${LAB_SPARE_NODES:-0}" = 0 ] && [ "$cidr" != "${TOPO_POD_CIDR[$n]}" ]; then
       echo "lab: WARNING: node$n got podCIDR $cidr, the topology says ${TOPO_POD_CIDR[$n]}"
     fi
   done

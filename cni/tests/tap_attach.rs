@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use podswitch_model::protocol::{Request, request};
 use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 /// MiB per transfer.
@@ -34,10 +35,14 @@ fn tap_ports(lab: &Lab, n: usize) -> String {
 }
 
 /// Counts the `gso_size` of the TCP super-frames `pod` receives on eth0 for `secs` seconds
-/// (a packet socket with `PACKET_VNET_HDR` sees each frame's virtio-net header); prints
-/// `size:count` pairs.
-fn gso_sizes(lab: &Lab, pod: &str, secs: u32) -> std::process::Child {
-    std::process::Command::new("ip")
+/// (a packet socket with `PACKET_VNET_HDR` sees each frame's virtio-net header). Returns
+/// once the capture is listening; `.1` then yields `size:count` pairs when it ends.
+fn gso_sizes(
+    lab: &Lab,
+    pod: &str,
+    secs: u32,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -52,6 +57,7 @@ fn gso_sizes(lab: &Lab, pod: &str, secs: u32) -> std::process::Child {
              s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x0800))\n\
              s.setsockopt(263,15,1)\n\
              s.bind(('eth0',0));s.settimeout(0.5);seen={{}};end=time.time()+{secs}\n\
+             print('listening',flush=True)\n\
              while time.time()<end:\n\
              \x20try: d=s.recv(70000)\n\
              \x20except socket.timeout: continue\n\
@@ -60,7 +66,12 @@ fn gso_sizes(lab: &Lab, pod: &str, secs: u32) -> std::process::Child {
         ))
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("capture")
+        .expect("capture");
+    let mut out = BufReader::new(child.stdout.take().expect("capture output"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("capture output");
+    assert_eq!(first.trim(), "listening", "the capture did not start");
+    (child, out)
 }
 
 #[test]
@@ -147,12 +158,13 @@ fn tap_pods_exchange_super_frames_and_survive_a_restart() {
             .status
             .success()
     );
-    let capture = gso_sizes(&lab, "a", 8);
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut capture, mut seen_out) = gso_sizes(&lab, "a", 8);
     let t = lab.transfer("c", "a", &ip_a, TRANSFER_MIB / 4);
+    let mut seen = String::new();
+    seen_out.read_to_string(&mut seen).expect("capture output");
+    capture.wait().expect("capture exits");
     assert!(t.intact(TRANSFER_MIB / 4), "{t:?}\n{}", lab.daemon_log());
-    let seen = capture.wait_with_output().expect("capture exits");
-    let seen = String::from_utf8_lossy(&seen.stdout).trim().to_string();
+    let seen = seen.trim();
     eprintln!("veth (MTU 1100) -> tap: {t:?}, gso_size seen: {seen}");
     assert!(
         seen.contains("1048:") && !seen.contains("1398:"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Makes node N a podswitch node: the host port (psw-host, cni0's job), the node's
-# podswitchd configuration from the cluster (podswitch-controller bootstrap waits for the
-# podCIDR), podswitchd on its core, podswitch-controller (peers, Services, flannel's Node
+# Makes node N a podswitch node, once it has its podCIDR: the host port (psw-host, cni0's
+# job), the node's podswitchd configuration from the cluster (podswitch-controller
+# bootstrap), podswitchd on its core, podswitch-controller (peers, Services, flannel's Node
 # annotations), and the podswitch-cni configuration list for the node agent.
 # Usage: podswitch-node.sh N. Environment: see common.sh; P, BIN (podswitch binaries).
 set -euo pipefail
@@ -19,7 +19,8 @@ mkdir -p "$dir/net.d" /run/podswitch
 # The pod gateway is the first address of the podCIDR node IPAM gave (podswitchd answers
 # ARP for it), which need not be the topology's when the allocator skipped a range.
 cidr=$(wait_pod_cidr "$node" 10)
-host_port "$n" "${TOPO_HOST_MAC[$n]}" "$(cidr_gateway "$cidr")"
+gw=$(cidr_gateway "$cidr")
+host_port "$n" "${TOPO_HOST_MAC[$n]}" "$gw"
 "$here/node-template.sh" "$n" >"$dir/node-template.toml"
 nsenter --net="/run/netns/$P-node$n" "$BIN/podswitch-controller" bootstrap --kubeconfig "$kc" \
   --node "$node" --net-conf "$here/net-conf.json" --node-template "$dir/node-template.toml" \

@@ -46,7 +46,7 @@ impl Port for MemPort {
         true
     }
     fn send_chain(&mut self, chain: &[&[u8]], _tx: crate::pipeline::batch::TxInfo) -> bool {
-        // Never offloads (`offloads_tx_csum` is false): `csum` is always None here.
+        // Never offloads (`offloads_tx_csum` is false): `tx.csum` is always None here.
         self.send(&chain.concat())
     }
     fn flush(&mut self) {}

@@ -7,8 +7,8 @@
 #   pass NAME [DETAIL] / fail NAME [DETAIL]   one result line; fail counts in FAILS
 #   check NAME CMD...        PASS with CMD's last output line as detail if CMD exits 0,
 #                            FAIL with its last lines otherwise, followed by the lines
-#                            of its output that say FAIL (indented; a lab's failed checks
-#                            otherwise hide above its summary); CMD runs in this shell,
+#                            of its output that start with FAIL (indented; a lab's failed
+#                            checks otherwise hide above its summary); CMD runs in this shell,
 #                            so variables it sets (e.g. WAITED) stay visible
 #   check_fails NAME CMD...  the reverse: PASS if CMD exits non-zero
 #   die NAME [DETAIL]        a FAIL that everything after it depends on: stop here
@@ -42,7 +42,7 @@ check() {
     pass "$name" "$(tail -n 1 "$CHECK_OUT" | cut -c1-160)"
   else
     fail "$name" "$(tail -n 3 "$CHECK_OUT" | tr '\n' ' ' | cut -c1-300)"
-    grep -E '(^|[[:space:]])FAIL([[:space:]]|$)' "$CHECK_OUT" | head -n 20 | sed 's/^/      /'
+    grep -E '^FAIL ' "$CHECK_OUT" | head -n 20 | sed 's/^/      /' || true
   fi
 }
 

@@ -71,6 +71,7 @@ pub(super) fn packet(cx: &mut Cx<'_>, b: &mut Batch, i: usize) {
     let mm = &mut b.meta[i];
     mm.flags = flags::LOCAL_ORIGIN;
     mm.in_tunnel_mtu = 0;
+    mm.segment_size = 0;
     cx.event(Event::IcmpErrorSent);
     cx.trace(Stage::IcmpError, || {
         format!(

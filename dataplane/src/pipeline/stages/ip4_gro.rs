@@ -2,8 +2,9 @@
 //! segments of one flow in the batch are coalesced into one multi-buffer super-frame
 //! (`pipeline::gro`: the kernel's GRO rules). The first segment of a run keeps its slot and
 //! its headers; the payloads of the others are copied, in order, into its tail (the batch's
-//! tail arena), and their slots are let go. Anything else goes on to interface-output as it
-//! is.
+//! tail arena), and their slots are let go; its `Meta::segment_size` becomes the segments'
+//! payload size (a tap tells the pod with it, as the kernel's GRO sets `gso_size`).
+//! Anything else goes on to interface-output as it is.
 //!
 //! Frames are taken in slot order, which is arrival order for everything received in the
 //! batch, so a run only ever joins segments in the order they came; a segment that cannot
