@@ -200,21 +200,27 @@ fn the_senders_segment_size_bounds_the_segments() {
     assert_eq!(r.out.len(), PAYLOAD.div_ceil(MSS));
 }
 
-/// Bridged on one node to a pod whose port takes no super-frames: a frame with its
-/// sender's segment size is cut to it even though the whole frame fits that pod's MTU.
-#[test]
-fn a_sized_super_frame_bridged_to_an_ordinary_pod_is_cut_to_its_segment_size() {
-    let snap = node();
+/// A 1000-byte super-frame pod A -> pod C (same node) whose sender asked for segments of
+/// 400 bytes, through the pipeline (no drop); returns the run and the payload.
+fn sized_to_pod_c(snap: &Snapshot) -> (BatchRun, Vec<u8>) {
     let port = snap.port_by_name("veth-pod-a").expect("pod port");
     let data: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
     let f = tcp(
         MAC_A, MAC_C, POD_A, POD_C, 40000, 5201, ACK, 1000, 77, &data,
     );
-    let r = run_one_batch(&snap, |b| {
+    let r = run_one_batch(snap, |b| {
         assert!(b.push_rx_super(port, &f));
         b.set_last_segment_size(400);
     });
     assert!(r.drops.is_empty(), "drops {:?}", r.drops);
+    (r, data)
+}
+
+/// Bridged on one node to a pod whose port takes no super-frames: a frame with its
+/// sender's segment size is cut to it even though the whole frame fits that pod's MTU.
+#[test]
+fn a_sized_super_frame_bridged_to_an_ordinary_pod_is_cut_to_its_segment_size() {
+    let (r, data) = sized_to_pod_c(&node());
     assert_eq!(r.out.len(), 3, "1000 bytes in segments of 400");
     let mut got = Vec::new();
     for (k, (port, frame)) in r.out.iter().enumerate() {
@@ -238,17 +244,7 @@ fn a_sized_super_frame_to_a_super_frame_pod_goes_whole_with_its_segment_size() {
             _ => {}
         }
     }
-    let snap = snapshot(&cfg);
-    let port = snap.port_by_name("veth-pod-a").expect("pod port");
-    let data: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
-    let f = tcp(
-        MAC_A, MAC_C, POD_A, POD_C, 40000, 5201, ACK, 1000, 77, &data,
-    );
-    let r = run_one_batch(&snap, |b| {
-        assert!(b.push_rx_super(port, &f));
-        b.set_last_segment_size(400);
-    });
-    assert!(r.drops.is_empty(), "drops {:?}", r.drops);
+    let (r, data) = sized_to_pod_c(&snapshot(&cfg));
     assert_eq!(r.out.len(), 1, "forwarded whole");
     assert_eq!(r.out[0].0, "veth-pod-c");
     assert_eq!(&decode(&r.out[0].1).l4()[20..], &data[..]);
