@@ -21,6 +21,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 P=${LAB_PREFIX:-psw}
 export P
+case ${LAB_SPARE_NODES:-0} in
+  '' | *[!0-9]*) echo "lab: LAB_SPARE_NODES must be a number of Nodes, not '$LAB_SPARE_NODES'" >&2; exit 2 ;;
+esac
 # shellcheck source=lab/topology.sh
 source lab/topology.sh
 # shellcheck source=lab/netns.sh
