@@ -660,6 +660,10 @@ def report(argv):
     def present(path, wl):
         return os.path.exists(f"{raw}/{path}-{wl}-after.json")
 
+    def dataplane_s(path, w):
+        """Dataplane CPU s in a window: podswitchd's own (both podswitch paths), else softirq."""
+        return w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"]
+
     for path in ("podswitch", "podswitch-tap", "kernel", "kernel-nft"):
         r = {}
         for wl in ("tcp1", "tcp4", "tcplocal"):
@@ -675,8 +679,7 @@ def report(argv):
                 "gbit_s": gbit_s,
                 "retransmits": e["sum_sent"].get("retransmits"),
                 "machine_busy_s_per_gb": w["busy_s"] / gb if gb else None,
-                "dataplane_cpu_s_per_gb": ((w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"]) / gb
-                                           if gb else None),
+                "dataplane_cpu_s_per_gb": dataplane_s(path, w) / gb if gb else None,
                 "window": w,
             }
         if present(path, "udp64"):
@@ -685,7 +688,7 @@ def report(argv):
             r["udp64"] = {
                 "rx_pps": w["rx_packets"] / w["seconds"],
                 "offered_pps": w["tx_packets"] / w["seconds"],
-                "dataplane_cpu_s": w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"],
+                "dataplane_cpu_s": dataplane_s(path, w),
                 "window": w,
             }
             u = r["udp64"]
@@ -699,8 +702,7 @@ def report(argv):
                 # CPU used beside the latency: machine-wide and podswitchd's, per second.
                 w = r[wl]["window"]
                 r[wl]["machine_busy_cores"] = w["busy_s"] / w["seconds"] if w["seconds"] else None
-                r[wl]["dataplane_cores"] = ((w["podswitchd_cpu_s"] if path.startswith("podswitch") else w["softirq_s"])
-                                            / w["seconds"] if w["seconds"] else None)
+                r[wl]["dataplane_cores"] = dataplane_s(path, w) / w["seconds"] if w["seconds"] else None
         svc = {}
         for n in meta.get("service_counts", []):
             rounds = []

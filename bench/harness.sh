@@ -227,10 +227,10 @@ setup_podswitch() {
     done
   fi
   read -r c1 c2 <<<"$PSW_CORES"
-  # shellcheck disable=SC2086 # extra daemon arguments
   # What the Service and NetworkPolicy workloads build their programs from: the pods as
   # they were started (gso, tap), not the plain example configuration.
   PSW_CFG[1]=$cfg1 PSW_CFG[2]=$cfg2
+  # shellcheck disable=SC2086 # extra daemon arguments
   PSW_WRAP="taskset -c $c1" start_psw 1 "$cfg1" "$c1" $PSW_ARGS
   # shellcheck disable=SC2086
   PSW_WRAP="taskset -c $c2" start_psw 2 "$cfg2" "$c2" $PSW_ARGS

@@ -20,25 +20,23 @@ pub fn restore(state_dir: &Path) -> (usize, usize) {
     for store in Store::networks(state_dir) {
         for r in store.all() {
             let Some(pod) = &r.pod else { continue };
-            // A tap pod's device is in its namespace: podswitchd finds it or says why.
-            let veth = if pod.tap.is_some() {
-                Ok(Some(()))
-            } else {
-                nl.link(&r.host_veth).map(|l| l.map(|_| ()))
-            };
-            match veth {
-                Ok(Some(())) => {}
-                Ok(None) => {
-                    eprintln!(
-                        "podswitch-cni restore: {} has no veth {} any more; skipped",
-                        pod.name, r.host_veth
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    eprintln!("podswitch-cni restore: cannot look up {}: {e}", r.host_veth);
-                    failed += 1;
-                    continue;
+            // A tap pod's device is in its namespace: podswitchd finds it or says why; a veth
+            // pod's host end must still be here.
+            if pod.tap.is_none() {
+                match nl.link(&r.host_veth) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        eprintln!(
+                            "podswitch-cni restore: {} has no veth {} any more; skipped",
+                            pod.name, r.host_veth
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("podswitch-cni restore: cannot look up {}: {e}", r.host_veth);
+                        failed += 1;
+                        continue;
+                    }
                 }
             }
             match Podswitchd::new(&r.socket).add_pod_raw(pod) {

@@ -94,6 +94,15 @@ impl Header {
             }
             _ => return h,
         };
+        // Frames that cannot hold more than one segment go plain without a header parse (most
+        // frames: segment size unknown and within the MTU).
+        let most = match usize::from(segment_size) {
+            0 => usize::from(mtu),
+            s => usize::from(mtu).min(s + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN),
+        };
+        if len <= l3 + most {
+            return h;
+        }
         let Ok(ip) = Packet::new_checked(&head[l3..]) else {
             return h;
         };
