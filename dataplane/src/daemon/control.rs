@@ -69,7 +69,13 @@ pub struct Control {
     factory: Arc<dyn PortFactory>,
     /// The conntrack table the workers share; cleaned of stale Service entries on publish.
     pub ct: Arc<crate::conntrack::Conntrack>,
+    /// Called with every published snapshot before the change is acknowledged
+    /// ([`Control::on_publish`]).
+    hooks: Mutex<Vec<PublishHook>>,
 }
+
+/// Keeps state outside the tables in step with them (the health-check listeners).
+pub type PublishHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 impl Control {
     /// Builds the first snapshot and opens every port; nothing is left open on error.
@@ -110,6 +116,7 @@ impl Control {
             ct: Arc::new(crate::conntrack::Conntrack::new(
                 snap.nat.conntrack_max as usize,
             )),
+            hooks: Mutex::new(Vec::new()),
         };
         {
             let mut inner = c.inner.lock();
@@ -124,6 +131,14 @@ impl Control {
 
     pub fn snapshot(&self) -> Arc<View> {
         self.views.load()
+    }
+
+    /// Adds a hook called with the live snapshot now and after every publish, before the
+    /// change that published it is acknowledged.
+    pub fn on_publish(&self, hook: PublishHook) {
+        let _inner = self.inner.lock(); // no publish in between
+        hook(&self.views.load().snap);
+        self.hooks.lock().push(hook);
     }
 
     /// Applies changes (control requests that change the configuration) together, as one
@@ -319,6 +334,9 @@ impl Control {
         };
         if !Arc::ptr_eq(&prev_policy, &live.snap.policy) {
             crate::conntrack::policy_cut::cut(&self.ct, &live.snap, now);
+        }
+        for hook in self.hooks.lock().iter() {
+            hook(&live.snap);
         }
         for s in removed_slots {
             for &w in &s.workers {

@@ -1,11 +1,18 @@
-//! The health-check NodePorts of externalTrafficPolicy Local Services (thread
-//! `psw-health`): one TCP listener per `health_check_node_port` on the node address, in the
-//! node's own stack (the uplink filter leaves these ports to the kernel), answering HTTP as
-//! kube-proxy does (`tables::health_check::response`). Listeners follow every publish.
+//! The health-check NodePorts of externalTrafficPolicy Local Services: one TCP listener per
+//! `health_check_node_port` on the node address, in the node's own stack (the uplink filter
+//! leaves these ports to the kernel), answering HTTP as kube-proxy does
+//! (`tables::health_check::response`).
+//!
+//! The listeners follow the tables on every publish, before the change is acknowledged
+//! ([`Listeners::sync`], a `Control` publish hook), so a client that connects once
+//! `add-service` said ok is answered; thread `psw-health` ([`serve`]) accepts and answers, and
+//! binds again what could not be bound.
 
 use super::control::Control;
-use super::sys::poll_readable;
+use super::sys::{EventFd, poll_readable, stop_listening};
+use crate::tables::Snapshot;
 use crate::tables::health_check::{local_ready_endpoints, response};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -19,68 +26,115 @@ const RETRY: Duration = Duration::from_secs(5);
 /// A client gets this long to send its request head.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Listener {
+struct Bound {
     addr: SocketAddrV4,
     sock: TcpListener,
 }
 
-/// Runs until `stop` is set.
-pub fn run(control: Arc<Control>, stop: Arc<AtomicBool>) {
-    let mut listeners: HashMap<u16, Listener> = HashMap::new();
-    let mut failed: HashMap<u16, Instant> = HashMap::new();
-    let mut seen_gen = u64::MAX;
-    while !stop.load(Ordering::Relaxed) {
-        let view = control.snapshot();
-        let snap = &view.snap;
+#[derive(Default)]
+struct State {
+    bound: HashMap<u16, Arc<Bound>>,
+    /// Ports that could not be bound, with the time of the last try.
+    failed: HashMap<u16, Instant>,
+}
+
+/// The health-check listeners of the node.
+pub struct Listeners {
+    state: Mutex<State>,
+    /// Wakes `serve` out of its poll when the set of listeners changed.
+    wake: EventFd,
+}
+
+impl Listeners {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Listeners {
+            state: Mutex::new(State::default()),
+            wake: EventFd::new()?,
+        })
+    }
+
+    /// Binds a listener for every health-check port `snap` wants that has none, and closes
+    /// the others. A port that cannot be bound is reported once and tried again later
+    /// (kube-proxy does not refuse the Service either).
+    pub fn sync(&self, snap: &Snapshot) {
         let node = Ipv4Addr::from(snap.node.address);
-        let wanted: HashMap<u16, String> = snap
-            .config
-            .services
-            .health_checks()
-            .map(|(p, name)| (p, name.to_string()))
-            .collect();
-        if snap.generation != seen_gen || !failed.is_empty() {
-            seen_gen = snap.generation;
-            listeners.retain(|p, l| wanted.contains_key(p) && *l.addr.ip() == node);
-            failed.retain(|p, _| wanted.contains_key(p));
-            for (&port, name) in &wanted {
-                if listeners.contains_key(&port)
-                    || failed.get(&port).is_some_and(|t| t.elapsed() < RETRY)
-                {
-                    continue;
+        let wanted: HashMap<u16, &Arc<str>> = snap.config.services.health_checks().collect();
+        let mut st = self.state.lock();
+        let before = st.bound.len();
+        st.bound.retain(|p, b| {
+            let keep = wanted.contains_key(p) && *b.addr.ip() == node;
+            if !keep {
+                // Refused from now on, though `serve` may still hold it for one poll.
+                stop_listening(b.sock.as_raw_fd());
+            }
+            keep
+        });
+        let mut changed = st.bound.len() != before;
+        st.failed.retain(|p, _| wanted.contains_key(p));
+        for (&port, name) in &wanted {
+            if st.bound.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddrV4::new(node, port);
+            match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l)) {
+                Ok(sock) => {
+                    st.failed.remove(&port);
+                    st.bound.insert(port, Arc::new(Bound { addr, sock }));
+                    changed = true;
                 }
-                let addr = SocketAddrV4::new(node, port);
-                match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l)) {
-                    Ok(sock) => {
-                        failed.remove(&port);
-                        listeners.insert(port, Listener { addr, sock });
+                Err(e) => {
+                    if !st.failed.contains_key(&port) {
+                        eprintln!(
+                            "podswitchd: service {name}: cannot serve health_check_node_port on {addr}: {e}"
+                        );
                     }
-                    Err(e) => {
-                        if !failed.contains_key(&port) {
-                            eprintln!(
-                                "podswitchd: service {name}: cannot serve health_check_node_port on {addr}: {e}"
-                            );
-                        }
-                        failed.insert(port, Instant::now());
-                    }
+                    st.failed.insert(port, Instant::now());
                 }
             }
         }
-        let fds: Vec<i32> = listeners.values().map(|l| l.sock.as_raw_fd()).collect();
-        if fds.is_empty() {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
+        drop(st);
+        if changed {
+            self.wake.wake();
         }
+    }
+
+    fn retry_due(&self) -> bool {
+        self.state
+            .lock()
+            .failed
+            .values()
+            .any(|t| t.elapsed() >= RETRY)
+    }
+
+    fn current(&self) -> Vec<(u16, Arc<Bound>)> {
+        let st = self.state.lock();
+        st.bound.iter().map(|(p, b)| (*p, b.clone())).collect()
+    }
+}
+
+/// Accepts and answers on the listeners until `stop` is set.
+pub fn serve(listeners: Arc<Listeners>, control: Arc<Control>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        if listeners.retry_due() {
+            listeners.sync(&control.snapshot().snap);
+        }
+        let bound = listeners.current();
+        let mut fds = vec![listeners.wake.fd()];
+        fds.extend(bound.iter().map(|(_, b)| b.sock.as_raw_fd()));
         if !poll_readable(&fds, 200) {
             continue;
         }
-        for (port, l) in &listeners {
-            while let Ok((conn, _)) = l.sock.accept() {
-                let svc = wanted
-                    .get(port)
-                    .and_then(|name| snap.config.services.get(name));
+        listeners.wake.drain();
+        let view = control.snapshot();
+        let services = &view.snap.config.services;
+        for (port, b) in &bound {
+            while let Ok((conn, _)) = b.sock.accept() {
+                let svc = services
+                    .health_checks()
+                    .find(|(p, _)| p == port)
+                    .and_then(|(_, name)| services.get(name));
                 if let Some(s) = svc {
-                    answer(conn, s, local_ready_endpoints(&snap.config.base, s));
+                    answer(conn, s, local_ready_endpoints(&view.snap.config.base, s));
                 }
             }
         }

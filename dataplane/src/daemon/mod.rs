@@ -93,6 +93,17 @@ pub fn run(
     }
     let all = Arc::new(shared);
     let control = Arc::new(Control::start(cfg, all.clone(), senders, factory)?);
+    let listeners = match health::Listeners::new() {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            control.close_all();
+            return Err(format!("health-check listeners: {e}"));
+        }
+    };
+    control.on_publish({
+        let l = listeners.clone();
+        Box::new(move |snap| l.sync(snap))
+    });
     if let Some(dir) = &opts.cni_state {
         let (restored, failed) = restore::restore_attachments(&control, dir, &opts.socket);
         eprintln!(
@@ -146,7 +157,7 @@ pub fn run(
         .name("psw-health".into())
         .spawn({
             let (control, stop) = (control.clone(), stop.clone());
-            move || health::run(control, stop)
+            move || health::serve(listeners, control, stop)
         })
         .map_err(|e| e.to_string())?;
     threads.push(health);

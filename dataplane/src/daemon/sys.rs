@@ -54,6 +54,14 @@ impl Drop for EventFd {
     }
 }
 
+/// Stops a listening TCP socket at once: its pending connections are reset and new ones
+/// refused, while the fd stays open for whoever still holds it (and the port can be bound
+/// again by a socket with SO_REUSEADDR).
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: plain syscall on a descriptor the caller keeps open; errors leave it as it was.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
 /// Waits until one of `fds` is readable or `timeout_ms` passes; false on a timeout.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> bool {
     let mut p: Vec<libc::pollfd> = fds
