@@ -36,6 +36,9 @@ struct State {
     bound: HashMap<u16, Arc<Bound>>,
     /// Ports that could not be bound, with the time of the last try.
     failed: HashMap<u16, Instant>,
+    /// The generation of the last snapshot synced: an older one (a retry that read the
+    /// snapshot just before a publish) changes nothing.
+    generation: u64,
 }
 
 /// The health-check listeners of the node.
@@ -60,6 +63,10 @@ impl Listeners {
         let node = Ipv4Addr::from(snap.node.address);
         let wanted: HashMap<u16, &Arc<str>> = snap.config.services.health_checks().collect();
         let mut st = self.state.lock();
+        if snap.generation < st.generation {
+            return;
+        }
+        st.generation = snap.generation;
         let before = st.bound.len();
         st.bound.retain(|p, b| {
             let keep = wanted.contains_key(p) && *b.addr.ip() == node;
