@@ -29,10 +29,7 @@ use crate::wire::ethernet;
 use crate::wire::ipv4;
 use crate::wire::{be16, set_be16};
 
-use crate::wire::tcp::{
-    FLAG_CWR as CWR, FLAG_FIN as FIN, FLAG_PSH as PSH, FLAG_RST as RST, FLAG_SYN as SYN,
-    FLAG_URG as URG,
-};
+use crate::wire::tcp;
 /// Offset of the IPv4 header in a frame (VLAN tags are stripped at input).
 const L3: usize = ethernet::HEADER_LEN;
 /// Offset of the TCP header (IPv4 without options).
@@ -139,12 +136,15 @@ impl Seg {
 
     /// May this segment start a run?
     pub fn can_start(&self) -> bool {
-        self.payload > 0 && self.flags & (SYN | RST | URG | PSH | FIN) == 0
+        self.payload > 0
+            && self.flags
+                & (tcp::FLAG_SYN | tcp::FLAG_RST | tcp::FLAG_URG | tcp::FLAG_PSH | tcp::FLAG_FIN)
+                == 0
     }
 
     /// Does the run end right after this segment joined it (or started it)?
     pub fn ends_run(&self, mss: usize) -> bool {
-        self.payload < mss || self.flags & (PSH | FIN) != 0
+        self.payload < mss || self.flags & (tcp::FLAG_PSH | tcp::FLAG_FIN) != 0
     }
 
     /// Ones'-complement sum of the payload, as the segment's own checksum states it (no pass
@@ -194,7 +194,10 @@ impl Run {
     /// options); `Err` names why it cannot join.
     pub fn check(&self, head_f: &[u8], s: &Seg, f: &[u8]) -> Result<(), Flush> {
         let h = &self.head;
-        if s.flags & CWR != 0 || (s.word ^ h.word) & !(u32::from(CWR | FIN | PSH) << 16) != 0 {
+        if s.flags & tcp::FLAG_CWR != 0
+            || (s.word ^ h.word) & !(u32::from(tcp::FLAG_CWR | tcp::FLAG_FIN | tcp::FLAG_PSH) << 16)
+                != 0
+        {
             return Err(Flush::Flags);
         }
         if s.ack != h.ack {
@@ -233,7 +236,7 @@ impl Run {
         self.payload_sum += u32::from(sum);
         self.payload += s.payload;
         self.count += 1;
-        self.flags_or |= s.flags & (FIN | PSH);
+        self.flags_or |= s.flags & (tcp::FLAG_FIN | tcp::FLAG_PSH);
     }
 
     /// Rewrites the first segment's headers in `f` (its frame, first buffer) for the merged
@@ -338,7 +341,7 @@ mod tests {
         fb[L4 + 31] = 7; // TSecr differs
         let sb = Seg::parse(&fb).unwrap();
         assert_eq!(r.check(&fa, &sb, &fb), Err(Flush::Options));
-        let fc = seg(100, &p, 0x10 | CWR, 2);
+        let fc = seg(100, &p, 0x10 | tcp::FLAG_CWR, 2);
         let sc = Seg::parse(&fc).unwrap();
         assert_eq!(r.check(&fa, &sc, &fc), Err(Flush::Flags));
     }

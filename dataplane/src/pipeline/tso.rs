@@ -23,10 +23,7 @@ use crate::wire::{be16, set_be16};
 /// Most buffers a super-frame may span (64 KiB in 4 KiB chunks, plus a partial one).
 pub const MAX_CHAIN: usize = 17;
 
-use crate::wire::tcp::{
-    FLAG_CWR as TCP_FLAG_CWR, FLAG_FIN as TCP_FLAG_FIN, FLAG_PSH as TCP_FLAG_PSH,
-    FLAG_RST as TCP_FLAG_RST, FLAG_SYN as TCP_FLAG_SYN,
-};
+use crate::wire::tcp;
 /// Offset of the TCP checksum in the TCP header.
 const TCP_CHECK: usize = 16;
 
@@ -125,7 +122,7 @@ impl Plan {
         }
         let payload = total - hl - thl;
         let flags = first[l4 + 13];
-        if payload > mss && flags & (TCP_FLAG_SYN | TCP_FLAG_RST) != 0 {
+        if payload > mss && flags & (tcp::FLAG_SYN | tcp::FLAG_RST) != 0 {
             return Err(TsoError::BadFlags);
         }
         if mss == 0 {
@@ -153,7 +150,7 @@ impl Plan {
         if p.mss == 0 {
             return Err(TsoError::MssTooSmall);
         }
-        if p.payload > p.mss && p.flags & (TCP_FLAG_SYN | TCP_FLAG_RST) != 0 {
+        if p.payload > p.mss && p.flags & (tcp::FLAG_SYN | tcp::FLAG_RST) != 0 {
             return Err(TsoError::BadFlags);
         }
         Ok(p)
@@ -165,7 +162,7 @@ impl Plan {
     pub fn at_most(mut self, size: usize) -> Result<Plan, TsoError> {
         if size > 0 && size < self.mss {
             self.mss = size;
-            if self.payload > self.mss && self.flags & (TCP_FLAG_SYN | TCP_FLAG_RST) != 0 {
+            if self.payload > self.mss && self.flags & (tcp::FLAG_SYN | tcp::FLAG_RST) != 0 {
                 return Err(TsoError::BadFlags);
             }
         }
@@ -224,10 +221,10 @@ impl Plan {
         seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = self.flags;
         if !last {
-            flags &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
+            flags &= !(tcp::FLAG_FIN | tcp::FLAG_PSH);
         }
         if k > 0 {
-            flags &= !TCP_FLAG_CWR;
+            flags &= !tcp::FLAG_CWR;
         }
         seg[l4 + 13] = flags;
         set_be16(seg, l4 + TCP_CHECK, 0);
@@ -326,7 +323,7 @@ mod tests {
 
     #[test]
     fn segments_carry_sequence_flags_ids_and_checksums() {
-        let f = super_frame(3000, 0x10 | TCP_FLAG_PSH | TCP_FLAG_FIN | TCP_FLAG_CWR);
+        let f = super_frame(3000, 0x10 | tcp::FLAG_PSH | tcp::FLAG_FIN | tcp::FLAG_CWR);
         let segs = cut(&f, &[], 1398);
         assert_eq!(segs.len(), 3);
         let mut payload = Vec::new();
@@ -339,8 +336,8 @@ mod tests {
             let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
             assert_eq!(seq, 0xffff_f000u32.wrapping_add(k as u32 * 1398));
             let fl = s[47];
-            assert_eq!(fl & TCP_FLAG_CWR != 0, k == 0);
-            assert_eq!(fl & (TCP_FLAG_FIN | TCP_FLAG_PSH) != 0, k == 2);
+            assert_eq!(fl & tcp::FLAG_CWR != 0, k == 0);
+            assert_eq!(fl & (tcp::FLAG_FIN | tcp::FLAG_PSH) != 0, k == 2);
             assert_eq!(fl & 0x10, 0x10);
             assert_eq!(&s[48..50], &f[48..50], "window kept");
             assert_eq!(&s[52..66], &f[52..66], "urgent pointer, options kept");
@@ -400,7 +397,7 @@ mod tests {
             .collect();
         assert_eq!(Plan::new(&many, 1000), Err(TsoError::BadChain));
         assert_eq!(Plan::new(&[&f[..]], 0), Err(TsoError::MssTooSmall));
-        let syn = super_frame(3000, TCP_FLAG_SYN);
+        let syn = super_frame(3000, tcp::FLAG_SYN);
         assert_eq!(Plan::new(&[&syn[..]], 1000), Err(TsoError::BadFlags));
         let mut udp = f.clone();
         udp[23] = ipv4::PROTO_UDP;
