@@ -16,6 +16,20 @@ const EVICT_SCAN: usize = 32;
 /// Probes for a free source port before reporting exhaustion (ranges up to this size are
 /// searched exhaustively).
 const PORT_PROBES: u32 = 1024;
+
+/// Which entries `Conntrack::reap` removes besides expired ones.
+#[derive(Clone, Copy)]
+enum Reap<'a> {
+    Expired,
+    /// Also one that never saw a reply (eviction when the table is full).
+    OrUnreplied,
+    /// Also a closed TCP flow (TIME_WAIT or CLOSE) of the same client address and port
+    /// as the new flow `.0`, whose reply tuple that flow needs. The client reused its port,
+    /// so its side of the old connection is gone; keeping the entry would remap the new
+    /// one's port, or refuse it once every port of a busy client is taken (the kernel's NAT
+    /// reuses such a tuple too).
+    OrClosedOf(&'a FlowKey),
+}
 /// Most shards a table has.
 const MAX_SHARDS: usize = 16;
 
@@ -571,7 +585,13 @@ impl Conntrack {
                     continue;
                 }
                 Next::Taken(id) => {
-                    if retries < 3 && self.reap(id, now, false) {
+                    // A new TCP connection may take over the tuple of its client's closed one.
+                    let also = if req.state == State::TcpSynSent {
+                        Reap::OrClosedOf(&req.orig)
+                    } else {
+                        Reap::Expired
+                    };
+                    if retries < 3 && self.reap(id, now, also) {
                         retries += 1;
                         continue;
                     }
@@ -590,8 +610,8 @@ impl Conntrack {
         Err(CreateError::PortsExhausted)
     }
 
-    /// Removes entry `id` if it is expired (or, with `unreplied`, never saw a reply).
-    fn reap(&self, id: u32, now: u64, unreplied: bool) -> bool {
+    /// Removes entry `id` if it is expired, or matches what `also` allows.
+    fn reap(&self, id: u32, now: u64, also: Reap<'_>) -> bool {
         let (o, slot) = self.split(id);
         let (orig, reply, flags) = {
             let g = self.lock(o);
@@ -612,7 +632,17 @@ impl Conntrack {
             && e.orig == orig
             && e.reply == reply
             && (e.expires <= now
-                || (unreplied && e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0));
+                || match also {
+                    Reap::Expired => false,
+                    Reap::OrUnreplied => e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0,
+                    Reap::OrClosedOf(new) => {
+                        e.flags & flag::AFFINITY == 0
+                            && e.orig.proto == ipv4::PROTO_TCP
+                            && matches!(e.state, State::TcpTimeWait | State::TcpClose)
+                            && e.orig.src == new.src
+                            && e.orig.sport == new.sport
+                    }
+                });
         if !ok {
             return false;
         }
@@ -640,7 +670,7 @@ impl Conntrack {
                 _ => return false,
             }
         }
-        self.reap(id, 1, false)
+        self.reap(id, 1, Reap::Expired)
     }
 
     fn reap_key(&self, key: &FlowKey, now: u64) {
@@ -648,7 +678,7 @@ impl Conntrack {
         let h = self.hash_words(&w);
         let id = self.lock(self.shard_of(h)).index.get(&w, h);
         if let Some(id) = id {
-            self.reap(id, now, false);
+            self.reap(id, now, Reap::Expired);
         }
     }
 
@@ -672,7 +702,7 @@ impl Conntrack {
             found
         };
         match victim {
-            Some(id) if self.reap(id, now, true) => {
+            Some(id) if self.reap(id, now, Reap::OrUnreplied) => {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -707,7 +737,7 @@ impl Conntrack {
         }
         let removed = ids[..n]
             .iter()
-            .filter(|&&id| self.reap(id, now, false))
+            .filter(|&&id| self.reap(id, now, Reap::Expired))
             .count();
         self.expired.fetch_add(removed as u64, Ordering::Relaxed);
         removed
@@ -983,6 +1013,58 @@ mod tests {
         assert_eq!(ea.reply.dport, a.orig.sport);
         assert_ne!(eb.reply.dport, ea.reply.dport);
         assert!((2000..=2001).contains(&eb.reply.dport));
+    }
+
+    /// A client's connection to an endpoint through a Service address, from `sport` (the
+    /// endpoint's port 8080 answers to the client's port: the reply tuple).
+    fn tcp_flow(src: [u8; 4], sport: u16, vip: [u8; 4], client: [u8; 4], cport: u16) -> NewFlow {
+        NewFlow {
+            orig: FlowKey::new(ipv4::PROTO_TCP, src, vip, sport, 80),
+            reply: FlowKey::new(ipv4::PROTO_TCP, [10, 244, 2, 20], client, 8080, cport),
+            port_range: Some([2000, 2001]),
+            flags: flag::SERVICE,
+            state: State::TcpSynSent,
+            bytes: 60,
+        }
+    }
+
+    #[test]
+    fn a_clients_new_connection_takes_the_tuple_of_its_closed_one() {
+        let t = Timeouts::default();
+        let ct = Conntrack::new(64);
+        let pod_a = [10, 244, 1, 10];
+        let a = tcp_flow(pod_a, 40000, [10, 96, 0, 10], pod_a, 40000);
+        assert!(matches!(ct.create(&a, 1, &t), Ok(Created::New(_))));
+        let reset = crate::wire::tcp::FLAG_RST | crate::wire::tcp::FLAG_ACK;
+        ct.track(&a.orig, reset, 40, 2, &t).expect("a's entry");
+        assert_eq!(ct.peek(&a.orig, 3).unwrap().entry.state, State::TcpClose);
+        // The client reuses its port toward another Service with the same endpoint: the new
+        // connection keeps the port, and the closed entry goes.
+        let b = tcp_flow(pod_a, 40000, [10, 96, 0, 11], pod_a, 40000);
+        let Ok(Created::New(eb)) = ct.create(&b, 3, &t) else {
+            panic!("b refused")
+        };
+        assert_eq!(eb.reply.dport, 40000);
+        assert!(ct.peek(&a.orig, 4).is_none());
+        // A live connection keeps its tuple: a third one from that port is remapped.
+        let c = tcp_flow(pod_a, 40000, [10, 96, 0, 12], pod_a, 40000);
+        let Ok(Created::New(ec)) = ct.create(&c, 4, &t) else {
+            panic!("c refused")
+        };
+        assert!((2000..=2001).contains(&ec.reply.dport), "{ec:?}");
+        assert!(ct.peek(&b.orig, 5).is_some());
+        // A closed flow of another client (here masqueraded to pod A's port 41000) is not
+        // taken over by pod A's own port 41000.
+        let other = tcp_flow([10, 244, 1, 11], 5000, [10, 96, 0, 13], pod_a, 41000);
+        assert!(matches!(ct.create(&other, 5, &t), Ok(Created::New(_))));
+        ct.track(&other.orig, reset, 40, 6, &t)
+            .expect("other's entry");
+        let d = tcp_flow(pod_a, 41000, [10, 96, 0, 13], pod_a, 41000);
+        let Ok(Created::New(ed)) = ct.create(&d, 7, &t) else {
+            panic!("d refused")
+        };
+        assert_ne!(ed.reply.dport, 41000);
+        assert!(ct.peek(&other.orig, 8).is_some());
     }
 }
 
