@@ -26,8 +26,8 @@ enum Reap<'a> {
     /// Also a closed TCP flow (TIME_WAIT or CLOSE) of the same client address and port
     /// as the new flow `.0`, whose reply tuple that flow needs. The client reused its port,
     /// so its side of the old connection is gone; keeping the entry would remap the new
-    /// one's port, or refuse it once every port of a busy client is taken (the kernel's NAT
-    /// reuses such a tuple too).
+    /// one's port into the SNAT range, which a busy client's closed entries soon fill (the
+    /// kernel's NAT evicts TIME_WAIT entries in its way too, on its last attempts).
     OrClosedOf(&'a FlowKey),
 }
 /// Most shards a table has.
