@@ -696,3 +696,54 @@ fn same_node_endpoint_reply_sent_to_client_mac_is_reverse_translated() {
         ("veth-pod-a", POD_C, MAC_C)
     );
 }
+
+/// A client that reuses its port toward a second Service with the same endpoint, right after
+/// its connection to the first one closed, keeps its port: the closed entry's reply tuple
+/// (endpoint -> client port) is taken over instead of the new connection being moved into
+/// the SNAT range (which a busy client's closed entries fill: `nat_ports_exhausted`).
+#[test]
+fn a_reused_client_port_toward_another_service_keeps_the_port() {
+    let mut cfg = config();
+    let web = cfg
+        .services
+        .iter_mut()
+        .find(|s| s.name == "web")
+        .expect("web in the example");
+    web.endpoints.retain(|e| e.ip.octets() == POD_C);
+    let mut web2 = web.clone();
+    web2.name = "web2".into();
+    web2.kind = Default::default();
+    web2.cluster_ip = Some([10, 96, 0, 99].into());
+    web2.external_ips.clear();
+    for p in &mut web2.ports {
+        p.node_port = None;
+    }
+    cfg.services.push(web2);
+    let mut n = Node::new(&cfg);
+    let (port, p) = syn_from_a(&mut n, VIP, 80, 40000).one();
+    assert_eq!(
+        (port.as_str(), p.dst, p.sport),
+        ("veth-pod-c", POD_C, 40000)
+    );
+    let (rport, frame) = reply_to(&port, &p, SYN | ACK, 5000);
+    n.send(&rport, frame).one();
+    // The client aborts the connection (as a load generator closing with RST does).
+    n.send(
+        "veth-pod-a",
+        tcp(MAC_A, MAC_GW, POD_A, VIP, 40000, 80, RST, 1001, 0, &[]),
+    )
+    .one();
+    assert!(n.dump().contains("state=CLOSE "), "{}", n.dump());
+    let vip2 = [10, 96, 0, 99];
+    let (port, p) = syn_from_a(&mut n, vip2, 80, 40000).one();
+    assert_eq!(
+        (port.as_str(), p.dst, p.sport, p.dport),
+        ("veth-pod-c", POD_C, 40000, 8080)
+    );
+    let (rport, frame) = reply_to(&port, &p, SYN | ACK, 7000);
+    let (out, r) = n.send(&rport, frame).one();
+    assert_eq!(out, "veth-pod-a");
+    assert_eq!((r.src, r.sport, r.dport), (vip2, 80, 40000));
+    let dump = n.dump();
+    assert_eq!(dump.lines().count(), 1, "the closed entry is gone: {dump}");
+}
