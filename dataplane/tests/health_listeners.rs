@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// A port the kernel just had free on loopback (the node port range is widened to hold it).
+/// A port the kernel just had free on loopback (the node port range is widened to hold
+/// any).
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local address").port()
@@ -51,7 +52,7 @@ fn web_local(cfg: &NodeConfig) -> Service {
 fn health_ports_answer_when_the_change_is_acknowledged() {
     let mut cfg = support::config();
     cfg.node.address = Ipv4Addr::LOCALHOST;
-    cfg.nat.node_port_range = [30000, 65000];
+    cfg.nat.node_port_range = [1024, 65535];
     cfg.services.retain(|s| s.name != "web-local");
     let w = Arc::new(vec![Arc::new(WorkerShared::new(0).expect("worker"))]);
     let (tx, _rx) = crossbeam::channel::unbounded();

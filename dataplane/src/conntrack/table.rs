@@ -24,12 +24,17 @@ enum Reap<'a> {
     /// Also one that never saw a reply (eviction when the table is full).
     OrUnreplied,
     /// Also a closed TCP flow (TIME_WAIT or CLOSE) of the same client address and port
-    /// as the new flow `.0`, whose reply tuple that flow needs. The client reused its port,
-    /// so its side of the old connection is gone; keeping the entry would remap the new
-    /// one's port into the SNAT range, which a busy client's closed entries soon fill (the
-    /// kernel's NAT evicts TIME_WAIT entries in its way too, on its last attempts).
-    OrClosedOf(&'a FlowKey),
+    /// as the new flow `client`, holding the reply tuple `reply` that flow needs. The
+    /// client reused its port, so its side of the old connection is gone; keeping the entry
+    /// would remap the new one's port into the SNAT range, which a busy client's closed
+    /// entries soon fill (the kernel's NAT evicts TIME_WAIT entries in its way too, on its
+    /// last attempts).
+    OrClosedOf {
+        client: &'a FlowKey,
+        reply: &'a FlowKey,
+    },
 }
+
 /// Most shards a table has.
 const MAX_SHARDS: usize = 16;
 
@@ -587,7 +592,10 @@ impl Conntrack {
                 Next::Taken(id) => {
                     // A new TCP connection may take over the tuple of its client's closed one.
                     let also = if req.state == State::TcpSynSent {
-                        Reap::OrClosedOf(&req.orig)
+                        Reap::OrClosedOf {
+                            client: &req.orig,
+                            reply: &reply,
+                        }
                     } else {
                         Reap::Expired
                     };
@@ -635,12 +643,13 @@ impl Conntrack {
                 || match also {
                     Reap::Expired => false,
                     Reap::OrUnreplied => e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0,
-                    Reap::OrClosedOf(new) => {
+                    Reap::OrClosedOf { client, reply } => {
                         e.flags & flag::AFFINITY == 0
+                            && e.reply == *reply
                             && e.orig.proto == ipv4::PROTO_TCP
                             && matches!(e.state, State::TcpTimeWait | State::TcpClose)
-                            && e.orig.src == new.src
-                            && e.orig.sport == new.sport
+                            && e.orig.src == client.src
+                            && e.orig.sport == client.sport
                     }
                 });
         if !ok {

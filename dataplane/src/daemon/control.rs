@@ -74,7 +74,8 @@ pub struct Control {
     hooks: Mutex<Vec<PublishHook>>,
 }
 
-/// Keeps state outside the tables in step with them (the health-check listeners).
+/// Keeps state outside the tables in step with them (the health-check listeners). It runs
+/// under the control lock, so it must be quick and must not call back into `Control`.
 pub type PublishHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 impl Control {
@@ -335,9 +336,6 @@ impl Control {
         if !Arc::ptr_eq(&prev_policy, &live.snap.policy) {
             crate::conntrack::policy_cut::cut(&self.ct, &live.snap, now);
         }
-        for hook in self.hooks.lock().iter() {
-            hook(&live.snap);
-        }
         for s in removed_slots {
             for &w in &s.workers {
                 inner.load[usize::from(w)] = inner.load[usize::from(w)].saturating_sub(1);
@@ -348,6 +346,10 @@ impl Control {
             self.factory.close(&s.entry);
         }
         inner.cfg = cfg;
+        // Last, with the change complete: a hook sees consistent state whatever it does.
+        for hook in self.hooks.lock().iter() {
+            hook(&live.snap);
+        }
         Ok(())
     }
 

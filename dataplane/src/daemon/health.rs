@@ -39,6 +39,8 @@ struct State {
     /// The generation of the last snapshot synced: an older one (a retry that read the
     /// snapshot just before a publish) changes nothing.
     generation: u64,
+    /// Set on shutdown: nothing is bound any more.
+    closed: bool,
 }
 
 /// The health-check listeners of the node.
@@ -63,7 +65,7 @@ impl Listeners {
         let node = Ipv4Addr::from(snap.node.address);
         let wanted: HashMap<u16, &Arc<str>> = snap.config.services.health_checks().collect();
         let mut st = self.state.lock();
-        if snap.generation < st.generation {
+        if st.closed || snap.generation < st.generation {
             return;
         }
         st.generation = snap.generation;
@@ -72,7 +74,7 @@ impl Listeners {
             let keep = wanted.contains_key(p) && *b.addr.ip() == node;
             if !keep {
                 // Refused from now on, though `serve` may still hold it for one poll.
-                stop_listening(b.sock.as_raw_fd());
+                stop_listening(&b.sock);
             }
             keep
         });
@@ -105,6 +107,16 @@ impl Listeners {
         }
     }
 
+    /// Stops every listener (clients are refused from now on) and binds nothing after.
+    pub fn close_all(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for (_, b) in st.bound.drain() {
+            stop_listening(&b.sock);
+        }
+        st.failed.clear();
+    }
+
     fn retry_due(&self) -> bool {
         self.state
             .lock()
@@ -119,8 +131,13 @@ impl Listeners {
     }
 }
 
-/// Accepts and answers on the listeners until `stop` is set.
+/// Accepts and answers on the listeners until `stop` is set, then closes them.
 pub fn serve(listeners: Arc<Listeners>, control: Arc<Control>, stop: Arc<AtomicBool>) {
+    answer_until(&listeners, &control, &stop);
+    listeners.close_all();
+}
+
+fn answer_until(listeners: &Listeners, control: &Control, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         if listeners.retry_due() {
             listeners.sync(&control.snapshot().snap);
@@ -135,7 +152,16 @@ pub fn serve(listeners: Arc<Listeners>, control: Arc<Control>, stop: Arc<AtomicB
         let view = control.snapshot();
         let services = &view.snap.config.services;
         for (port, b) in &bound {
-            while let Ok((conn, _)) = b.sock.accept() {
+            loop {
+                let conn = match b.sock.accept() {
+                    Ok((conn, _)) => conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // Out of descriptors, or a listener just stopped: do not spin on it.
+                        std::thread::sleep(Duration::from_millis(20));
+                        break;
+                    }
+                };
                 let svc = services
                     .health_checks()
                     .find(|(p, _)| p == port)

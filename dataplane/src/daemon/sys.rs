@@ -1,6 +1,6 @@
 //! The few system calls the daemon makes directly: eventfd wake-ups, poll, peer
-//! credentials, the cycle counter and one netlink request (neighbour resolution). All
-//! `unsafe` of the daemon lives here.
+//! credentials, the cycle counter, stopping a listener and one netlink request (neighbour
+//! resolution). All `unsafe` of the daemon lives here.
 
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -56,10 +56,10 @@ impl Drop for EventFd {
 
 /// Stops a listening TCP socket at once: its pending connections are reset and new ones
 /// refused, while the fd stays open for whoever still holds it (and the port can be bound
-/// again by a socket with SO_REUSEADDR).
-pub fn stop_listening(fd: RawFd) {
-    // SAFETY: plain syscall on a descriptor the caller keeps open; errors leave it as it was.
-    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+/// again by a socket with SO_REUSEADDR). Linux: shutdown(SHUT_RD) disconnects a listener.
+pub fn stop_listening(l: &std::net::TcpListener) {
+    // SAFETY: plain syscall on a descriptor `l` keeps open; errors leave it as it was.
+    unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RD) };
 }
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes; false on a timeout.
