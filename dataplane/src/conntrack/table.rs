@@ -172,6 +172,8 @@ pub struct CtStats {
     pub created: u64,
     pub expired: u64,
     pub evicted: u64,
+    /// Closed TCP entries a new connection of the same client took the tuple of.
+    pub taken_over: u64,
     pub bytes_allocated: usize,
 }
 
@@ -190,6 +192,7 @@ pub struct Conntrack {
     created: AtomicU64,
     expired: AtomicU64,
     evicted: AtomicU64,
+    taken_over: AtomicU64,
 }
 
 struct Two<'a> {
@@ -274,6 +277,7 @@ impl Conntrack {
             created: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            taken_over: AtomicU64::new(0),
         }
     }
 
@@ -636,10 +640,11 @@ impl Conntrack {
         let r = if affinity { o } else { self.shard_of(rh) };
         let mut two = self.lock2(o, r);
         let e = two.get(o).entries[slot];
+        let expired = e.expires <= now;
         let ok = e.expires != 0
             && e.orig == orig
             && e.reply == reply
-            && (e.expires <= now
+            && (expired
                 || match also {
                     Reap::Expired => false,
                     Reap::OrUnreplied => e.flags & (flag::SEEN_REPLY | flag::AFFINITY) == 0,
@@ -665,6 +670,9 @@ impl Conntrack {
         self.live.fetch_sub(1, Ordering::Relaxed);
         if !affinity {
             two.get(r).index.remove(&rw, rh, hw);
+        }
+        if !expired && matches!(also, Reap::OrClosedOf { .. }) {
+            self.taken_over.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
@@ -898,6 +906,7 @@ impl Conntrack {
             created: self.created.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            taken_over: self.taken_over.load(Ordering::Relaxed),
             ..CtStats::default()
         };
         for sh in self.shards.iter() {
@@ -1055,6 +1064,7 @@ mod tests {
         };
         assert_eq!(eb.reply.dport, 40000);
         assert!(ct.peek(&a.orig, 4).is_none());
+        assert_eq!(ct.stats().taken_over, 1);
         // A live connection keeps its tuple: a third one from that port is remapped.
         let c = tcp_flow(pod_a, 40000, [10, 96, 0, 12], pod_a, 40000);
         let Ok(Created::New(ec)) = ct.create(&c, 4, &t) else {
@@ -1074,6 +1084,7 @@ mod tests {
         };
         assert_ne!(ed.reply.dport, 41000);
         assert!(ct.peek(&other.orig, 8).is_some());
+        assert_eq!(ct.stats().taken_over, 1);
     }
 }
 
